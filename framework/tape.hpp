@@ -1,0 +1,435 @@
+#pragma once
+/// The tape: an append-only record of ops, and `var`, the cheap handle to one recorded value.
+///
+/// Note [Tape lifetime]
+/// A tape owns its nodes. A `var` is (tape, index, generation): copying it is cheap and it never
+/// owns a value. clear() starts a new generation and destroying the tape ends it; a `var` from an
+/// earlier generation or a destroyed tape throws unfold::error on use instead of reading freed or
+/// recycled memory. References returned by var::value()/grad() stay valid until the tape is
+/// cleared or destroyed (nodes are kept in a deque, so appending never moves them).
+///
+/// Note [Gradient accumulation]
+/// Every backward *adds* into its input gradients (`xt::noalias(gx) += ...`) and the engine hands
+/// it zeroed slots. That single rule makes reuse correct: a value feeding several nodes (x*x + x),
+/// or a parameter bound once and used at every time step of an unrolled network, receives the sum
+/// of all contributions — which is backpropagation through time for a shared weight. Intermediate
+/// gradients are recomputed from zero by every backward(), so backward() is repeatable; parameter
+/// gradients live in the parameter and accumulate across backward() calls until zero_grad().
+///
+/// Note [Backward order]
+/// Nodes are appended after their inputs, so the node vector is already in topological order and
+/// backward is one reverse loop over indices: no recursion, so a 200,000-step chain is as safe as
+/// a 10-step one.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "framework/param.hpp"
+#include "framework/tensor.hpp"
+
+namespace unfold
+{
+
+class tape;
+class var;
+
+namespace detail
+{
+struct tape_core;
+
+/// The type-erased backward of one recorded op (see op_node below).
+struct backward_fn
+{
+    virtual ~backward_fn() = default;
+    virtual void backward(tape_core& core, std::size_t self) = 0;
+    virtual const char* name() const = 0;
+};
+
+struct node
+{
+    tensor value;
+    tensor grad;
+    bool requires_grad = false;
+    bool has_grad = false; // grad holds this backward's (zero-initialised) sum
+    std::unique_ptr<backward_fn> fn;
+    param bound; // set for a parameter leaf
+};
+
+inline std::uint64_t next_generation()
+{
+    static std::uint64_t counter = 0; // guarded by being touched only on tape creation/clear
+    return ++counter;
+}
+
+struct tape_core
+{
+    std::deque<node> nodes;
+    std::uint64_t generation = next_generation();
+    bool alive = true;
+    std::unordered_map<const param_data*, std::size_t> bound; // one leaf per parameter
+
+    /// The gradient slot of node i, zeroed on first use in a backward.
+    tensor& grad_slot(std::size_t i)
+    {
+        node& n = nodes[i];
+        if (!n.has_grad)
+        {
+            if (n.grad.shape() == n.value.shape())
+                n.grad.fill(real(0));
+            else
+                n.grad = zeros(n.value.shape());
+            n.has_grad = true;
+        }
+        return n.grad;
+    }
+};
+
+inline bool& grad_mode_flag()
+{
+    thread_local bool enabled = true;
+    return enabled;
+}
+} // namespace detail
+
+/// True unless a no_grad_guard is alive on this thread.
+inline bool grad_enabled() { return detail::grad_mode_flag(); }
+
+/// While alive, ops record values only: no node requires a gradient and no backward is kept
+/// (evaluation, sampling, finite differences).
+class no_grad_guard
+{
+public:
+    no_grad_guard()
+        : m_previous(detail::grad_mode_flag())
+    {
+        detail::grad_mode_flag() = false;
+    }
+    ~no_grad_guard() { detail::grad_mode_flag() = m_previous; }
+    no_grad_guard(const no_grad_guard&) = delete;
+    no_grad_guard& operator=(const no_grad_guard&) = delete;
+
+private:
+    bool m_previous;
+};
+
+/// A handle to one value recorded on a tape. See Note [Tape lifetime].
+class var
+{
+public:
+    var() = default;
+
+    /// The recorded value.
+    const tensor& value() const { return node().value; }
+    /// d(output)/d(this) from the last backward() of this tape; zeros if it did not reach here.
+    const tensor& grad() const { return m_core->grad_slot(checked_index()); }
+    const shape_type& shape() const { return node().value.shape(); }
+    std::size_t dimension() const { return shape().size(); }
+    std::size_t size() const { return node().value.size(); }
+    bool requires_grad() const { return node().requires_grad; }
+    bool defined() const { return m_core != nullptr; }
+    /// The value of a one-element tensor.
+    real item() const
+    {
+        const tensor& v = value();
+        UNFOLD_CHECK(v.size() == 1, "item(): the value has shape {}, not a single element",
+                     shape_str(v.shape()));
+        return v.data()[0];
+    }
+
+    std::size_t index() const { return checked_index(); }
+    detail::tape_core& core() const
+    {
+        checked_index();
+        return *m_core;
+    }
+
+private:
+    friend class tape;
+    var(std::shared_ptr<detail::tape_core> core, std::size_t index)
+        : m_core(std::move(core))
+        , m_index(index)
+        , m_generation(m_core->generation)
+    {
+    }
+    template <class Op, class... V>
+    friend var apply(Op op, const V&... inputs);
+    template <class Op>
+    friend var apply_n(Op op, const std::vector<var>& inputs);
+    friend var detach(const var& x);
+
+    /// Appends `n` to this var's tape and returns its handle.
+    var append(detail::node n) const
+    {
+        checked_index();
+        m_core->nodes.push_back(std::move(n));
+        return var(m_core, m_core->nodes.size() - 1);
+    }
+
+    std::size_t checked_index() const
+    {
+        UNFOLD_CHECK(m_core, "use of an empty var (default-constructed, never assigned)");
+        UNFOLD_CHECK(m_core->alive, "use of a var whose tape has been destroyed");
+        UNFOLD_CHECK(m_core->generation == m_generation,
+                     "use of a var from a cleared tape (recorded before tape::clear(); in "
+                     "truncated BPTT, carry state into the next chunk with tape::constant or "
+                     "detach before clearing)");
+        return m_index;
+    }
+    detail::node& node() const { return m_core->nodes[checked_index()]; }
+
+    std::shared_ptr<detail::tape_core> m_core;
+    std::size_t m_index = 0;
+    std::uint64_t m_generation = 0;
+};
+
+/// An append-only record of ops; backward() walks it in reverse. See the notes above.
+class tape
+{
+public:
+    tape()
+        : m_core(std::make_shared<detail::tape_core>())
+    {
+    }
+    ~tape()
+    {
+        m_core->alive = false;
+        m_core->nodes.clear();
+        m_core->bound.clear();
+    }
+    tape(const tape&) = delete;
+    tape& operator=(const tape&) = delete;
+
+    /// A leaf that never receives a gradient (data, targets, a detached state).
+    var constant(tensor value) { return leaf(std::move(value), false); }
+    /// A leaf whose gradient backward() computes (an input you differentiate with respect to).
+    var variable(tensor value) { return leaf(std::move(value), grad_enabled()); }
+
+    /// The leaf for parameter `p`, created on first use and reused after (one leaf per parameter
+    /// per tape), so every use accumulates into one gradient. Throws if p's value has changed shape.
+    var operator[](const param& p)
+    {
+        auto found = m_core->bound.find(p.id());
+        if (found != m_core->bound.end())
+            return var(m_core, found->second);
+        UNFOLD_CHECK(p.value().shape() == p.shape(),
+                     "parameter '{}' has a value of shape {} but was declared with shape {}",
+                     p.name(), shape_str(p.value().shape()), shape_str(p.shape()));
+        var leaf_var = leaf(p.value(), true);
+        m_core->nodes.back().bound = p;
+        m_core->bound.emplace(p.id(), leaf_var.m_index);
+        return leaf_var;
+    }
+
+    /// Backpropagates from a one-element output with seed 1.
+    void backward(const var& output)
+    {
+        UNFOLD_CHECK(output.size() == 1,
+                     "backward: the output has shape {}; reduce it to one element (e.g. sum or "
+                     "mean) or pass a seed gradient of that shape",
+                     shape_str(output.shape()));
+        backward(output, tensor(output.shape(), real(1)));
+    }
+
+    /// Backpropagates `seed` = d(loss)/d(output). Intermediate gradients are recomputed from zero;
+    /// bound parameters' gradients accumulate (Note [Gradient accumulation]).
+    void backward(const var& output, const tensor& seed)
+    {
+        backward(std::vector<var>{output}, std::vector<tensor>{seed});
+    }
+
+    /// Backpropagates several outputs at once: loss = Σ_k <seeds[k], outputs[k]>.
+    void backward(const std::vector<var>& outputs, const std::vector<tensor>& seeds)
+    {
+        UNFOLD_CHECK(outputs.size() == seeds.size(), "backward: {} outputs but {} seeds",
+                     outputs.size(), seeds.size());
+        for (auto& n : m_core->nodes)
+            n.has_grad = false;
+        std::size_t end = 0;
+        for (std::size_t k = 0; k < outputs.size(); ++k)
+        {
+            const var& y = outputs[k];
+            UNFOLD_CHECK(&y.core() == m_core.get(), "backward: output {} is not on this tape", k);
+            UNFOLD_CHECK(seeds[k].shape() == y.shape(),
+                         "backward: the seed has shape {} but the output has shape {}",
+                         shape_str(seeds[k].shape()), shape_str(y.shape()));
+            if (!y.requires_grad())
+                continue;
+            xt::noalias(m_core->grad_slot(y.index())) += seeds[k];
+            end = std::max(end, y.index() + 1);
+        }
+        for (std::size_t i = end; i-- > 0;)
+        {
+            detail::node& n = m_core->nodes[i];
+            if (n.has_grad && n.fn)
+                n.fn->backward(*m_core, i);
+        }
+        for (auto& [id, i] : m_core->bound)
+        {
+            detail::node& n = m_core->nodes[i];
+            if (n.has_grad)
+                xt::noalias(n.bound.grad()) += n.grad;
+        }
+    }
+
+    /// Drops every node; vars recorded so far become stale (Note [Tape lifetime]).
+    void clear()
+    {
+        m_core->nodes.clear();
+        m_core->bound.clear();
+        m_core->generation = detail::next_generation();
+    }
+
+    std::size_t size() const { return m_core->nodes.size(); }
+
+private:
+    var leaf(tensor value, bool requires_grad)
+    {
+        detail::node n;
+        n.value = std::move(value);
+        n.requires_grad = requires_grad;
+        m_core->nodes.push_back(std::move(n));
+        return var(m_core, m_core->nodes.size() - 1);
+    }
+
+    std::shared_ptr<detail::tape_core> m_core;
+};
+
+/// A constant copy of `x` on the same tape: gradients stop here.
+inline var detach(const var& x)
+{
+    detail::node n;
+    n.value = x.value();
+    return x.append(std::move(n));
+}
+
+namespace detail
+{
+/// The recorded backward of an op with N inputs: hands Op::backward the inputs, the output, its
+/// gradient and one zeroed gradient slot per input (a scratch slot for inputs that need none).
+template <class Op, std::size_t N>
+struct op_node final : backward_fn
+{
+    op_node(Op op_, std::array<std::size_t, N> inputs_)
+        : op(std::move(op_))
+        , inputs(inputs_)
+    {
+    }
+    const char* name() const override { return Op::name; }
+    void backward(tape_core& core, std::size_t self) override
+    {
+        run(core, core.nodes[self], std::make_index_sequence<N>{});
+    }
+
+    template <std::size_t... K>
+    void run(tape_core& core, node& y, std::index_sequence<K...>)
+    {
+        std::array<tensor, N> scratch;
+        std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
+        op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
+    }
+    tensor* slot(tape_core& core, std::size_t k, tensor& scratch)
+    {
+        if (core.nodes[inputs[k]].requires_grad)
+            return &core.grad_slot(inputs[k]);
+        scratch = zeros(core.nodes[inputs[k]].value.shape());
+        return &scratch;
+    }
+
+    Op op;
+    std::array<std::size_t, N> inputs;
+};
+
+/// The same for ops over a variable number of inputs (concatenation):
+/// Op::backward(xs, y, gy, gxs) with vectors of pointers.
+template <class Op>
+struct op_node_n final : backward_fn
+{
+    op_node_n(Op op_, std::vector<std::size_t> inputs_)
+        : op(std::move(op_))
+        , inputs(std::move(inputs_))
+    {
+    }
+    const char* name() const override { return Op::name; }
+    void backward(tape_core& core, std::size_t self) override
+    {
+        std::vector<const tensor*> xs;
+        std::vector<tensor*> slots;
+        std::vector<tensor> scratch(inputs.size());
+        for (std::size_t k = 0; k < inputs.size(); ++k)
+        {
+            node& x = core.nodes[inputs[k]];
+            xs.push_back(&x.value);
+            if (x.requires_grad)
+                slots.push_back(&core.grad_slot(inputs[k]));
+            else
+            {
+                scratch[k] = zeros(x.value.shape());
+                slots.push_back(&scratch[k]);
+            }
+        }
+        node& y = core.nodes[self];
+        op.backward(xs, y.value, y.grad, slots);
+    }
+
+    Op op;
+    std::vector<std::size_t> inputs;
+};
+} // namespace detail
+
+/// Records `op` applied to `inputs` (all on one tape) and returns its output.
+/// Op provides `static constexpr const char* name`, `tensor forward(const tensor&...)` and
+/// `void backward(const tensor&... x, const tensor& y, const tensor& gy, tensor&... gx)`, which
+/// must *add* into every gx (Note [Gradient accumulation]). forward may keep state in the op
+/// (a dropout mask): the op object is stored with the node after forward has run.
+template <class Op, class... V>
+[[nodiscard]] var apply(Op op, const V&... inputs)
+{
+    static_assert(sizeof...(V) > 0 && (std::is_same_v<V, var> && ...),
+                  "apply(op, inputs...) takes one or more vars");
+    const var& first = std::get<0>(std::tie(inputs...));
+    detail::tape_core& core = first.core();
+    UNFOLD_CHECK(((&inputs.core() == &core) && ...), "{}: inputs are recorded on different tapes",
+                 Op::name);
+    detail::node n;
+    n.value = op.forward(inputs.value()...);
+    n.requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
+    if (n.requires_grad)
+        n.fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
+            std::move(op), std::array<std::size_t, sizeof...(V)>{inputs.index()...});
+    return first.append(std::move(n));
+}
+
+/// apply() for ops over a variable number of inputs; Op::forward takes
+/// `const std::vector<const tensor*>&`.
+template <class Op>
+[[nodiscard]] var apply_n(Op op, const std::vector<var>& inputs)
+{
+    UNFOLD_CHECK(!inputs.empty(), "{}: needs at least one input", Op::name);
+    detail::tape_core& core = inputs.front().core();
+    std::vector<const tensor*> values;
+    std::vector<std::size_t> indices;
+    bool requires_grad = false;
+    for (const var& x : inputs)
+    {
+        UNFOLD_CHECK(&x.core() == &core, "{}: inputs are recorded on different tapes", Op::name);
+        values.push_back(&x.value());
+        indices.push_back(x.index());
+        requires_grad = requires_grad || x.requires_grad();
+    }
+    detail::node n;
+    n.value = op.forward(values);
+    n.requires_grad = grad_enabled() && requires_grad;
+    if (n.requires_grad)
+        n.fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
+    return inputs.front().append(std::move(n));
+}
+
+} // namespace unfold

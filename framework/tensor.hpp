@@ -1,0 +1,138 @@
+#pragma once
+/// The tensor type, shapes, and the few numeric helpers every op shares: broadcasting rules,
+/// reduction of a broadcast gradient back to its input's shape, and the one GEMM wrapper.
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "framework/backend.hpp"
+#include "framework/error.hpp"
+
+namespace unfold
+{
+
+/// The scalar type of every tensor. float by default; configure with UNFOLD_DOUBLE (CMake target
+/// `unfold_f64`) for gradient checks and double-precision parity tests.
+#ifdef UNFOLD_DOUBLE
+using real = double;
+#else
+using real = float;
+#endif
+
+/// An owning, row-major, dynamic-rank tensor. Sequences are (time, batch, features).
+using tensor = xt::xarray<real>;
+using shape_type = tensor::shape_type;
+
+/// "(3, 4)" — the format every error message uses for shapes.
+template <class S>
+std::string shape_str(const S& shape)
+{
+    std::string out = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i)
+        out += (i ? ", " : "") + std::to_string(shape[i]);
+    return out + (shape.size() == 1 ? ",)" : ")");
+}
+
+inline std::size_t element_count(const shape_type& shape)
+{
+    std::size_t n = 1;
+    for (auto d : shape)
+        n *= d;
+    return n;
+}
+
+inline tensor zeros(const shape_type& shape) { return tensor(shape, real(0)); }
+inline tensor full(const shape_type& shape, real value) { return tensor(shape, value); }
+
+/// NumPy broadcasting of two shapes; throws naming `op` when they are incompatible.
+inline shape_type broadcast_shape(const char* op, const shape_type& a, const shape_type& b)
+{
+    const std::size_t rank = std::max(a.size(), b.size());
+    shape_type out(rank, 1);
+    for (std::size_t i = 0; i < rank; ++i)
+    {
+        const std::size_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+        const std::size_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+        UNFOLD_CHECK(da == db || da == 1 || db == 1,
+                     "{}: shapes {} and {} cannot be broadcast together", op, shape_str(a),
+                     shape_str(b));
+        out[i] = da == 1 ? db : da;
+    }
+    return out;
+}
+
+/// Sums a gradient of a broadcast result back to the shape of the input that was broadcast.
+inline tensor unbroadcast(const tensor& g, const shape_type& target)
+{
+    if (g.shape() == target)
+        return g;
+    const std::size_t lead = g.dimension() - target.size();
+    std::vector<std::size_t> axes;
+    for (std::size_t i = 0; i < lead; ++i)
+        axes.push_back(i);
+    for (std::size_t i = 0; i < target.size(); ++i)
+        if (target[i] == 1 && g.shape()[lead + i] != 1)
+            axes.push_back(lead + i);
+    tensor reduced = xt::sum(g, axes, xt::evaluation_strategy::immediate);
+    return reduced.reshape(target);
+}
+
+/// gx += unbroadcast(g): the accumulation every broadcasting op's backward ends with.
+/// See Note [Gradient accumulation] in framework/tape.hpp.
+template <class E>
+void accumulate(tensor& gx, E&& g)
+{
+    if (gx.shape() == g.shape())
+        xt::noalias(gx) += g;
+    else
+        xt::noalias(gx) += unbroadcast(tensor(std::forward<E>(g)), gx.shape());
+}
+
+/// A tensor seen as a row-major matrix: its last axis is the columns, all others the rows.
+struct matrix_dims
+{
+    std::size_t rows;
+    std::size_t cols;
+};
+inline matrix_dims as_matrix(const shape_type& shape)
+{
+    if (shape.empty())
+        return {1, 1};
+    const std::size_t cols = shape.back();
+    return {cols ? element_count(shape) / cols : 0, cols};
+}
+
+namespace detail
+{
+inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                       const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                       int ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
+                       const double* a, int lda, const double* b, int ldb, double beta, double* c,
+                       int ldc)
+{
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+} // namespace detail
+
+/// C = alpha · op(A) · op(B) + beta · C on row-major buffers, op(X) = Xᵀ when the flag is set.
+/// op(A) is m×k, op(B) is k×n, C is m×n. Transposes are never materialised.
+inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
+                 real alpha, const real* a, const real* b, real beta, real* c)
+{
+    if (m == 0 || n == 0)
+        return;
+    const auto ta = trans_a ? CblasTrans : CblasNoTrans;
+    const auto tb = trans_b ? CblasTrans : CblasNoTrans;
+    const int lda = static_cast<int>(trans_a ? m : k);
+    const int ldb = static_cast<int>(trans_b ? k : n);
+    detail::cblas_gemm(ta, tb, int(m), int(n), int(k), alpha, a, std::max(lda, 1), b,
+                       std::max(ldb, 1), beta, c, int(n));
+}
+
+} // namespace unfold

@@ -1,0 +1,43 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = a + b, with NumPy broadcasting (a bias row added to every row of a batch)
+struct add_op
+{
+    static constexpr const char* name = "add";
+    tensor forward(const tensor& a, const tensor& b) const
+    {
+        broadcast_shape(name, a.shape(), b.shape());
+        return a + b;
+    }
+    // da = gy, db = gy, each summed over the axes it was broadcast along
+    void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
+                  tensor& gb) const
+    {
+        accumulate(ga, gy);
+        accumulate(gb, gy);
+    }
+    static gradcheck_spec check()
+    {
+        return gradcheck_spec("same shape")
+            .input({3, 4})
+            .input({3, 4})
+            .next("row broadcast (bias)")
+            .input({3, 4})
+            .input({4})
+            .next("column broadcast")
+            .input({3, 1})
+            .input({3, 4})
+            .next("sequence + bias")
+            .input({2, 3, 4})
+            .input({1, 4});
+    }
+};
+
+[[nodiscard]] inline var add(const var& a, const var& b) { return apply(add_op{}, a, b); }
+[[nodiscard]] inline var operator+(const var& a, const var& b) { return add(a, b); }
+
+} // namespace unfold

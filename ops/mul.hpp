@@ -1,0 +1,43 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = a ⊙ b (elementwise, NumPy broadcasting)
+struct mul_op
+{
+    static constexpr const char* name = "mul";
+    tensor forward(const tensor& a, const tensor& b) const
+    {
+        broadcast_shape(name, a.shape(), b.shape());
+        return a * b;
+    }
+    // da = gy ⊙ b, db = gy ⊙ a
+    void backward(const tensor& a, const tensor& b, const tensor&, const tensor& gy, tensor& ga,
+                  tensor& gb) const
+    {
+        accumulate(ga, gy * b);
+        accumulate(gb, gy * a);
+    }
+    static gradcheck_spec check()
+    {
+        return gradcheck_spec("same shape")
+            .input({3, 4})
+            .input({3, 4})
+            .next("row broadcast")
+            .input({3, 4})
+            .input({4})
+            .next("column broadcast")
+            .input({3, 4})
+            .input({3, 1})
+            .next("x * x")
+            .input({3, 4})
+            .build([](const std::vector<var>& x) { return apply(mul_op{}, x[0], x[0]); });
+    }
+};
+
+[[nodiscard]] inline var mul(const var& a, const var& b) { return apply(mul_op{}, a, b); }
+[[nodiscard]] inline var operator*(const var& a, const var& b) { return mul(a, b); }
+
+} // namespace unfold

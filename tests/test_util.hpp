@@ -1,0 +1,41 @@
+#pragma once
+/// Helpers shared by the tests.
+#include <functional>
+#include <string>
+
+#include <boost/test/unit_test.hpp>
+
+#include "framework/tensor.hpp"
+
+namespace unfold::testing
+{
+
+/// Runs `f`, expecting unfold::error whose message contains every one of `parts`.
+inline void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts)
+{
+    try
+    {
+        f();
+    }
+    catch (const unfold::error& e)
+    {
+        const std::string message = e.what();
+        for (const auto& part : parts)
+            BOOST_TEST(message.find(part) != std::string::npos,
+                       "message \"" << message << "\" lacks \"" << part << "\"");
+        return;
+    }
+    BOOST_ERROR("expected unfold::error mentioning " << *parts.begin());
+}
+
+/// max |a - b| over all elements (shapes must match).
+inline double max_abs_diff(const tensor& a, const tensor& b)
+{
+    BOOST_REQUIRE(a.shape() == b.shape());
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        m = std::max(m, std::abs(double(a.data()[i]) - double(b.data()[i])));
+    return m;
+}
+
+} // namespace unfold::testing
