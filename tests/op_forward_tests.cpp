@@ -22,3 +22,18 @@ BOOST_AUTO_TEST_CASE(matmul_by_hand)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(op_forward_transposed)
+
+BOOST_AUTO_TEST_CASE(matmul_transposed_by_hand)
+{
+    tape t;
+    var a = t.constant(tensor{{1, 2, 3}, {4, 5, 6}});
+    var w = t.constant(tensor{{1, 0, 2}, {0, 1, -1}}); // (out 2, in 3)
+    const tensor expected{{7, -1}, {16, -1}};
+    BOOST_TEST(testing::max_abs_diff(matmul_transposed(a, w).value(), expected) == 0.0);
+    testing::expect_error([&] { (void)matmul_transposed(a, t.constant(zeros({3, 2}))); },
+                          {"matmul", "(2, 3)", "(3, 2) transposed"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
