@@ -1,0 +1,38 @@
+# Shared by scripts/run, scripts/test and scripts/bench (sourced, not run): installs what is
+# missing on a Debian 12 machine and configures + builds Unfold in Release.
+set -euo pipefail
+
+UNFOLD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+UNFOLD_BUILD="${UNFOLD_BUILD:-$UNFOLD_ROOT/build}"
+
+# Debian 12 packages the build and the tests need.
+UNFOLD_PACKAGES=(
+    g++ make cmake ccache pkg-config
+    libxtensor-dev libxsimd-dev libopenblas-dev
+    libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+)
+
+unfold_install() {
+    local missing=()
+    for package in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$package")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    echo "unfold: installing ${missing[*]}" >&2
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+unfold_build() {
+    unfold_install "${UNFOLD_PACKAGES[@]}"
+    local jobs
+    jobs="$(nproc 2>/dev/null || echo 2)"
+    cmake -S "$UNFOLD_ROOT" -B "$UNFOLD_BUILD" -DCMAKE_BUILD_TYPE=Release "$@"
+    cmake --build "$UNFOLD_BUILD" -j "$jobs"
+}
