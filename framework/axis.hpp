@@ -1,0 +1,42 @@
+#pragma once
+/// Axis helpers shared by the shape and reduction ops: PyTorch-style negative axes, and the
+/// (outer, n, inner) view of a row-major tensor around one axis. Element (o, k, i) of that view
+/// is data[(o · n + k) · inner + i], so work along any axis of any rank becomes loops over
+/// contiguous runs of `inner` (or `n · inner`) elements.
+
+#include <cstddef>
+
+#include "framework/tensor.hpp"
+
+namespace unfold
+{
+
+/// `axis` in [-rank, rank) as an index in [0, rank); negative axes count from the end.
+/// Throws naming `op`, the axis and the shape when it is out of range.
+inline std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const shape_type& shape)
+{
+    const auto rank = static_cast<std::ptrdiff_t>(shape.size());
+    UNFOLD_CHECK(axis >= -rank && axis < rank, "{}: axis {} is out of range for shape {}", op,
+                 axis, shape_str(shape));
+    return static_cast<std::size_t>(axis < 0 ? axis + rank : axis);
+}
+
+/// A row-major shape seen as (outer, n, inner) around `axis`: outer = Π shape[:axis],
+/// n = shape[axis], inner = Π shape[axis+1:].
+struct axis_blocks
+{
+    std::size_t outer;
+    std::size_t n;
+    std::size_t inner;
+};
+inline axis_blocks blocks_around(const shape_type& shape, std::size_t axis)
+{
+    axis_blocks b{1, shape[axis], 1};
+    for (std::size_t d = 0; d < axis; ++d)
+        b.outer *= shape[d];
+    for (std::size_t d = axis + 1; d < shape.size(); ++d)
+        b.inner *= shape[d];
+    return b;
+}
+
+} // namespace unfold
