@@ -1,0 +1,94 @@
+#pragma once
+/// Random numbers: a small seedable generator that callers own and pass explicitly (to dropout,
+/// to initialisers). There is no global random state, so a run is reproduced by its seeds alone.
+///
+/// The draws are computed here from the raw std::mt19937_64 stream, whose output the C++ standard
+/// fixes, rather than with std::uniform_real_distribution / std::normal_distribution, whose
+/// algorithms it leaves to the library: the same seed gives the same tensors with libstdc++ and
+/// libc++.
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+
+#include "framework/tensor.hpp"
+
+namespace unfold
+{
+
+/// A seeded random stream. Each draw advances it, so two dropout calls with one generator get
+/// different masks, and two generators with the same seed give the same sequence of draws.
+/// Copying a generator copies its position: the copy repeats the original's future draws.
+class generator
+{
+public:
+    explicit generator(std::uint64_t seed)
+        : m_engine(seed)
+    {
+    }
+
+    /// Restarts the stream from `seed`.
+    void seed(std::uint64_t seed)
+    {
+        m_engine.seed(seed);
+        m_spare_normal = false;
+    }
+
+    /// One double drawn uniformly from [0, 1), with 53 random bits.
+    double next_double() { return double(m_engine() >> 11) * 0x1.0p-53; }
+
+    /// A tensor of `shape` with elements drawn uniformly from [lo, hi).
+    tensor uniform(const shape_type& shape, real lo = 0, real hi = 1)
+    {
+        tensor t(shape);
+        for (auto& v : t)
+            v = real(lo + (double(hi) - double(lo)) * next_double());
+        return t;
+    }
+
+    /// A tensor of `shape` with elements drawn from N(mean, stddev²) (Box–Muller).
+    tensor normal(const shape_type& shape, real mean = 0, real stddev = 1)
+    {
+        tensor t(shape);
+        for (auto& v : t)
+            v = real(mean + double(stddev) * next_normal());
+        return t;
+    }
+
+    /// A tensor of `shape` whose elements are 1 with probability `p` and 0 otherwise.
+    tensor bernoulli(const shape_type& shape, real p)
+    {
+        UNFOLD_CHECK(p >= 0 && p <= 1, "bernoulli: probability {} is outside [0, 1]", p);
+        tensor t(shape);
+        for (auto& v : t)
+            v = next_double() < double(p) ? real(1) : real(0);
+        return t;
+    }
+
+    /// The underlying engine, for draws this class does not offer.
+    std::mt19937_64& engine() { return m_engine; }
+
+private:
+    double next_normal()
+    {
+        if (m_spare_normal)
+        {
+            m_spare_normal = false;
+            return m_spare;
+        }
+        const double u1 = 1.0 - next_double(); // in (0, 1]: log(u1) is finite
+        const double u2 = next_double();
+        const double radius = std::sqrt(-2.0 * std::log(u1));
+        constexpr double two_pi = 6.283185307179586476925286766559;
+        const double angle = two_pi * u2;
+        m_spare = radius * std::sin(angle);
+        m_spare_normal = true;
+        return radius * std::cos(angle);
+    }
+
+    std::mt19937_64 m_engine;
+    double m_spare = 0;
+    bool m_spare_normal = false;
+};
+
+} // namespace unfold
