@@ -1,0 +1,48 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = scale · x + shift, for scalars scale and shift. Behind the scalar operators below;
+/// `s / x` (a reciprocal, not affine) lives in ops/pow.hpp.
+struct affine_op
+{
+    static constexpr const char* name = "affine";
+    real scale = 1;
+    real shift = 0;
+
+    tensor forward(const tensor& x) const { return scale * x + shift; }
+    // dy/dx = scale
+    void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
+    {
+        xt::noalias(gx) += scale * gy;
+    }
+    static gradcheck_spec check()
+    {
+        return gradcheck_spec("2.5 x − 1")
+            .input({3, 4})
+            .build([](const std::vector<var>& x) { return apply(affine_op{2.5, -1}, x[0]); })
+            .next("3 − 0.5 x, sequence")
+            .input({2, 3, 4})
+            .build([](const std::vector<var>& x) { return apply(affine_op{-0.5, 3}, x[0]); });
+    }
+};
+
+[[nodiscard]] inline var affine(const var& x, real scale, real shift)
+{
+    return apply(affine_op{scale, shift}, x);
+}
+
+// Scalar operators. They take `real`, so int and double literals convert (1 - f, 0.5 * x) in
+// both the float and the double build without ambiguity.
+[[nodiscard]] inline var operator+(const var& x, real s) { return affine(x, 1, s); }
+[[nodiscard]] inline var operator+(real s, const var& x) { return affine(x, 1, s); }
+[[nodiscard]] inline var operator-(const var& x, real s) { return affine(x, 1, -s); }
+[[nodiscard]] inline var operator-(real s, const var& x) { return affine(x, -1, s); }
+[[nodiscard]] inline var operator*(const var& x, real s) { return affine(x, s, 0); }
+[[nodiscard]] inline var operator*(real s, const var& x) { return affine(x, s, 0); }
+/// x · (1/s): may differ from an exact division in the last bit.
+[[nodiscard]] inline var operator/(const var& x, real s) { return affine(x, 1 / s, 0); }
+
+} // namespace unfold

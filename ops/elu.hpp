@@ -1,0 +1,35 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = x for x > 0, α (eˣ − 1) otherwise
+struct elu_op
+{
+    static constexpr const char* name = "elu";
+    real alpha = 1;
+
+    // expm1 of min(x, 0): accurate near 0 and no overflow in the branch that is discarded
+    tensor forward(const tensor& x) const
+    {
+        return xt::where(x > real(0), x, alpha * xt::expm1(xt::minimum(x, real(0))));
+    }
+    // dy/dx = 1 for x > 0, α eˣ = y + α otherwise
+    void backward(const tensor& x, const tensor& y, const tensor& gy, tensor& gx) const
+    {
+        xt::noalias(gx) += xt::where(x > real(0), gy, gy * (y + alpha));
+    }
+    static gradcheck_spec check()
+    {
+        auto with = [](real alpha) {
+            return [alpha](const std::vector<var>& x) { return apply(elu_op{alpha}, x[0]); };
+        };
+        return gradcheck_spec("alpha 1").input({3, 4}, -3, 2).avoid(0).build(with(1))
+            .next("alpha 0.5").input({3, 4}, -3, 2).avoid(0).build(with(0.5));
+    }
+};
+
+[[nodiscard]] inline var elu(const var& x, real alpha = 1) { return apply(elu_op{alpha}, x); }
+
+} // namespace unfold

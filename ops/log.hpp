@@ -1,0 +1,22 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = ln x. Like PyTorch, log(0) = −inf and log(x < 0) = NaN rather than an error.
+struct log_op
+{
+    static constexpr const char* name = "log";
+    tensor forward(const tensor& x) const { return xt::log(x); }
+    // dy/dx = 1 / x
+    void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
+    {
+        xt::noalias(gx) += gy / x;
+    }
+    static gradcheck_spec check() { return gradcheck_spec().input({3, 4}, 0.1, 3); }
+};
+
+[[nodiscard]] inline var log(const var& x) { return apply(log_op{}, x); }
+
+} // namespace unfold

@@ -1,0 +1,22 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = x²
+struct square_op
+{
+    static constexpr const char* name = "square";
+    tensor forward(const tensor& x) const { return x * x; }
+    // dy/dx = 2x
+    void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
+    {
+        xt::noalias(gx) += real(2) * gy * x;
+    }
+    static gradcheck_spec check() { return gradcheck_spec().input({3, 4}, -2, 2); }
+};
+
+[[nodiscard]] inline var square(const var& x) { return apply(square_op{}, x); }
+
+} // namespace unfold

@@ -1,0 +1,49 @@
+#pragma once
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = a − b, with NumPy broadcasting
+struct sub_op
+{
+    static constexpr const char* name = "sub";
+    tensor forward(const tensor& a, const tensor& b) const
+    {
+        broadcast_shape(name, a.shape(), b.shape());
+        return a - b;
+    }
+    // da = gy, db = −gy, each summed over the axes it was broadcast along
+    void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
+                  tensor& gb) const
+    {
+        accumulate(ga, gy);
+        accumulate(gb, -gy);
+    }
+    static gradcheck_spec check()
+    {
+        return gradcheck_spec("same shape")
+            .input({3, 4})
+            .input({3, 4})
+            .next("row broadcast")
+            .input({3, 4})
+            .input({4})
+            .next("column broadcast")
+            .input({3, 4})
+            .input({3, 1})
+            .next("broadcast first operand")
+            .input({1, 4})
+            .input({3, 4})
+            .next("sequence − row")
+            .input({2, 3, 4})
+            .input({1, 4})
+            .next("x − x")
+            .input({3, 4})
+            .build([](const std::vector<var>& x) { return apply(sub_op{}, x[0], x[0]); });
+    }
+};
+
+[[nodiscard]] inline var sub(const var& a, const var& b) { return apply(sub_op{}, a, b); }
+[[nodiscard]] inline var operator-(const var& a, const var& b) { return sub(a, b); }
+
+} // namespace unfold
