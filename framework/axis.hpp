@@ -5,6 +5,8 @@
 /// contiguous runs of `inner` (or `n · inner`) elements.
 
 #include <cstddef>
+#include <string>
+#include <vector>
 
 #include "framework/tensor.hpp"
 
@@ -37,6 +39,15 @@ inline axis_blocks blocks_around(const shape_type& shape, std::size_t axis)
     for (std::size_t d = axis + 1; d < shape.size(); ++d)
         b.inner *= shape[d];
     return b;
+}
+
+/// "(2, 3), (2, 4)" — every input shape of an n-ary op, for its error messages.
+inline std::string shapes_str(const std::vector<const tensor*>& xs)
+{
+    std::string out;
+    for (std::size_t k = 0; k < xs.size(); ++k)
+        out += (k ? ", " : "") + shape_str(xs[k]->shape());
+    return out;
 }
 
 } // namespace unfold

@@ -1,0 +1,94 @@
+#pragma once
+#include "framework/axis.hpp"
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = (1/n) Σ x over every element (a rank-0 result) or along one axis (dropped, or kept as
+/// size 1), n the number of elements averaged
+struct mean_op
+{
+    static constexpr const char* name = "mean";
+    bool all = true;
+    std::ptrdiff_t axis = 0;
+    bool keepdims = false;
+
+    tensor forward(const tensor& x) const
+    {
+        if (all)
+        {
+            UNFOLD_CHECK(x.size() > 0, "mean: cannot average the zero elements of shape {}",
+                         shape_str(x.shape()));
+            real s = 0;
+            for (std::size_t j = 0; j < x.size(); ++j)
+                s += x.data()[j];
+            return full({}, s / real(x.size()));
+        }
+        const std::size_t a = normalize_axis(name, axis, x.shape());
+        const auto [outer, n, inner] = blocks_around(x.shape(), a);
+        UNFOLD_CHECK(n > 0, "mean: cannot average over axis {} of shape {}: it has size 0", axis,
+                     shape_str(x.shape()));
+        shape_type out = x.shape();
+        if (keepdims)
+            out[a] = 1;
+        else
+            out.erase(out.begin() + static_cast<std::ptrdiff_t>(a));
+        tensor y = zeros(out);
+        const real* px = x.data();
+        real* py = y.data();
+        for (std::size_t o = 0; o < outer; ++o)
+            for (std::size_t k = 0; k < n; ++k)
+                for (std::size_t i = 0; i < inner; ++i)
+                    py[o * inner + i] += px[(o * n + k) * inner + i];
+        const real scale = real(1) / real(n);
+        for (std::size_t j = 0; j < y.size(); ++j)
+            py[j] *= scale;
+        return y;
+    }
+    // dx = gy / n, broadcast back along the averaged elements
+    void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
+    {
+        real* pg = gx.data();
+        const real* pgy = gy.data();
+        if (all)
+        {
+            const real g = pgy[0] / real(x.size());
+            for (std::size_t j = 0; j < gx.size(); ++j)
+                pg[j] += g;
+            return;
+        }
+        const std::size_t a = normalize_axis(name, axis, x.shape());
+        const auto [outer, n, inner] = blocks_around(x.shape(), a);
+        const real scale = real(1) / real(n);
+        for (std::size_t o = 0; o < outer; ++o)
+            for (std::size_t k = 0; k < n; ++k)
+                for (std::size_t i = 0; i < inner; ++i)
+                    pg[(o * n + k) * inner + i] += scale * pgy[o * inner + i];
+    }
+    static gradcheck_spec check()
+    {
+        auto along = [](std::ptrdiff_t axis, bool keepdims) {
+            return [=](const std::vector<var>& x) {
+                return apply(mean_op{false, axis, keepdims}, x[0]);
+            };
+        };
+        return gradcheck_spec("all, matrix").input({3, 4})
+            .next("all, sequence").input({2, 3, 4})
+            .next("axis 0").input({3, 4}).build(along(0, false))
+            .next("axis -1, keepdims").input({3, 4}).build(along(-1, true))
+            .next("middle axis of (2, 3, 4)").input({2, 3, 4}).build(along(1, false))
+            .next("axis -3, keepdims").input({2, 3, 4}).build(along(-3, true));
+    }
+};
+
+/// The mean of every element of x: a rank-0 tensor (shape {}, read it with var::item()).
+[[nodiscard]] inline var mean(const var& x) { return apply(mean_op{}, x); }
+/// The mean of x along `axis` (negative counts from the end); the axis is dropped unless
+/// keepdims, which keeps it with size 1.
+[[nodiscard]] inline var mean(const var& x, std::ptrdiff_t axis, bool keepdims = false)
+{
+    return apply(mean_op{false, axis, keepdims}, x);
+}
+
+} // namespace unfold
