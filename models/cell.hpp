@@ -1,0 +1,159 @@
+#pragma once
+/// The recurrent cell contract, cell states, and the activations a cell can be given.
+///
+/// Note [Cell contract]
+/// A cell is a small copyable struct that holds parameter handles (and fixed options such as its
+/// activations) and nothing that changes while it runs. It declares its state type and one call:
+///
+///     using state = var;                       // or a struct of vars, e.g. lstm_state {h, c}
+///     state operator()(tape& t, const var& x_t, const state& s) const;
+///
+/// x_t is one time step (B, I); every part of `s` is (B, H). The call records the step on `t`
+/// (binding parameters with t[p]) and returns the new state; it never stores it. Running a cell
+/// over time is therefore a plain loop (`unroll`, models/unroll.hpp) and backward over that tape
+/// is backpropagation through time, with every shared weight receiving the sum of its per-step
+/// contributions (Note [Gradient accumulation] in framework/tape.hpp).
+///
+/// A state is either a single `var` (the hidden state h) or a struct with
+///     std::array<var, N> parts() const;                  // h first
+///     static S from_parts(const std::array<var, N>& p);
+/// so that generic code (layers, masking, truncated BPTT) can treat every state alike. The first
+/// part is always the output h of the step (see `hidden`); every part has shape (B, H).
+///
+/// Nothing more is required: with these two declarations a user's cell works with `unroll`, with
+/// `layer` (stacked, bidirectional, masked) and with `gradcheck`.
+
+#include <array>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "framework/param.hpp"
+#include "framework/random.hpp"
+#include "framework/tape.hpp"
+#include "ops/elu.hpp"
+#include "ops/hard_sigmoid.hpp"
+#include "ops/relu.hpp"
+#include "ops/sigmoid.hpp"
+#include "ops/tanh.hpp"
+
+namespace unfold
+{
+
+/// An elementwise function applied inside a cell (a gate or the state non-linearity). Any
+/// callable var(const var&) works, e.g. a lambda composing ops.
+using activation = std::function<var(const var&)>;
+
+/// Ready-made activations, for cell options: `o.gate = activations::hard_sigmoid();`.
+namespace activations
+{
+/// tanh(x): the usual state activation.
+inline activation tanh()
+{
+    return [](const var& x) { return unfold::tanh(x); };
+}
+/// σ(x) = 1 / (1 + e^−x): the usual gate activation.
+inline activation sigmoid()
+{
+    return [](const var& x) { return unfold::sigmoid(x); };
+}
+/// PyTorch's hard sigmoid, clamp(x / 6 + 1/2, 0, 1): a cheap piecewise-linear gate.
+inline activation hard_sigmoid()
+{
+    return [](const var& x) { return unfold::hard_sigmoid(x); };
+}
+/// max(x, 0).
+inline activation relu()
+{
+    return [](const var& x) { return unfold::relu(x); };
+}
+/// x for x > 0, alpha·(eˣ − 1) otherwise.
+inline activation elu(real alpha = 1)
+{
+    return [alpha](const var& x) { return unfold::elu(x, alpha); };
+}
+} // namespace activations
+
+/// How generic code sees a state of type S: as N parts, each a (B, H) var, h first.
+/// The primary template serves structs with parts() / from_parts(); `var` is specialised below.
+template <class S, class = void>
+struct state_traits
+{
+    using parts_type = std::decay_t<decltype(std::declval<const S&>().parts())>;
+    static constexpr std::size_t size = std::tuple_size<parts_type>::value;
+    static parts_type parts(const S& s) { return s.parts(); }
+    static S from_parts(const parts_type& p) { return S::from_parts(p); }
+};
+
+/// A single-var state: the hidden state h.
+template <>
+struct state_traits<var>
+{
+    using parts_type = std::array<var, 1>;
+    static constexpr std::size_t size = 1;
+    static parts_type parts(const var& s) { return {s}; }
+    static var from_parts(const parts_type& p) { return p[0]; }
+};
+
+/// The output h of a state (its first part), shape (B, H).
+template <class S>
+var hidden(const S& s)
+{
+    return state_traits<S>::parts(s)[0];
+}
+
+/// A state whose every part is zeros of shape (batch, hidden_size), recorded on `t` as constants.
+template <class S>
+S zero_state(tape& t, std::size_t batch, std::size_t hidden_size)
+{
+    typename state_traits<S>::parts_type p;
+    for (auto& v : p)
+        v = t.constant(zeros({batch, hidden_size}));
+    return state_traits<S>::from_parts(p);
+}
+
+/// The name of one parameter of a cell inside a layer: prefix + PyTorch name + suffix, e.g.
+/// "encoder." + "weight_ih" + "_l1_reverse". The default names layer 0, forward direction.
+struct param_name
+{
+    std::string prefix;
+    std::string suffix = "_l0";
+    std::string operator()(const std::string& base) const { return prefix + base + suffix; }
+    /// The suffix PyTorch gives layer l in direction d: "_l{l}", plus "_reverse" for d = 1.
+    static param_name of_layer(const std::string& prefix, std::size_t l, bool reverse)
+    {
+        return {prefix, "_l" + std::to_string(l) + (reverse ? "_reverse" : "")};
+    }
+};
+
+/// Adds a parameter drawn uniformly from [−bound, bound) to `store` (PyTorch's recurrent
+/// initialisation uses bound = 1/√H).
+inline param add_uniform(param_store& store, const std::string& name, const shape_type& shape,
+                         real bound, generator& g)
+{
+    return store.add(name, g.uniform(shape, -bound, bound));
+}
+
+/// Applies f to every part of a state (or pairs of parts of two states) and rebuilds the state.
+template <class S, class F>
+S map_state(const S& s, F&& f)
+{
+    auto p = state_traits<S>::parts(s);
+    for (auto& v : p)
+        v = f(v);
+    return state_traits<S>::from_parts(p);
+}
+template <class S, class F>
+S zip_state(const S& a, const S& b, F&& f)
+{
+    auto pa = state_traits<S>::parts(a);
+    const auto pb = state_traits<S>::parts(b);
+    for (std::size_t k = 0; k < pa.size(); ++k)
+        pa[k] = f(pa[k], pb[k]);
+    return state_traits<S>::from_parts(pa);
+}
+
+} // namespace unfold

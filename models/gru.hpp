@@ -1,0 +1,106 @@
+#pragma once
+/// The gated recurrent unit, with PyTorch nn.GRU's parameters (gate order r, z, n):
+///
+///     r  = σ(W_ir x + b_ir + W_hr h + b_hr)
+///     z  = σ(W_iz x + b_iz + W_hz h + b_hz)
+///     n  = φ(W_in x + b_in + r ⊙ (W_hn h + b_hn))      reset after the matmul (PyTorch, cuDNN)
+///     n  = φ(W_in x + b_in + W_hn (r ⊙ h) + b_hn)      reset before it (Cho et al., 2014)
+///     h' = (1 − z) ⊙ n + z ⊙ h
+///
+/// weight_ih = [W_ir; W_iz; W_in] (3H, I), weight_hh = [W_hr; W_hz; W_hn] (3H, H), bias_ih and
+/// bias_hh (3H) likewise. σ (the gate activation) and φ (the state activation) are choosable.
+/// See Note [Cell contract] in models/cell.hpp.
+
+#include <cmath>
+#include <string>
+
+#include "models/cell.hpp"
+#include "models/layer.hpp"
+#include "ops/add.hpp"
+#include "ops/affine.hpp"
+#include "ops/matmul.hpp"
+#include "ops/mul.hpp"
+#include "ops/slice.hpp"
+
+namespace unfold
+{
+
+/// Where the reset gate multiplies the hidden state in a GRU's candidate n.
+enum class gru_reset
+{
+    after_matmul, ///< r ⊙ (W_hn h + b_hn): PyTorch and cuDNN
+    before_matmul ///< W_hn (r ⊙ h) + b_hn: the original paper
+};
+
+/// Options of gru_cell.
+struct gru_options
+{
+    activation gate = activations::sigmoid(); ///< σ, for r and z
+    activation state = activations::tanh();   ///< φ, for n
+    gru_reset reset = gru_reset::after_matmul;
+};
+
+/// One GRU step (equations above), x (B, I), h (B, H).
+struct gru_cell
+{
+    using state = var;
+    param weight_ih, weight_hh, bias_ih, bias_hh;
+    activation sigma = activations::sigmoid();
+    activation phi = activations::tanh();
+    gru_reset reset = gru_reset::after_matmul;
+
+    state operator()(tape& t, const var& x, const state& h) const
+    {
+        const std::size_t H = weight_hh.shape()[1];
+        const var gx = matmul_transposed(x, t[weight_ih]) + t[bias_ih]; // [W_i· x + b_i·] (B, 3H)
+        if (reset == gru_reset::after_matmul)
+        {
+            const var gh = matmul_transposed(h, t[weight_hh]) + t[bias_hh]; // [W_h· h + b_h·]
+            const var r = sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H));
+            const var z = sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
+            const var n = phi(slice_cols(gx, 2 * H, 3 * H) + r * slice_cols(gh, 2 * H, 3 * H));
+            return (1 - z) * n + z * h;
+        }
+        const var w_hh = t[weight_hh];
+        const var b_hh = t[bias_hh];
+        const var gh = matmul_transposed(h, slice_rows(w_hh, 0, 2 * H)) + slice(b_hh, 0, 0, 2 * H);
+        const var r = sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H));
+        const var z = sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
+        const var n = phi(slice_cols(gx, 2 * H, 3 * H) +
+                          (matmul_transposed(r * h, slice_rows(w_hh, 2 * H, 3 * H)) +
+                           slice(b_hh, 0, 2 * H, 3 * H)));
+        return (1 - z) * n + z * h;
+    }
+
+    /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from
+    /// uniform(−1/√H, 1/√H) as PyTorch does.
+    static gru_cell create(param_store& store, std::size_t input_size, std::size_t hidden_size,
+                           generator& g, gru_options o = {}, const param_name& name = {})
+    {
+        const real k = real(1) / std::sqrt(real(hidden_size));
+        const std::size_t G = 3 * hidden_size;
+        gru_cell c;
+        c.weight_ih = add_uniform(store, name("weight_ih"), {G, input_size}, k, g);
+        c.weight_hh = add_uniform(store, name("weight_hh"), {G, hidden_size}, k, g);
+        c.bias_ih = add_uniform(store, name("bias_ih"), {G}, k, g);
+        c.bias_hh = add_uniform(store, name("bias_hh"), {G}, k, g);
+        c.sigma = o.gate;
+        c.phi = o.state;
+        c.reset = o.reset;
+        return c;
+    }
+};
+
+/// A (stacked, optionally bidirectional) GRU layer like torch.nn.GRU(input_size, hidden_size,
+/// num_layers, bidirectional=…, dropout=…): parameters weight_ih_l{k}[_reverse], … in `store`.
+inline layer<gru_cell> gru_layer(param_store& store, std::size_t input_size,
+                                 std::size_t hidden_size, generator& g, layer_options lo = {},
+                                 gru_options o = {})
+{
+    return layer<gru_cell>("gru", store, input_size, hidden_size, lo,
+                           [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
+                               return gru_cell::create(s, in, hidden_size, g, o, n);
+                           });
+}
+
+} // namespace unfold

@@ -1,0 +1,39 @@
+#pragma once
+/// A fully connected layer with PyTorch nn.Linear's parameters: y = x Wᵀ + b.
+
+#include <cmath>
+#include <string>
+
+#include "framework/param.hpp"
+#include "framework/random.hpp"
+#include "framework/tape.hpp"
+#include "ops/add.hpp"
+#include "ops/matmul.hpp"
+
+namespace unfold
+{
+
+/// y = x Wᵀ + b with weight W (out, in) and bias b (out); x may be (…, in) — every leading axis is
+/// a row, so a whole (T, B, in) sequence is one GEMM giving (T, B, out).
+struct linear
+{
+    param weight;
+    param bias;
+
+    var operator()(tape& t, const var& x) const
+    {
+        return matmul_transposed(x, t[weight]) + t[bias];
+    }
+
+    /// Parameters prefix + "weight", prefix + "bias" added to `store`, drawn from
+    /// uniform(−1/√in, 1/√in) as PyTorch's default initialisation does.
+    static linear create(param_store& store, std::size_t in_features, std::size_t out_features,
+                         generator& g, const std::string& prefix = "")
+    {
+        const real k = real(1) / std::sqrt(real(in_features));
+        return {store.add(prefix + "weight", g.uniform({out_features, in_features}, -k, k)),
+                store.add(prefix + "bias", g.uniform({out_features}, -k, k))};
+    }
+};
+
+} // namespace unfold

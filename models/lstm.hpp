@@ -1,0 +1,124 @@
+#pragma once
+/// The long short-term memory cell, with PyTorch nn.LSTM's parameters (gate order i, f, g, o):
+///
+///     i  = σ(W_ii x + b_ii + W_hi h + b_hi [+ p_i ⊙ c])
+///     f  = σ(W_if x + b_if + W_hf h + b_hf [+ p_f ⊙ c])
+///     g  = φ(W_ig x + b_ig + W_hg h + b_hg)
+///     c' = f ⊙ c + i ⊙ g
+///     o  = σ(W_io x + b_io + W_ho h + b_ho [+ p_o ⊙ c'])
+///     h' = o ⊙ φ(c')
+///
+/// weight_ih = [W_ii; W_if; W_ig; W_io] (4H, I), weight_hh (4H, H), bias_ih and bias_hh (4H)
+/// likewise. The bracketed peephole terms (Gers & Schmidhuber, 2000) are present when the cell
+/// has peephole parameters peephole_i, peephole_f, peephole_o (each (H), diagonal); PyTorch has
+/// none. σ (gates) and φ (state) are choosable. See Note [Cell contract] in models/cell.hpp.
+
+#include <array>
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "models/cell.hpp"
+#include "models/layer.hpp"
+#include "ops/add.hpp"
+#include "ops/matmul.hpp"
+#include "ops/mul.hpp"
+#include "ops/slice.hpp"
+
+namespace unfold
+{
+
+/// The state of an LSTM: output h and cell c, each (B, H).
+struct lstm_state
+{
+    var h;
+    var c;
+    std::array<var, 2> parts() const { return {h, c}; }
+    static lstm_state from_parts(const std::array<var, 2>& p) { return {p[0], p[1]}; }
+};
+
+/// Options of lstm_cell.
+struct lstm_options
+{
+    activation gate = activations::sigmoid(); ///< σ, for i, f, o
+    activation state = activations::tanh();   ///< φ, for g and the output φ(c')
+    bool peepholes = false;                   ///< add peephole_i, peephole_f, peephole_o
+    /// When set, the forget-gate blocks start as b_if = forget_bias, b_hf = 0 (so the forget gate
+    /// starts mostly open, Jozefowicz et al. 2015) instead of random; the model is unchanged.
+    std::optional<real> forget_bias;
+};
+
+/// One LSTM step (equations above), x (B, I), state {h, c} each (B, H).
+struct lstm_cell
+{
+    using state = lstm_state;
+    param weight_ih, weight_hh, bias_ih, bias_hh;
+    param peephole_i, peephole_f, peephole_o; ///< undefined handles: no peepholes
+    activation sigma = activations::sigmoid();
+    activation phi = activations::tanh();
+
+    state operator()(tape& t, const var& x, const state& s) const
+    {
+        const std::size_t H = weight_hh.shape()[1];
+        const var a = (matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
+                      (matmul_transposed(s.h, t[weight_hh]) + t[bias_hh]); // (B, 4H)
+        const var i = sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c));
+        const var f = sigma(peep(t, slice_cols(a, H, 2 * H), peephole_f, s.c));
+        const var g = phi(slice_cols(a, 2 * H, 3 * H));
+        const var c = f * s.c + i * g;
+        const var o = sigma(peep(t, slice_cols(a, 3 * H, 4 * H), peephole_o, c));
+        return {o * phi(c), c};
+    }
+
+    /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from
+    /// uniform(−1/√H, 1/√H) as PyTorch does (see lstm_options for the forget bias).
+    static lstm_cell create(param_store& store, std::size_t input_size, std::size_t hidden_size,
+                            generator& g, lstm_options o = {}, const param_name& name = {})
+    {
+        const real k = real(1) / std::sqrt(real(hidden_size));
+        const std::size_t G = 4 * hidden_size;
+        lstm_cell c;
+        c.weight_ih = add_uniform(store, name("weight_ih"), {G, input_size}, k, g);
+        c.weight_hh = add_uniform(store, name("weight_hh"), {G, hidden_size}, k, g);
+        c.bias_ih = add_uniform(store, name("bias_ih"), {G}, k, g);
+        c.bias_hh = add_uniform(store, name("bias_hh"), {G}, k, g);
+        if (o.peepholes)
+        {
+            c.peephole_i = add_uniform(store, name("peephole_i"), {hidden_size}, k, g);
+            c.peephole_f = add_uniform(store, name("peephole_f"), {hidden_size}, k, g);
+            c.peephole_o = add_uniform(store, name("peephole_o"), {hidden_size}, k, g);
+        }
+        if (o.forget_bias)
+            for (std::size_t j = hidden_size; j < 2 * hidden_size; ++j)
+            {
+                c.bias_ih.value()(j) = *o.forget_bias;
+                c.bias_hh.value()(j) = 0;
+            }
+        c.sigma = o.gate;
+        c.phi = o.state;
+        return c;
+    }
+
+private:
+    /// pre + p ⊙ c when the peephole p exists, else pre.
+    static var peep(tape& t, const var& pre, const param& p, const var& c)
+    {
+        return p.defined() ? pre + t[p] * c : pre;
+    }
+};
+
+/// A (stacked, optionally bidirectional) LSTM layer like torch.nn.LSTM(input_size, hidden_size,
+/// num_layers, bidirectional=…, dropout=…): parameters weight_ih_l{k}[_reverse], … in `store`;
+/// its final state is {h_n, c_n}.
+inline layer<lstm_cell> lstm_layer(param_store& store, std::size_t input_size,
+                                   std::size_t hidden_size, generator& g, layer_options lo = {},
+                                   lstm_options o = {})
+{
+    return layer<lstm_cell>(
+        "lstm", store, input_size, hidden_size, lo,
+        [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
+            return lstm_cell::create(s, in, hidden_size, g, o, n);
+        });
+}
+
+} // namespace unfold

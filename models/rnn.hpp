@@ -1,0 +1,68 @@
+#pragma once
+/// The Elman RNN cell and layer, with PyTorch nn.RNN's parameters:
+///
+///     h' = φ(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)
+///
+/// weight_ih (H, I), weight_hh (H, H), bias_ih (H), bias_hh (H); φ = tanh by default, or relu,
+/// elu, any activation. See Note [Cell contract] in models/cell.hpp.
+
+#include <cmath>
+#include <string>
+
+#include "models/cell.hpp"
+#include "models/layer.hpp"
+#include "ops/add.hpp"
+#include "ops/matmul.hpp"
+
+namespace unfold
+{
+
+/// Options of rnn_cell.
+struct rnn_options
+{
+    /// φ, the state activation (PyTorch's nonlinearity: tanh or relu).
+    activation state = activations::tanh();
+};
+
+/// h' = φ(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh), x (B, I), h (B, H).
+struct rnn_cell
+{
+    using state = var;
+    param weight_ih, weight_hh, bias_ih, bias_hh;
+    activation phi = activations::tanh();
+
+    state operator()(tape& t, const var& x, const state& h) const
+    {
+        return phi((matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
+                   (matmul_transposed(h, t[weight_hh]) + t[bias_hh]));
+    }
+
+    /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from
+    /// uniform(−1/√H, 1/√H) as PyTorch does.
+    static rnn_cell create(param_store& store, std::size_t input_size, std::size_t hidden_size,
+                           generator& g, rnn_options o = {}, const param_name& name = {})
+    {
+        const real k = real(1) / std::sqrt(real(hidden_size));
+        rnn_cell c;
+        c.weight_ih = add_uniform(store, name("weight_ih"), {hidden_size, input_size}, k, g);
+        c.weight_hh = add_uniform(store, name("weight_hh"), {hidden_size, hidden_size}, k, g);
+        c.bias_ih = add_uniform(store, name("bias_ih"), {hidden_size}, k, g);
+        c.bias_hh = add_uniform(store, name("bias_hh"), {hidden_size}, k, g);
+        c.phi = o.state;
+        return c;
+    }
+};
+
+/// A (stacked, optionally bidirectional) RNN layer like torch.nn.RNN(input_size, hidden_size,
+/// num_layers, bidirectional=…, dropout=…): parameters weight_ih_l{k}[_reverse], … in `store`.
+inline layer<rnn_cell> rnn_layer(param_store& store, std::size_t input_size,
+                                 std::size_t hidden_size, generator& g, layer_options lo = {},
+                                 rnn_options o = {})
+{
+    return layer<rnn_cell>("rnn", store, input_size, hidden_size, lo,
+                           [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
+                               return rnn_cell::create(s, in, hidden_size, g, o, n);
+                           });
+}
+
+} // namespace unfold
