@@ -24,8 +24,8 @@ namespace detail
 
 [[noreturn]] inline void assertion_failed(const char* condition, const char* file, int line)
 {
-    throw std::logic_error(
-        fmt::format("internal error in Unfold: {} ({}:{}); please report it", condition, file, line));
+    throw std::logic_error(fmt::format("internal error in Unfold: {} ({}:{}); please report it",
+                                       condition, file, line));
 }
 } // namespace detail
 

@@ -29,9 +29,9 @@ struct gradcheck_options
 struct gradcheck_result
 {
     bool passed = true;
-    std::size_t checked = 0;   // number of scalar derivatives compared
-    double max_abs_error = 0;  // largest |numeric - analytic|
-    std::string report;        // one line per mismatch (first few), empty when passed
+    std::size_t checked = 0;  // number of scalar derivatives compared
+    double max_abs_error = 0; // largest |numeric - analytic|
+    std::string report;       // one line per mismatch (first few), empty when passed
     explicit operator bool() const { return passed; }
 };
 
@@ -136,8 +136,9 @@ inline gradcheck_result gradcheck(const std::function<var(tape&, const std::vect
                                   const std::vector<tensor>& inputs, std::vector<param> params = {},
                                   gradcheck_options options = {})
 {
-    return gradcheck([&](tape& t, const std::vector<var>& xs) { return std::vector<var>{f(t, xs)}; },
-                     inputs, std::move(params), options);
+    return gradcheck(
+        [&](tape& t, const std::vector<var>& xs) { return std::vector<var>{f(t, xs)}; }, inputs,
+        std::move(params), options);
 }
 
 /// One gradient-check case of an op: input shapes and sampling ranges, points to stay away from
@@ -193,16 +194,20 @@ private:
 namespace detail
 {
 template <class Op, class = void>
-struct unary : std::false_type {};
+struct unary : std::false_type
+{};
 template <class Op>
 struct unary<Op, std::void_t<decltype(std::declval<Op&>().forward(std::declval<const tensor&>()))>>
-    : std::true_type {};
+    : std::true_type
+{};
 template <class Op, class = void>
-struct binary : std::false_type {};
+struct binary : std::false_type
+{};
 template <class Op>
-struct binary<Op, std::void_t<decltype(std::declval<Op&>().forward(
-                      std::declval<const tensor&>(), std::declval<const tensor&>()))>>
-    : std::true_type {};
+struct binary<Op, std::void_t<decltype(std::declval<Op&>().forward(std::declval<const tensor&>(),
+                                                                   std::declval<const tensor&>()))>>
+    : std::true_type
+{};
 
 template <class Op>
 var apply_default(const std::vector<var>& xs)
@@ -268,9 +273,9 @@ gradcheck_result check_op(gradcheck_options options = {})
             if (!r->passed)
             {
                 total.passed = false;
-                total.report += fmt::format("{} [{}{}]:\n{}", Op::name, c.label,
-                                            r == &twice ? ", input reused by two nodes" : "",
-                                            r->report);
+                total.report +=
+                    fmt::format("{} [{}{}]:\n{}", Op::name, c.label,
+                                r == &twice ? ", input reused by two nodes" : "", r->report);
             }
         }
     }

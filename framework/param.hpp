@@ -50,8 +50,9 @@ public:
     /// Replaces the value; throws unless `v` has the declared shape.
     void assign(const tensor& v)
     {
-        UNFOLD_CHECK(v.shape() == shape(), "parameter '{}': cannot assign a value of shape {}, "
-                                           "the parameter has shape {}",
+        UNFOLD_CHECK(v.shape() == shape(),
+                     "parameter '{}': cannot assign a value of shape {}, "
+                     "the parameter has shape {}",
                      name(), shape_str(v.shape()), shape_str(shape()));
         data().value = v;
     }

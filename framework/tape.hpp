@@ -157,8 +157,7 @@ private:
         : m_core(std::move(core))
         , m_index(index)
         , m_generation(m_core->generation)
-    {
-    }
+    {}
     template <class Op, class... V>
     friend var apply(Op op, const V&... inputs);
     template <class Op>
@@ -196,8 +195,7 @@ class tape
 public:
     tape()
         : m_core(std::make_shared<detail::tape_core>())
-    {
-    }
+    {}
     ~tape()
     {
         m_core->alive = false;
@@ -213,7 +211,8 @@ public:
     var variable(tensor value) { return leaf(std::move(value), grad_enabled()); }
 
     /// The leaf for parameter `p`, created on first use and reused after (one leaf per parameter
-    /// per tape), so every use accumulates into one gradient. Throws if p's value has changed shape.
+    /// per tape), so every use accumulates into one gradient. Throws if p's value has changed
+    /// shape.
     var operator[](const param& p)
     {
         auto found = m_core->bound.find(p.id());
@@ -320,8 +319,7 @@ struct op_node final : backward_fn
     op_node(Op op_, std::array<std::size_t, N> inputs_)
         : op(std::move(op_))
         , inputs(inputs_)
-    {
-    }
+    {}
     const char* name() const override { return Op::name; }
     void backward(tape_core& core, std::size_t self) override
     {
@@ -355,8 +353,7 @@ struct op_node_n final : backward_fn
     op_node_n(Op op_, std::vector<std::size_t> inputs_)
         : op(std::move(op_))
         , inputs(std::move(inputs_))
-    {
-    }
+    {}
     const char* name() const override { return Op::name; }
     void backward(tape_core& core, std::size_t self) override
     {

@@ -42,13 +42,28 @@ struct matmul_op
     }
     static gradcheck_spec check()
     {
-        auto transposed = [](const std::vector<var>& x) { return apply(matmul_op{true}, x[0], x[1]); };
-        return gradcheck_spec("matrix").input({3, 4}).input({4, 5})
-            .next("row vector").input({1, 4}).input({4, 2})
-            .next("sequence").input({2, 3, 4}).input({4, 5})
-            .next("transposed b").input({3, 4}).input({5, 4}).build(transposed)
-            .next("sequence, transposed b").input({2, 3, 4}).input({5, 4}).build(transposed)
-            .next("x · x").input({3, 3})
+        auto transposed = [](const std::vector<var>& x) {
+            return apply(matmul_op{true}, x[0], x[1]);
+        };
+        return gradcheck_spec("matrix")
+            .input({3, 4})
+            .input({4, 5})
+            .next("row vector")
+            .input({1, 4})
+            .input({4, 2})
+            .next("sequence")
+            .input({2, 3, 4})
+            .input({4, 5})
+            .next("transposed b")
+            .input({3, 4})
+            .input({5, 4})
+            .build(transposed)
+            .next("sequence, transposed b")
+            .input({2, 3, 4})
+            .input({5, 4})
+            .build(transposed)
+            .next("x · x")
+            .input({3, 3})
             .build([](const std::vector<var>& x) { return apply(matmul_op{}, x[0], x[0]); });
     }
 };
