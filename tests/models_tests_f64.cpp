@@ -1,0 +1,300 @@
+// Recurrent models gradient-checked in double over short unrolls (T = 3–4, batch 2): every cell
+// and layer, every parameter element and every input element perturbed. The cells are written
+// only from ops, so these checks prove that unrolling them on one tape is exact BPTT.
+#include <boost/test/unit_test.hpp>
+
+#include "models/gru.hpp"
+#include "models/layer.hpp"
+#include "models/linear.hpp"
+#include "models/lstm.hpp"
+#include "models/rnn.hpp"
+#include "models/unroll.hpp"
+#include "ops/sigmoid.hpp"
+#include "ops/sub.hpp"
+
+using namespace unfold;
+
+static_assert(std::is_same_v<real, double>, "gradient checks run in the double build");
+
+namespace
+{
+constexpr std::size_t T = 3, B = 2, I = 3, H = 4;
+
+std::vector<param> all_of(const param_store& store) { return {store.begin(), store.end()}; }
+
+/// Gradient-checks `cell` unrolled over T steps: inputs are x (T, B, I) and every part of s0;
+/// outputs are every step's h and every part of the final state.
+template <class Cell>
+gradcheck_result check_unroll(const Cell& cell, const param_store& store, std::uint64_t seed,
+                              real input_range = 1)
+{
+    using S = typename Cell::state;
+    generator g(seed);
+    std::vector<tensor> inputs{g.uniform({T, B, I}, -input_range, input_range)};
+    for (std::size_t k = 0; k < state_traits<S>::size; ++k)
+        inputs.push_back(g.uniform({B, H}, -0.5, 0.5));
+    auto f = [&](tape& t, const std::vector<var>& xs) {
+        typename state_traits<S>::parts_type p;
+        for (std::size_t k = 0; k < p.size(); ++k)
+            p[k] = xs[1 + k];
+        const auto states = unroll(cell, t, xs[0], state_traits<S>::from_parts(p));
+        std::vector<var> ys = outputs(states);
+        for (const var& part : state_traits<S>::parts(states.back()))
+            ys.push_back(part);
+        return ys;
+    };
+    return gradcheck(f, inputs, all_of(store));
+}
+
+/// Gradient-checks a layer on x (T', B, I) with an initial state (every part an input too) and
+/// optional lengths; outputs are the output sequence, every final-state part and `last`.
+template <class Cell>
+gradcheck_result check_layer(const layer<Cell>& l, std::size_t steps,
+                             const std::vector<std::size_t>& lengths, std::uint64_t seed,
+                             std::function<void()> before_each_run = {})
+{
+    generator g(seed);
+    const std::size_t LD = l.num_layers() * l.directions();
+    std::vector<tensor> inputs{g.uniform({steps, B, l.input_size()}, -1, 1)};
+    for (std::size_t k = 0; k < layer<Cell>::state_size; ++k)
+        inputs.push_back(g.uniform({LD, B, l.hidden_size()}, -0.5, 0.5));
+    auto f = [&](tape& t, const std::vector<var>& xs) {
+        if (before_each_run)
+            before_each_run();
+        const layer_result r = l(t, xs[0], {xs.begin() + 1, xs.end()}, lengths);
+        std::vector<var> ys{r.output, r.last};
+        ys.insert(ys.end(), r.final_state.begin(), r.final_state.end());
+        return ys;
+    };
+    return gradcheck(f, inputs, l.params());
+}
+
+/// The minimal gated unit (Zhou et al., 2016), written by a user in a few lines:
+///     f  = σ(x W_fᵀ + h U_fᵀ + b_f)
+///     c  = tanh(x W_cᵀ + (f ⊙ h) U_cᵀ + b_c)
+///     h' = (1 − f) ⊙ h + f ⊙ c
+struct mgu_cell
+{
+    using state = var;
+    param w_f, u_f, b_f, w_c, u_c, b_c;
+    state operator()(tape& t, const var& x, const state& h) const
+    {
+        const var f = sigmoid(matmul_transposed(x, t[w_f]) + matmul_transposed(h, t[u_f]) + t[b_f]);
+        const var c = tanh(matmul_transposed(x, t[w_c]) + matmul_transposed(f * h, t[u_c]) + t[b_c]);
+        return (1 - f) * h + f * c;
+    }
+    static mgu_cell create(param_store& s, std::size_t in, std::size_t hidden, generator& g,
+                           const param_name& n = {})
+    {
+        auto add = [&](const char* base, shape_type shape) {
+            return add_uniform(s, n(base), shape, real(0.5), g);
+        };
+        return {add("w_f", {hidden, in}), add("u_f", {hidden, hidden}), add("b_f", {hidden}),
+                add("w_c", {hidden, in}), add("u_c", {hidden, hidden}), add("b_c", {hidden})};
+    }
+};
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(models_gradcheck)
+
+BOOST_AUTO_TEST_CASE(rnn_cell_with_tanh_relu_elu_and_a_user_activation)
+{
+    const std::vector<std::pair<std::string, activation>> cases{
+        {"tanh", activations::tanh()},
+        {"relu", activations::relu()},
+        {"elu", activations::elu(0.7)},
+        {"user function x·σ(x)", [](const var& x) { return x * sigmoid(x); }}};
+    for (const auto& [label, phi] : cases)
+    {
+        param_store store;
+        generator g(1);
+        rnn_options o;
+        o.state = phi;
+        const rnn_cell cell = rnn_cell::create(store, I, H, g, o);
+        const gradcheck_result r = check_unroll(cell, store, 11);
+        BOOST_TEST(r.passed, label << ":\n" << r.report);
+        BOOST_TEST(r.checked == T * B * I + B * H + H * I + H * H + 2 * H);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gru_cell_in_both_conventions_and_with_hard_sigmoid_gates)
+{
+    for (gru_reset reset : {gru_reset::after_matmul, gru_reset::before_matmul})
+        for (bool hard : {false, true})
+        {
+            param_store store;
+            generator g(2);
+            gru_options o;
+            o.reset = reset;
+            if (hard)
+                o.gate = activations::hard_sigmoid();
+            const gru_cell cell = gru_cell::create(store, I, H, g, o);
+            const gradcheck_result r = check_unroll(cell, store, 12);
+            BOOST_TEST(r.passed, (reset == gru_reset::after_matmul ? "after" : "before")
+                                     << (hard ? ", hard sigmoid" : "") << ":\n"
+                                     << r.report);
+            BOOST_TEST(r.checked == T * B * I + B * H + 3 * H * (I + H + 2));
+        }
+}
+
+BOOST_AUTO_TEST_CASE(lstm_cell_with_and_without_peepholes_hard_sigmoid_and_relu_state)
+{
+    for (bool peepholes : {false, true})
+        for (bool hard : {false, true})
+        {
+            param_store store;
+            generator g(3);
+            lstm_options o;
+            o.peepholes = peepholes;
+            o.forget_bias = 1;
+            if (hard)
+            {
+                o.gate = activations::hard_sigmoid();
+                o.state = activations::elu();
+            }
+            const lstm_cell cell = lstm_cell::create(store, I, H, g, o);
+            BOOST_TEST(cell.bias_ih.value()(H) == 1.0);
+            BOOST_TEST(cell.bias_hh.value()(H) == 0.0);
+            const gradcheck_result r = check_unroll(cell, store, 13);
+            BOOST_TEST(r.passed, (peepholes ? "peepholes" : "plain")
+                                     << (hard ? ", hard sigmoid / elu" : "") << ":\n"
+                                     << r.report);
+            BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * (I + H + 2) +
+                                        (peepholes ? 3 * H : 0));
+        }
+}
+
+BOOST_AUTO_TEST_CASE(the_state_grad_flows_through_a_masked_unroll)
+{
+    param_store store;
+    generator g(4);
+    const lstm_cell cell = lstm_cell::create(store, I, H, g);
+    const std::vector<std::size_t> lengths{3, 1};
+    std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1), g.uniform({B, H}, -0.5, 0.5),
+                               g.uniform({B, H}, -0.5, 0.5)};
+    const gradcheck_result r = gradcheck(
+        [&](tape& t, const std::vector<var>& xs) {
+            const auto states = unroll_masked(cell, t, xs[0], lstm_state{xs[1], xs[2]}, lengths,
+                                              direction::reverse);
+            std::vector<var> ys = masked_outputs(t, states, lengths);
+            ys.push_back(states.front().h);
+            ys.push_back(states.front().c);
+            return ys;
+        },
+        inputs, all_of(store));
+    BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_CASE(two_layer_rnn_and_gru_layers)
+{
+    layer_options lo;
+    lo.num_layers = 2;
+    {
+        param_store store;
+        generator g(5);
+        rnn_options o;
+        o.state = activations::relu();
+        const auto l = rnn_layer(store, I, H, g, lo, o);
+        BOOST_TEST(store.contains("weight_hh_l1"));
+        const gradcheck_result r = check_layer(l, 3, {}, 21);
+        BOOST_TEST(r.passed, r.report);
+    }
+    {
+        param_store store;
+        generator g(6);
+        const auto l = gru_layer(store, I, H, g, lo);
+        const gradcheck_result r = check_layer(l, 3, {}, 22);
+        BOOST_TEST(r.passed, r.report);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(bidirectional_gru_and_lstm_layers)
+{
+    layer_options lo;
+    lo.bidirectional = true;
+    {
+        param_store store;
+        generator g(7);
+        const auto l = gru_layer(store, I, H, g, lo);
+        BOOST_TEST(store.contains("bias_hh_l0_reverse"));
+        const gradcheck_result r = check_layer(l, 3, {}, 23);
+        BOOST_TEST(r.passed, r.report);
+    }
+    {
+        param_store store;
+        generator g(8);
+        const auto l = lstm_layer(store, I, H, g, lo);
+        const gradcheck_result r = check_layer(l, 3, {}, 24);
+        BOOST_TEST(r.passed, r.report);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(two_layer_bidirectional_masked_lstm_layer)
+{
+    param_store store;
+    generator g(9);
+    layer_options lo;
+    lo.num_layers = 2;
+    lo.bidirectional = true;
+    lo.prefix = "rnn.";
+    const auto l = lstm_layer(store, I, 3, g, lo);
+    BOOST_TEST(l.params().size() == 16u);
+    BOOST_TEST(store.contains("rnn.weight_ih_l1_reverse"));
+    const gradcheck_result r = check_layer(l, 4, {4, 2}, 25);
+    BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_CASE(dropout_between_layers_with_a_reseeded_generator)
+{
+    param_store store;
+    generator g(10);
+    layer_options lo;
+    lo.num_layers = 2;
+    lo.dropout = 0.4;
+    auto l = gru_layer(store, I, H, g, lo);
+    generator dropout_rng(0);
+    l.train(dropout_rng);
+    const gradcheck_result r = check_layer(l, 3, {}, 26, [&] { dropout_rng.seed(99); });
+    BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_CASE(a_user_written_cell_with_unroll_layers_and_gradcheck)
+{
+    {
+        param_store store;
+        generator g(11);
+        const mgu_cell cell = mgu_cell::create(store, I, H, g);
+        const gradcheck_result r = check_unroll(cell, store, 27);
+        BOOST_TEST(r.passed, r.report);
+        BOOST_TEST(r.checked == T * B * I + B * H + 2 * (H * I + H * H + H));
+    }
+    {
+        param_store store;
+        generator g(12);
+        layer_options lo;
+        lo.num_layers = 2;
+        lo.bidirectional = true;
+        const layer<mgu_cell> l(
+            "mgu", store, I, H, lo,
+            [&g](param_store& s, std::size_t in, const param_name& n) {
+                return mgu_cell::create(s, in, H, g, n);
+            });
+        BOOST_TEST(store.contains("u_c_l1_reverse"));
+        const gradcheck_result r = check_layer(l, 3, {3, 1}, 28);
+        BOOST_TEST(r.passed, r.report);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_linear_readout_over_a_whole_sequence)
+{
+    param_store store;
+    generator g(13);
+    const auto l = lstm_layer(store, I, H, g);
+    const linear out = linear::create(store, H, 2, g, "out.");
+    const gradcheck_result r = gradcheck(
+        [&](tape& t, const std::vector<var>& xs) { return out(t, l(t, xs[0]).output); },
+        {g.uniform({T, B, I}, -1, 1)}, all_of(store));
+    BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
