@@ -11,6 +11,8 @@
 /// |unfold − torch| ≤ abs + rel·|torch|, with (1e-5, 1e-4) in float and (1e-10, 0) in double.
 
 #include <algorithm>
+#include <cmath>
+#include <iomanip>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -70,10 +72,18 @@ inline double compare_to_reference(const std::string& what, const tensor& actual
             worst = i + 1;
         }
     }
-    BOOST_TEST(worst == 0u, what << ": element " << worst - 1 << " (flat) is "
-                                 << double(actual.data()[worst ? worst - 1 : 0]) << ", PyTorch has "
-                                 << double(expected.data()[worst ? worst - 1 : 0])
-                                 << "; max |error| " << max_error);
+    if (worst > 0)
+    {
+        // The (i, j, ...) index of the worst element, row-major.
+        std::vector<std::size_t> index(actual.dimension());
+        for (std::size_t k = index.size(), rest = worst - 1; k-- > 0; rest /= actual.shape()[k])
+            index[k] = rest % actual.shape()[k];
+        BOOST_ERROR(what << " at " << fmt::format("{}", index) << ": " << std::setprecision(17)
+                         << double(actual.data()[worst - 1]) << ", PyTorch has "
+                         << double(expected.data()[worst - 1]) << "; max |error| " << max_error
+                         << ", tolerance " << parity_tol.abs << " + " << parity_tol.rel
+                         << "·|PyTorch|");
+    }
     compared += actual.size();
     return max_error;
 }
