@@ -110,10 +110,7 @@ public:
 
     const std::string& path() const { return m_path; }
 
-    bool has(const std::string& name) const
-    {
-        return m_tensors.count(name) || m_ints.count(name);
-    }
+    bool has(const std::string& name) const { return m_tensors.count(name) || m_ints.count(name); }
 
     /// The tensor `name`, converted to unfold::real.
     tensor operator[](const std::string& name) const
@@ -132,8 +129,7 @@ public:
     const std::vector<long>& ints(const std::string& name) const
     {
         auto found = m_ints.find(name);
-        UNFOLD_CHECK(found != m_ints.end(), "fixture {}: no integer list named '{}'", m_path,
-                     name);
+        UNFOLD_CHECK(found != m_ints.end(), "fixture {}: no integer list named '{}'", m_path, name);
         return found->second;
     }
 

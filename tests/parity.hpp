@@ -93,7 +93,7 @@ namespace detail
 /// Names in a recurrent fixture that are not parameters.
 inline bool is_parameter_entry(const std::string& name)
 {
-    static const std::set<std::string> data{"x",   "h0",  "c0",    "output", "h_n",
+    static const std::set<std::string> data{"x",   "h0",    "c0",  "output", "h_n",
                                             "c_n", "w_out", "w_h", "w_c"};
     return !data.count(name) && name.rfind("grad.", 0) != 0;
 }
@@ -133,8 +133,8 @@ parity_errors check_layer(const fixture& f, const layer<Cell>& model)
         e.forward = std::max(e.forward, compare_to_reference(name, v.value(), f[name], e.compared));
     };
     auto gradient = [&](const std::string& name, const tensor& g) {
-        e.gradient =
-            std::max(e.gradient, compare_to_reference("grad." + name, g, f["grad." + name], e.compared));
+        e.gradient = std::max(
+            e.gradient, compare_to_reference("grad." + name, g, f["grad." + name], e.compared));
     };
     forward("output", r.output);
     forward("h_n", r.h_n());
