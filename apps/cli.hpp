@@ -1,0 +1,250 @@
+#pragma once
+/// The `unfold` command line: `train` (the default with no arguments), `sample` and `eval`.
+/// run_cli is the whole program as a library function returning the exit status, so the tests
+/// can drive it: 0 on success, 2 with a one-line message on a bad argument or an unreadable file,
+/// 130 after Ctrl-C (the checkpoint is saved first), 1 on any other failure.
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/model.hpp"
+#include "apps/tasks.hpp"
+#include "apps/train.hpp"
+
+namespace unfold::app
+{
+
+namespace detail
+{
+/// `message` on one line: newlines become spaces, trailing blanks dropped.
+inline std::string one_line(std::string message)
+{
+    for (char& c : message)
+        if (c == '\n' || c == '\r')
+            c = ' ';
+    while (!message.empty() && message.back() == ' ')
+        message.pop_back();
+    return message;
+}
+
+/// Prints what the model writes for a few held-out examples of its task (or a text sample).
+inline void print_samples(std::FILE* out, const model& m, const task* tk, const text_corpus* text,
+                          std::size_t count, generator& g)
+{
+    if (count == 0)
+        return;
+    if (tk && tk->name() == "reber")
+    {
+        std::fprintf(out, "samples (strings the model generates; ✓ = accepted by the grammar):\n");
+        for (std::size_t i = 0; i < count; ++i)
+        {
+            const auto ids = m.generate({vocabulary::bos}, 64, token_choice::sample, &g, 1.0);
+            const std::string s = tk->vocab().decode(ids);
+            std::fprintf(out, "  %-28s %s\n", s.c_str(),
+                         reber_grammar::accepts(s) && ids.back() == vocabulary::eos ? "✓" : "✗");
+        }
+        return;
+    }
+    if (tk)
+    {
+        const auto rep = evaluate_answers(m, *tk, tk->held_out(), 250, count);
+        std::fprintf(out, "samples (held-out prompts, greedy answers; ✓ = exact match):\n");
+        for (const auto& [e, written] : rep.samples)
+            std::fprintf(out, "  %s%-10s %s   (expected %s)\n", e.prompt.c_str(), written.c_str(),
+                         tk->correct(e, written) ? "✓" : "✗", e.answer.c_str());
+        return;
+    }
+    std::vector<std::size_t> prompt{vocabulary::bos};
+    for (std::size_t i = 0; i < std::min<std::size_t>(20, text->valid.size()); ++i)
+        prompt.push_back(text->valid[i]);
+    const auto ids = m.generate(prompt, 300, token_choice::sample, &g, 0.8);
+    std::fprintf(out, "sample (temperature 0.8) after a validation prompt:\n%s|%s\n",
+                 text->vocab.decode(prompt).c_str(), text->vocab.decode(ids).c_str());
+}
+} // namespace detail
+
+/// The `unfold` program: parses `args` (without the program name) and runs the command.
+inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout,
+                   std::FILE* err = stderr)
+{
+    CLI::App app{"unfold: train recurrent networks on built-in tasks or a text file, and sample "
+                 "from them. With no arguments: unfold train (the addition task)."};
+    app.require_subcommand(0, 1);
+
+    train_options o;
+    std::string task_name = "addition";
+    CLI::App* train_cmd = app.add_subcommand("train", "train a model (the default command)");
+    auto* task_opt = train_cmd->add_option("--task", task_name, "built-in task")
+                         ->check(CLI::IsMember({"addition", "copy", "reber"}));
+    train_cmd->add_option("--text", o.text_file, "character-level LM on a UTF-8 text file")
+        ->excludes(task_opt);
+    train_cmd->add_option("--digits", o.model.digits, "addition: operand length")
+        ->check(CLI::Range(1, 9));
+    train_cmd->add_option("--cell", o.model.cell, "recurrent cell")
+        ->check(CLI::IsMember({"rnn", "gru", "lstm"}));
+    train_cmd->add_option("--layers", o.model.layers, "stacked layers")->check(CLI::Range(1, 16));
+    train_cmd->add_option("--hidden", o.model.hidden, "hidden size")->check(CLI::Range(1, 4096));
+    train_cmd->add_option("--embed", o.model.embed, "embedding size")->check(CLI::Range(1, 4096));
+    train_cmd->add_option("--gate", o.model.gate, "gate activation (gru, lstm)")
+        ->check(CLI::IsMember({"sigmoid", "hard_sigmoid"}));
+    train_cmd->add_option("--state", o.model.state, "state activation")
+        ->check(CLI::IsMember({"tanh", "relu", "elu"}));
+    train_cmd->add_option("--feeding", o.feeding, "what the decoder is fed at step t")
+        ->check(CLI::IsMember({"teacher", "free", "scheduled"}));
+    train_cmd
+        ->add_option("--decay", o.decay, "scheduled sampling: decay of the teacher-forcing "
+                                         "probability")
+        ->check(CLI::IsMember({"linear", "exponential", "inverse_sigmoid"}));
+    train_cmd->add_option("--decay-k", o.decay_k, "decay parameter k (0: fitted to the run)")
+        ->check(CLI::NonNegativeNumber);
+    train_cmd->add_option("--decay-c", o.decay_c, "linear decay slope c (0: fitted to the run)")
+        ->check(CLI::NonNegativeNumber);
+    train_cmd->add_option("--decay-floor", o.decay_floor, "linear decay floor")
+        ->check(CLI::Range(0.0, 1.0));
+    train_cmd->add_option("--sampling-unit", o.sampling_unit, "coin per token or per sequence")
+        ->check(CLI::IsMember({"token", "sequence"}));
+    train_cmd->add_option("--optimizer", o.optimizer, "optimiser")
+        ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop", "adagrad"}));
+    train_cmd->add_option("--lr", o.lr, "learning rate (0: the optimiser's default)")
+        ->check(CLI::NonNegativeNumber);
+    train_cmd->add_option("--lr-schedule", o.lr_schedule, "learning-rate schedule")
+        ->check(CLI::IsMember({"constant", "cosine"}));
+    train_cmd->add_option("--clip", o.clip, "clip the global gradient norm (0: off)")
+        ->check(CLI::NonNegativeNumber);
+    train_cmd->add_option("--tbptt", o.tbptt, "truncated BPTT length (--text)")
+        ->check(CLI::Range(1, 100000));
+    train_cmd->add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 1000000));
+    train_cmd->add_option("--steps", o.steps, "steps per epoch (--text: 0 = one pass)")
+        ->check(CLI::Range(0, 100000000));
+    train_cmd->add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 65536));
+    train_cmd->add_option("--seed", o.seed, "random seed");
+    train_cmd->add_option("--checkpoint", o.checkpoint,
+                          "checkpoint file (default unfold-<task>.safetensors)");
+    train_cmd->add_option("--save-every", o.save_every, "also save every N steps (0: at the end)");
+    train_cmd->add_option("--samples", o.samples, "examples generated after training");
+    train_cmd->add_flag("--quiet", o.quiet, "no progress output");
+
+    std::string checkpoint, prompt;
+    double temperature = 1;
+    bool greedy = false;
+    std::size_t length = 200;
+    std::uint64_t seed = 1;
+    CLI::App* sample_cmd = app.add_subcommand("sample", "generate from a checkpoint");
+    sample_cmd->add_option("--checkpoint", checkpoint, "checkpoint file")->required();
+    sample_cmd->add_option("--prompt", prompt, "text to continue (e.g. 37+85=)");
+    sample_cmd->add_option("--temperature", temperature, "sampling temperature")
+        ->check(CLI::PositiveNumber);
+    sample_cmd->add_flag("--greedy", greedy, "take the most likely character at every step");
+    sample_cmd->add_option("--length", length, "characters to generate at most")
+        ->check(CLI::Range(0, 1000000));
+    sample_cmd->add_option("--seed", seed, "random seed");
+
+    std::string eval_task, eval_text;
+    CLI::App* eval_cmd = app.add_subcommand("eval", "report a checkpoint's metrics on a task");
+    eval_cmd->add_option("--checkpoint", checkpoint, "checkpoint file")->required();
+    auto* eval_task_opt = eval_cmd->add_option("--task", eval_task, "task (default: its own)")
+                              ->check(CLI::IsMember({"addition", "copy", "reber"}));
+    eval_cmd->add_option("--text", eval_text, "validate a text model on this file")
+        ->excludes(eval_task_opt);
+
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    try
+    {
+        app.parse(reversed);
+    }
+    catch (const CLI::CallForHelp&)
+    {
+        const CLI::App* shown = app.get_subcommands().empty() ? &app : app.get_subcommands()[0];
+        std::fprintf(out, "%s", shown->help().c_str());
+        return 0;
+    }
+    catch (const CLI::ParseError& e)
+    {
+        std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
+        return 2;
+    }
+
+    generator g(seed);
+    try
+    {
+        if (sample_cmd->parsed())
+        {
+            const auto m = load_model(checkpoint);
+            const vocabulary& v = m->config().vocab;
+            std::vector<std::size_t> ids{vocabulary::bos};
+            for (const auto& c : utf8_chars(prompt, "--prompt"))
+            {
+                UNFOLD_CHECK(v.contains(c),
+                             "--prompt: the character '{}' is not in the model's vocabulary", c);
+                ids.push_back(v.id(c));
+            }
+            const auto written = m->generate(
+                ids, length, greedy ? token_choice::greedy : token_choice::sample, &g, temperature);
+            std::fprintf(out, "%s%s\n", prompt.c_str(), v.decode(written).c_str());
+            return 0;
+        }
+        if (eval_cmd->parsed())
+        {
+            const auto m = load_model(checkpoint);
+            std::unique_ptr<task> tk;
+            std::unique_ptr<text_corpus> text;
+            if (!eval_text.empty() || (eval_task.empty() && m->config().task == "text"))
+            {
+                UNFOLD_CHECK(!eval_text.empty(), "eval: {} is a text model; give --text FILE",
+                             checkpoint);
+                // Encoded with the model's vocabulary: every character must be known to it.
+                text = std::make_unique<text_corpus>();
+                text->vocab = m->config().vocab;
+                for (const auto& c : utf8_chars(read_file(eval_text), eval_text))
+                {
+                    UNFOLD_CHECK(text->vocab.contains(c),
+                                 "{}: the character '{}' is unknown to the model", eval_text, c);
+                    text->valid.push_back(text->vocab.id(c));
+                }
+                UNFOLD_CHECK(text->valid.size() >= 200, "{}: too short to evaluate on", eval_text);
+            }
+            else
+            {
+                tk = make_task(eval_task.empty() ? m->config().task : eval_task, m->config().digits);
+                UNFOLD_CHECK(tk->vocab().to_json() == m->config().vocab.to_json(),
+                             "eval: {} was trained on '{}', whose vocabulary differs from {}'s",
+                             checkpoint, m->config().task, tk->name());
+            }
+            const validation v = validate(*m, tk.get(), text.get(), g, 1u << 30);
+            std::fprintf(out, "%s\n", v.str().c_str());
+            return 0;
+        }
+        if (!o.text_file.empty())
+            o.model.task = "text";
+        else
+            o.model.task = task_name;
+        train_result r = train(o, out);
+        if (r.interrupted)
+            return 130;
+        std::unique_ptr<task> tk;
+        std::unique_ptr<text_corpus> text;
+        if (o.model.task == "text")
+            text = std::make_unique<text_corpus>(text_corpus::load(o.text_file));
+        else
+            tk = make_task(o.model.task, o.model.digits);
+        if (!o.quiet)
+            detail::print_samples(out, *r.trained, tk.get(), text.get(), o.samples, g);
+        return 0;
+    }
+    catch (const unfold::error& e)
+    {
+        std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
+        return 2;
+    }
+    catch (const std::exception& e)
+    {
+        std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
+        return 1;
+    }
+}
+
+} // namespace unfold::app

@@ -1,0 +1,328 @@
+#pragma once
+/// The model `unfold` trains: a decoder (models/decoder.hpp) over a character vocabulary, with
+/// the cell chosen at run time. model_config is what a checkpoint's metadata records, so that
+/// `unfold sample` and `unfold eval` can rebuild the model before loading its parameters.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/tasks.hpp"
+#include "framework/checkpoint.hpp"
+#include "models/decoder.hpp"
+#include "models/gru.hpp"
+#include "models/lstm.hpp"
+#include "models/rnn.hpp"
+
+namespace unfold::app
+{
+
+/// The architecture and data of a model: enough to rebuild it.
+struct model_config
+{
+    std::string task = "addition"; ///< addition, copy, reber or text
+    std::size_t digits = 2;        ///< operand length of addition
+    std::string cell = "gru";      ///< rnn, gru or lstm
+    std::size_t layers = 1;
+    std::size_t hidden = 128;
+    std::size_t embed = 32;
+    std::string gate = "sigmoid"; ///< sigmoid or hard_sigmoid (gru, lstm)
+    std::string state = "tanh";   ///< tanh, relu or elu
+    vocabulary vocab;
+
+    /// The configuration as checkpoint metadata ("unfold.cell" → "gru", ...).
+    checkpoint_metadata to_metadata() const
+    {
+        return {{"format", "pt"},
+                {"unfold.task", task},
+                {"unfold.digits", std::to_string(digits)},
+                {"unfold.cell", cell},
+                {"unfold.layers", std::to_string(layers)},
+                {"unfold.hidden", std::to_string(hidden)},
+                {"unfold.embed", std::to_string(embed)},
+                {"unfold.gate", gate},
+                {"unfold.state", state},
+                {"unfold.vocab", vocab.to_json()}};
+    }
+    /// The configuration a checkpoint's metadata describes; throws unfold::error naming the
+    /// missing or malformed key.
+    static model_config from_metadata(const checkpoint_metadata& m, const std::string& path)
+    {
+        auto get = [&](const std::string& key) {
+            const auto found = m.find(key);
+            UNFOLD_CHECK(found != m.end(),
+                         "checkpoint {}: no '{}' in its metadata (not written by unfold train)",
+                         path, key);
+            return found->second;
+        };
+        auto number = [&](const std::string& key) {
+            const std::string s = get(key);
+            UNFOLD_CHECK(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos &&
+                             s.size() < 7,
+                         "checkpoint {}: metadata '{}' = '{}' is not a size", path, key, s);
+            return std::size_t(std::stoul(s));
+        };
+        model_config c;
+        c.task = get("unfold.task");
+        c.digits = number("unfold.digits");
+        c.cell = get("unfold.cell");
+        c.layers = number("unfold.layers");
+        c.hidden = number("unfold.hidden");
+        c.embed = number("unfold.embed");
+        c.gate = get("unfold.gate");
+        c.state = get("unfold.state");
+        c.vocab = vocabulary::from_json(get("unfold.vocab"));
+        return c;
+    }
+};
+
+/// The activation called `name`; throws unfold::error for an unknown one.
+inline activation activation_named(const std::string& name)
+{
+    if (name == "sigmoid")
+        return activations::sigmoid();
+    if (name == "hard_sigmoid")
+        return activations::hard_sigmoid();
+    if (name == "tanh")
+        return activations::tanh();
+    if (name == "relu")
+        return activations::relu();
+    if (name == "elu")
+        return activations::elu();
+    unfold::detail::fail(fmt::format("unknown activation '{}'", name));
+}
+
+/// What one decoding run gives back, with the state as plain tensors (every part of every layer,
+/// layer by layer) so that truncated BPTT can carry it into the next chunk's tape.
+struct model_run
+{
+    std::vector<var> logits;
+    std::vector<std::vector<std::size_t>> fed;
+    std::vector<tensor> final_state;
+};
+
+/// The mean cross-entropy of a run over every counted target of `batch`.
+inline var run_loss(const model_run& r, const token_batch& batch)
+{
+    return cross_entropy(stack(r.logits), batch.targets, token_batch::ignore_index);
+}
+
+/// A decoder of any cell behind one interface.
+class model
+{
+public:
+    virtual ~model() = default;
+    const model_config& config() const { return m_config; }
+    param_store& store() { return m_store; }
+
+    /// Decodes `batch` under `policy`, starting from `initial` (zeros when empty; else the
+    /// final_state of an earlier run, recorded on `t` as constants: Note [Truncated BPTT]).
+    virtual model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
+                          const std::vector<tensor>& initial = {},
+                          std::size_t training_step = 0) const = 0;
+    /// Free-running generation after `prompt` (see decoder::generate).
+    virtual std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt,
+                                              std::size_t length, token_choice how, generator* g,
+                                              double temperature) const = 0;
+
+protected:
+    explicit model(model_config c)
+        : m_config(std::move(c))
+    {}
+    model_config m_config;
+    param_store m_store;
+};
+
+namespace detail
+{
+template <class Cell>
+class model_of final : public model
+{
+public:
+    template <class MakeLayer>
+    model_of(model_config c, generator& g, MakeLayer&& make_layer)
+        : model(std::move(c))
+        , m_decoder(make_decoder(m_store, m_config.vocab.size(), m_config.embed, m_config.hidden,
+                                 m_config.layers, g, make_layer))
+    {}
+
+    model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
+                  const std::vector<tensor>& initial, std::size_t training_step) const override
+    {
+        using cell_state = typename Cell::state;
+        constexpr std::size_t parts = state_traits<cell_state>::size;
+        typename decoder<Cell>::state s0;
+        if (!initial.empty())
+        {
+            UNFOLD_CHECK(initial.size() == parts * m_config.layers,
+                         "model: a carried state of {} tensors for {} layers of {} parts",
+                         initial.size(), m_config.layers, parts);
+            for (std::size_t l = 0; l < m_config.layers; ++l)
+            {
+                saved_state<cell_state> saved;
+                for (std::size_t p = 0; p < parts; ++p)
+                    saved.values[p] = initial[l * parts + p];
+                s0.push_back(saved.on(t));
+            }
+        }
+        auto r = m_decoder.run(t, batch, policy, std::move(s0), training_step);
+        model_run out{std::move(r.logits), std::move(r.fed), {}};
+        for (const auto& s : r.final_state)
+            for (const auto& v : save_state(s).values)
+                out.final_state.push_back(v);
+        return out;
+    }
+
+    std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,
+                                      token_choice how, generator* g,
+                                      double temperature) const override
+    {
+        return m_decoder.generate(prompt, length, vocabulary::eos, how, g, temperature);
+    }
+
+private:
+    decoder<Cell> m_decoder;
+};
+} // namespace detail
+
+/// A new model with parameters drawn from `g` (PyTorch's default initialisations). Throws
+/// unfold::error for an unknown cell or activation, or a zero size.
+inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
+{
+    UNFOLD_CHECK(c.layers >= 1 && c.hidden >= 1 && c.embed >= 1,
+                 "layers, hidden and embed must be positive (got {}, {}, {})", c.layers, c.hidden,
+                 c.embed);
+    UNFOLD_CHECK(c.vocab.size() > 3, "the vocabulary is empty");
+    const std::size_t hidden = c.hidden;
+    if (c.cell == "rnn")
+    {
+        rnn_options o;
+        o.state = activation_named(c.state);
+        return std::make_unique<detail::model_of<rnn_cell>>(
+            c, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return rnn_layer(s, in, hidden, g, lo, o);
+            });
+    }
+    if (c.cell == "gru")
+    {
+        gru_options o;
+        o.gate = activation_named(c.gate);
+        o.state = activation_named(c.state);
+        return std::make_unique<detail::model_of<gru_cell>>(
+            c, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return gru_layer(s, in, hidden, g, lo, o);
+            });
+    }
+    if (c.cell == "lstm")
+    {
+        lstm_options o;
+        o.gate = activation_named(c.gate);
+        o.state = activation_named(c.state);
+        return std::make_unique<detail::model_of<lstm_cell>>(
+            c, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return lstm_layer(s, in, hidden, g, lo, o);
+            });
+    }
+    unfold::detail::fail(fmt::format("unknown cell '{}' (expected rnn, gru or lstm)", c.cell));
+}
+
+/// How well a model answers a task's held-out examples, by free-running greedy generation.
+struct answer_report
+{
+    std::size_t correct = 0;
+    std::size_t total = 0;
+    std::vector<std::pair<example, std::string>> samples; ///< (example, what the model wrote)
+    double accuracy() const { return total ? double(correct) / double(total) : 0; }
+};
+
+/// Runs every example of `examples` in batches under free-running greedy decoding and checks the
+/// written answer with task::correct (exact match for addition and copy). Keeps the first
+/// `keep` (example, answer) pairs.
+inline answer_report evaluate_answers(const model& m, const task& tk,
+                                      const std::vector<example>& examples,
+                                      std::size_t batch_size = 250, std::size_t keep = 0)
+{
+    no_grad_guard no_grad;
+    answer_report rep;
+    free_running greedy;
+    for (std::size_t first = 0; first < examples.size(); first += batch_size)
+    {
+        const std::vector<example> part(
+            examples.begin() + std::ptrdiff_t(first),
+            examples.begin() + std::ptrdiff_t(std::min(examples.size(), first + batch_size)));
+        // The decoder writes one token per counted target, so an answer longer than the true one
+        // is cut at the true length + 1 (its </s> position): an exact match is still exact.
+        const token_batch b = make_batch(tk.vocab(), part);
+        tape t;
+        const model_run r = m.run(t, b, greedy);
+        for (std::size_t s = 0; s < b.batch; ++s)
+        {
+            std::vector<std::size_t> written;
+            for (std::size_t k = 0; k < b.steps; ++k)
+                if (b.target(k, s) != token_batch::ignore_index)
+                    written.push_back(choose_tokens(r.logits[k].value(), token_choice::greedy)[s]);
+            std::string text = tk.vocab().decode(written);
+            const bool ended = std::find(written.begin(), written.end(), vocabulary::eos) !=
+                               written.end();
+            const bool ok = ended && tk.correct(part[s], text);
+            rep.correct += ok;
+            ++rep.total;
+            if (rep.samples.size() < keep)
+                rep.samples.emplace_back(part[s], ended ? text : text + "…");
+        }
+    }
+    return rep;
+}
+
+/// The fraction of held-out positions whose greedy next-symbol prediction (under teacher forcing)
+/// is a legal successor in the embedded Reber grammar (the end counts as the successor of a
+/// complete string).
+inline double reber_legal_accuracy(const model& m, const task& tk,
+                                   const std::vector<example>& examples)
+{
+    no_grad_guard no_grad;
+    teacher_forcing teacher;
+    const token_batch b = make_batch(tk.vocab(), examples);
+    tape t;
+    const model_run r = m.run(t, b, teacher);
+    std::size_t legal = 0, total = 0;
+    for (std::size_t s = 0; s < b.batch; ++s)
+    {
+        reber_grammar::position p;
+        for (std::size_t k = 0; k < b.steps; ++k)
+        {
+            if (b.target(k, s) == token_batch::ignore_index)
+                break;
+            const std::size_t guess = choose_tokens(r.logits[k].value(), token_choice::greedy)[s];
+            const std::string allowed = reber_grammar::successors(p);
+            legal += allowed.empty() ? guess == vocabulary::eos
+                                     : guess > vocabulary::eos &&
+                                           allowed.find(tk.vocab().symbol(guess)) !=
+                                               std::string::npos;
+            ++total;
+            const std::string next = tk.vocab().symbol(std::size_t(b.target(k, s)));
+            if (next.size() == 1)
+                if (const auto q = reber_grammar::advance(p, next[0]))
+                    p = *q;
+        }
+    }
+    return total ? double(legal) / double(total) : 0;
+}
+
+/// The fraction of `count` strings sampled from the model (temperature 1, from <s>) that the
+/// embedded Reber grammar accepts.
+inline double reber_valid_samples(const model& m, const task& tk, std::size_t count,
+                                  generator& g)
+{
+    std::size_t valid = 0;
+    for (std::size_t i = 0; i < count; ++i)
+    {
+        const auto out = m.generate({vocabulary::bos}, 64, token_choice::sample, &g, 1.0);
+        const bool ended = !out.empty() && out.back() == vocabulary::eos;
+        valid += ended && reber_grammar::accepts(tk.vocab().decode(out));
+    }
+    return count ? double(valid) / double(count) : 0;
+}
+
+} // namespace unfold::app

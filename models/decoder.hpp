@@ -1,0 +1,224 @@
+#pragma once
+/// A token decoder run one step at a time — embedding → stacked cells → linear head — and the
+/// loop that asks a feeding policy (models/feeding.hpp) what to feed at every step. Any cell with
+/// the cell contract works (Note [Cell contract]); the parameters keep PyTorch's names
+/// ("embed.weight", "rnn.weight_ih_l0", ..., "head.weight").
+///
+///     e_t      = E[x_t]                         x_0 observed; x_t (t ≥ 1) chosen by the policy
+///     s_t^(1)  = cell_1(e_t, s_{t−1}^(1))
+///     s_t^(l)  = cell_l(h_t^(l−1), s_{t−1}^(l))
+///     logits_t = h_t^(L) Wᵀ + b                 (B, V)
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "framework/tape.hpp"
+#include "models/cell.hpp"
+#include "models/embedding.hpp"
+#include "models/feeding.hpp"
+#include "models/layer.hpp"
+#include "models/linear.hpp"
+#include "models/unroll.hpp"
+#include "ops/cross_entropy.hpp"
+#include "ops/stack.hpp"
+
+namespace unfold
+{
+
+/// A padded batch of token sequences, time-major. Under teacher forcing the decoder is fed
+/// inputs(t, ·) at step t, and inputs(t, b) = targets(t − 1, b) wherever the latter is counted.
+struct token_batch
+{
+    /// The target of a position that carries no loss (a prompt, padding).
+    static constexpr std::int64_t ignore_index = -100;
+
+    std::size_t steps = 0;
+    std::size_t batch = 0;
+    std::vector<std::size_t> inputs;   ///< (T, B) row-major: x_t, the observed token of step t
+    std::vector<std::int64_t> targets; ///< (T, B) row-major: y_t, or ignore_index
+
+    std::size_t input(std::size_t t, std::size_t b) const { return inputs[t * batch + b]; }
+    std::int64_t target(std::size_t t, std::size_t b) const { return targets[t * batch + b]; }
+    /// The B inputs of step t.
+    std::vector<std::size_t> inputs_at(std::size_t t) const
+    {
+        return {inputs.begin() + std::ptrdiff_t(t * batch),
+                inputs.begin() + std::ptrdiff_t((t + 1) * batch)};
+    }
+    /// The B targets of step t.
+    std::vector<std::int64_t> targets_at(std::size_t t) const
+    {
+        return {targets.begin() + std::ptrdiff_t(t * batch),
+                targets.begin() + std::ptrdiff_t((t + 1) * batch)};
+    }
+};
+
+/// What a decoding run records: one (B, V) logits var per step, the tokens actually fed at every
+/// step (B each), and the final state (to carry into the next chunk of truncated BPTT).
+template <class State>
+struct decode_result
+{
+    std::vector<var> logits;
+    std::vector<std::vector<std::size_t>> fed;
+    State final_state;
+};
+
+/// The mean cross-entropy over every counted target of `batch`, from a run's logits.
+template <class State>
+var sequence_loss(const decode_result<State>& r, const token_batch& batch)
+{
+    return cross_entropy(stack(r.logits), batch.targets, token_batch::ignore_index);
+}
+
+/// The loss term of step t alone: the mean cross-entropy of its counted targets.
+template <class State>
+var step_loss(const decode_result<State>& r, const token_batch& batch, std::size_t t)
+{
+    return cross_entropy(r.logits.at(t), batch.targets_at(t), token_batch::ignore_index);
+}
+
+/// Embedding → layer<Cell> stepped one time step at a time → linear head.
+template <class Cell>
+class decoder
+{
+public:
+    using cell_state = typename Cell::state;
+    /// One cell state per stacked layer, bottom first.
+    using state = std::vector<cell_state>;
+
+    /// The parts: `cells` must be unidirectional with input size = the embedding's width, and
+    /// the head must map its hidden size to the vocabulary.
+    decoder(embedding embed, layer<Cell> cells, linear head)
+        : m_embed(std::move(embed))
+        , m_cells(std::move(cells))
+        , m_head(std::move(head))
+    {
+        UNFOLD_CHECK(m_cells.directions() == 1, "decoder: the layer must be unidirectional");
+        UNFOLD_CHECK(m_embed.weight.shape()[1] == m_cells.input_size(),
+                     "decoder: embeddings of width {} for a layer reading {} features",
+                     m_embed.weight.shape()[1], m_cells.input_size());
+        UNFOLD_CHECK(m_head.weight.shape()[1] == m_cells.hidden_size() &&
+                         m_head.weight.shape()[0] == vocab_size(),
+                     "decoder: a head of shape {} for hidden size {} and vocabulary {}",
+                     shape_str(m_head.weight.shape()), m_cells.hidden_size(), vocab_size());
+    }
+
+    std::size_t vocab_size() const { return m_embed.weight.shape()[0]; }
+    std::size_t hidden_size() const { return m_cells.hidden_size(); }
+    std::size_t num_layers() const { return m_cells.num_layers(); }
+    const layer<Cell>& cells() const { return m_cells; }
+
+    /// Zeros for every layer, batch B, recorded on `t` as constants.
+    state zero_state(tape& t, std::size_t batch) const
+    {
+        return state(num_layers(), unfold::zero_state<cell_state>(t, batch, hidden_size()));
+    }
+
+    /// One step: feeds `tokens` (B indices), advances `s` in place, returns the logits (B, V).
+    var step(tape& t, const std::vector<std::size_t>& tokens, state& s) const
+    {
+        UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
+                     s.size(), num_layers());
+        var x = m_embed(t, tokens);
+        for (std::size_t l = 0; l < s.size(); ++l)
+        {
+            s[l] = m_cells.cell(l)(t, x, s[l]);
+            x = hidden(s[l]);
+        }
+        return m_head(t, x);
+    }
+
+    /// Decodes `batch` from `s0` (zeros when empty). Step 0 is fed inputs(0, ·); step t ≥ 1 is fed
+    /// what `policy` chooses where targets(t − 1, b) is counted (the model predicted there) and
+    /// inputs(t, b) elsewhere. The same code runs under every policy (Note [Fed tokens are data]).
+    decode_result<state> run(tape& t, const token_batch& batch, feeding_policy& policy,
+                             state s0 = {}, std::size_t training_step = 0) const
+    {
+        UNFOLD_CHECK(batch.steps > 0 && batch.inputs.size() == batch.steps * batch.batch &&
+                         batch.targets.size() == batch.inputs.size(),
+                     "decoder: a batch of {} steps × {} sequences needs that many inputs and "
+                     "targets (got {} and {})",
+                     batch.steps, batch.batch, batch.inputs.size(), batch.targets.size());
+        decode_result<state> r;
+        r.final_state = s0.empty() ? zero_state(t, batch.batch) : std::move(s0);
+        policy.begin(batch.batch, training_step);
+        std::vector<bool> open(batch.batch);
+        for (std::size_t k = 0; k < batch.steps; ++k)
+        {
+            std::vector<std::size_t> fed = batch.inputs_at(k);
+            if (k > 0)
+            {
+                bool any = false;
+                for (std::size_t b = 0; b < batch.batch; ++b)
+                    any |= open[b] = batch.target(k - 1, b) != token_batch::ignore_index;
+                if (any)
+                {
+                    const std::vector<std::size_t> chosen =
+                        policy.choose({k, fed, r.logits.back().value(), open});
+                    UNFOLD_CHECK(chosen.size() == batch.batch,
+                                 "feeding policy '{}' chose {} tokens for a batch of {}",
+                                 policy.name(), chosen.size(), batch.batch);
+                    for (std::size_t b = 0; b < batch.batch; ++b)
+                        if (open[b])
+                            fed[b] = chosen[b];
+                }
+            }
+            r.logits.push_back(step(t, fed, r.final_state));
+            r.fed.push_back(std::move(fed));
+        }
+        return r;
+    }
+
+    /// Free-running generation for one sequence: feeds `prompt` (at least one token), then the
+    /// model's own choices, until `stop` is produced or `length` tokens were generated. Returns
+    /// the generated tokens (without the prompt; with `stop` if it was produced).
+    std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,
+                                      std::size_t stop, token_choice how, generator* g = nullptr,
+                                      double temperature = 1) const
+    {
+        UNFOLD_CHECK(!prompt.empty(), "decoder: generation needs a prompt of at least one token");
+        no_grad_guard no_grad;
+        tape t;
+        state s = zero_state(t, 1);
+        var logits;
+        for (std::size_t token : prompt)
+            logits = step(t, {token}, s);
+        std::vector<std::size_t> out;
+        while (out.size() < length)
+        {
+            const std::size_t next = choose_tokens(logits.value(), how, g, temperature)[0];
+            out.push_back(next);
+            if (next == stop)
+                break;
+            logits = step(t, {next}, s);
+        }
+        return out;
+    }
+
+private:
+    embedding m_embed;
+    layer<Cell> m_cells;
+    linear m_head;
+};
+
+/// A decoder with new parameters in `store`: "embed.weight" (V, E), the layer's
+/// "rnn.weight_ih_l{l}", ... and "head.weight" (V, H), "head.bias" (V). `make_layer(store,
+/// input_size, layer_options)` builds the layer, e.g. with gru_layer.
+template <class MakeLayer>
+auto make_decoder(param_store& store, std::size_t vocab, std::size_t embed_dim,
+                  std::size_t hidden_size, std::size_t num_layers, generator& g,
+                  MakeLayer&& make_layer)
+{
+    embedding e = embedding::create(store, vocab, embed_dim, g, "embed.");
+    layer_options lo;
+    lo.num_layers = num_layers;
+    lo.prefix = "rnn.";
+    auto cells = make_layer(store, embed_dim, lo);
+    linear head = linear::create(store, hidden_size, vocab, g, "head.");
+    using cell_type = typename decltype(cells)::cell_type;
+    return decoder<cell_type>(std::move(e), std::move(cells), std::move(head));
+}
+
+} // namespace unfold

@@ -1,0 +1,525 @@
+// Training: the feeding policies (teacher forcing, free running, scheduled sampling), the tasks'
+// data, a shortened addition run that must learn, truncated BPTT on text, and the command line's
+// exit statuses and checkpoints.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+
+#include "apps/cli.hpp"
+#include "apps/model.hpp"
+#include "apps/tasks.hpp"
+#include "apps/train.hpp"
+#include "models/decoder.hpp"
+#include "models/feeding.hpp"
+#include "models/gru.hpp"
+#include "tests/test_util.hpp"
+
+using namespace unfold;
+using namespace unfold::app;
+
+namespace
+{
+/// A file in the temporary directory, removed at the end of the test.
+struct temp_file
+{
+    std::string path;
+    explicit temp_file(const std::string& name, const std::string& contents = {})
+        : path((std::filesystem::temp_directory_path() /
+                ("unfold-training-" + std::to_string(::getpid()) + "-" + name))
+                   .string())
+    {
+        if (!contents.empty())
+            std::ofstream(path, std::ios::binary) << contents;
+    }
+    ~temp_file() { std::filesystem::remove(path); }
+};
+
+/// run_cli with stdout and stderr captured.
+struct cli_result
+{
+    int status;
+    std::string out;
+    std::string err;
+};
+std::string slurp(std::FILE* f)
+{
+    std::rewind(f);
+    std::string s;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+        s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+cli_result run(const std::vector<std::string>& args)
+{
+    std::FILE* out = std::tmpfile();
+    std::FILE* err = std::tmpfile();
+    const int status = run_cli(args, out, err);
+    return {status, slurp(out), slurp(err)};
+}
+
+/// A small GRU decoder over the addition vocabulary.
+struct small_model
+{
+    param_store store;
+    generator g{5};
+    decoder<gru_cell> dec;
+    explicit small_model(std::size_t vocab)
+        : dec(make_decoder(store, vocab, 8, 16, 2, g,
+                           [this](param_store& s, std::size_t in, layer_options lo) {
+                               return gru_layer(s, in, 16, g, lo);
+                           }))
+    {}
+};
+
+/// Wraps a policy and shows it predictions other than the model's: noise logits, so that any
+/// choice made from the model's output differs from the model's own (Note [Fed tokens are data]).
+class other_predictions final : public feeding_policy
+{
+public:
+    other_predictions(feeding_policy& inner, std::uint64_t seed)
+        : m_inner(&inner)
+        , m_g(seed)
+    {}
+    void begin(std::size_t b, std::size_t step) override { m_inner->begin(b, step); }
+    std::vector<std::size_t> choose(const feed_request& r) override
+    {
+        const tensor noise = m_g.uniform(r.logits.shape(), -10, 10);
+        return m_inner->choose({r.step, r.observed, noise, r.open});
+    }
+    std::string name() const override { return "other_predictions"; }
+
+private:
+    feeding_policy* m_inner;
+    generator m_g;
+};
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(training)
+
+BOOST_AUTO_TEST_CASE(addition_examples_are_correct_sums_and_held_out_is_disjoint)
+{
+    const addition_task tk;
+    BOOST_TEST(tk.held_out().size() == 1000u);
+    std::set<std::string> held;
+    for (const auto& e : tk.held_out())
+    {
+        BOOST_TEST(addition_task::valid_sum(e.prompt + e.answer), e.prompt + e.answer);
+        held.insert(e.prompt);
+    }
+    BOOST_TEST(held.size() == 1000u);
+    generator g(3);
+    std::size_t three_digit_sums = 0;
+    for (int i = 0; i < 2000; ++i)
+    {
+        const example e = tk.draw(g);
+        BOOST_TEST(addition_task::valid_sum(e.prompt + e.answer), e.prompt + e.answer);
+        BOOST_TEST(held.count(e.prompt) == 0u, e.prompt << " is held out");
+        three_digit_sums += e.answer.size() == 3;
+    }
+    // P(a + b ≥ 100) = 4950/10000 for two-digit operands.
+    BOOST_TEST(three_digit_sums > 850u);
+    BOOST_TEST(three_digit_sums < 1130u);
+    // The checker itself rejects wrong sums and malformed strings.
+    BOOST_TEST(addition_task::valid_sum("37+85=122"));
+    BOOST_TEST(!addition_task::valid_sum("37+85=123"));
+    BOOST_TEST(!addition_task::valid_sum("37+85="));
+    BOOST_TEST(!addition_task::valid_sum("37+=37"));
+    BOOST_TEST(!addition_task::valid_sum("07+1=8"));
+}
+
+BOOST_AUTO_TEST_CASE(batches_feed_the_prompt_and_count_only_the_answer)
+{
+    const addition_task tk;
+    const vocabulary& v = tk.vocab();
+    const token_batch b = make_batch(v, {{"37+85=", "122"}, {"1+2=", "3"}});
+    BOOST_TEST(b.steps == 10u); // <s> 3 7 + 8 5 = 1 2 2 </s>: 11 tokens, 10 steps
+    BOOST_TEST(b.batch == 2u);
+    const std::string fed = "37+85=122";
+    BOOST_TEST(b.input(0, 0) == vocabulary::bos);
+    for (std::size_t k = 0; k < fed.size(); ++k)
+        BOOST_TEST(b.input(k + 1, 0) == v.id(std::string(1, fed[k])));
+    for (std::size_t k = 0; k < 6; ++k)
+        BOOST_TEST(b.target(k, 0) == token_batch::ignore_index);
+    BOOST_TEST(b.target(6, 0) == std::int64_t(v.id("1")));
+    BOOST_TEST(b.target(7, 0) == std::int64_t(v.id("2")));
+    BOOST_TEST(b.target(8, 0) == std::int64_t(v.id("2")));
+    BOOST_TEST(b.target(9, 0) == std::int64_t(vocabulary::eos));
+    // The short sequence: counted targets "3", </s> at steps 4, 5, then padding.
+    BOOST_TEST(b.target(3, 1) == token_batch::ignore_index);
+    BOOST_TEST(b.target(4, 1) == std::int64_t(v.id("3")));
+    BOOST_TEST(b.target(5, 1) == std::int64_t(vocabulary::eos));
+    for (std::size_t k = 6; k < 10; ++k)
+    {
+        BOOST_TEST(b.target(k, 1) == token_batch::ignore_index);
+        BOOST_TEST(b.input(k, 1) == vocabulary::pad);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(copy_targets_equal_the_inputs)
+{
+    const copy_task tk;
+    generator g(4);
+    for (int i = 0; i < 300; ++i)
+    {
+        const example e = tk.draw(g);
+        BOOST_TEST_REQUIRE(e.prompt.size() == e.answer.size() + 1);
+        BOOST_TEST(e.prompt.back() == '|');
+        BOOST_TEST(e.prompt.substr(0, e.answer.size()) == e.answer);
+        BOOST_TEST(e.answer.find_first_not_of("abcdef") == std::string::npos);
+        // In the batch, the counted targets are the symbols read before the delimiter.
+        const token_batch b = make_batch(tk.vocab(), {e});
+        std::vector<std::size_t> copied;
+        for (std::size_t k = 0; k < b.steps; ++k)
+            if (b.target(k, 0) != token_batch::ignore_index)
+                copied.push_back(std::size_t(b.target(k, 0)));
+        BOOST_TEST_REQUIRE(copied.size() == e.answer.size() + 1);
+        for (std::size_t k = 0; k < e.answer.size(); ++k)
+            BOOST_TEST(copied[k] == b.input(k + 1, 0));
+        BOOST_TEST(copied.back() == vocabulary::eos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reber_strings_are_accepted_by_the_grammar)
+{
+    generator g(6);
+    std::set<std::string> distinct;
+    for (int i = 0; i < 500; ++i)
+    {
+        const std::string s = reber_grammar::generate(g);
+        BOOST_TEST(reber_grammar::accepts(s), s);
+        distinct.insert(s);
+        // The long-range dependency: the second symbol is repeated before the final E.
+        BOOST_TEST(s[1] == s[s.size() - 2]);
+        std::string wrong = s;
+        wrong[wrong.size() - 2] = s[1] == 'T' ? 'P' : 'T';
+        BOOST_TEST(!reber_grammar::accepts(wrong), wrong);
+    }
+    BOOST_TEST(distinct.size() > 50u);
+    BOOST_TEST(reber_grammar::accepts("BTBTSSXXTVVETE"));
+    BOOST_TEST(reber_grammar::accepts("BPBPVVEPE"));
+    BOOST_TEST(!reber_grammar::accepts("BTBPVVEPE"));  // inner string fine, branch mismatch
+    BOOST_TEST(!reber_grammar::accepts("BTBTSSXXTVVET")); // unfinished
+    BOOST_TEST(!reber_grammar::accepts("BTBTXETE"));      // E cannot follow X
+    // Legal successors along a prefix.
+    reber_grammar::position p;
+    BOOST_TEST(reber_grammar::successors(p) == "B");
+    for (char c : std::string("BTBP"))
+        p = *reber_grammar::advance(p, c);
+    BOOST_TEST(reber_grammar::successors(p) == "TV");
+    for (char c : std::string("VVE"))
+        p = *reber_grammar::advance(p, c);
+    BOOST_TEST(reber_grammar::successors(p) == "T"); // the branch taken at the start
+}
+
+BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
+{
+    const addition_task tk;
+    small_model m(tk.vocab().size());
+    generator g(8);
+    std::vector<example> ex;
+    for (int i = 0; i < 16; ++i)
+        ex.push_back(tk.draw(g));
+    const token_batch b = make_batch(tk.vocab(), ex);
+    const std::size_t last = b.steps - 1;
+
+    // Teacher forcing: the model's predictions replaced by noise change nothing at all.
+    teacher_forcing teacher;
+    other_predictions teacher_other(teacher, 11);
+    tape t1, t2;
+    const auto own = m.dec.run(t1, b, teacher);
+    const auto other = m.dec.run(t2, b, teacher_other);
+    for (std::size_t k = 0; k < b.steps; ++k)
+    {
+        BOOST_TEST(own.fed[k] == b.inputs_at(k));
+        BOOST_TEST(other.fed[k] == b.inputs_at(k));
+        const real a = step_loss(own, b, k).item(), c = step_loss(other, b, k).item();
+        BOOST_TEST(std::memcmp(&a, &c, sizeof(real)) == 0, "step " << k << ": " << a << " vs " << c);
+    }
+
+    // Free running: different earlier predictions feed different tokens, and change the loss.
+    free_running greedy;
+    other_predictions free_other(greedy, 11);
+    tape t3, t4;
+    const auto free_own = m.dec.run(t3, b, greedy);
+    const auto free_alt = m.dec.run(t4, b, free_other);
+    BOOST_TEST(free_own.fed[last] != free_alt.fed[last]);
+    BOOST_TEST(step_loss(free_own, b, last).item() != step_loss(free_alt, b, last).item());
+    // The tokens it fed are the model's own argmax wherever the previous target counted.
+    for (std::size_t k = 1; k < b.steps; ++k)
+    {
+        const auto argmax = choose_tokens(free_own.logits[k - 1].value(), token_choice::greedy);
+        for (std::size_t s = 0; s < b.batch; ++s)
+            BOOST_TEST(free_own.fed[k][s] ==
+                       (b.target(k - 1, s) != token_batch::ignore_index ? argmax[s]
+                                                                        : b.input(k, s)));
+    }
+    // Nothing flows back through a fed token (Note [Fed tokens are data]): the gradient of the
+    // last step's loss with respect to the previous step's logits is zero under both policies.
+    t3.backward(step_loss(free_own, b, last));
+    BOOST_TEST(xt::amax(xt::abs(free_own.logits[last - 1].grad()))() == real(0));
+    BOOST_TEST(xt::amax(xt::abs(free_own.logits[last].grad()))() > real(0));
+}
+
+BOOST_AUTO_TEST_CASE(scheduled_sampling_rate_follows_its_schedule)
+{
+    // The realised teacher-forcing rate over n independent coin tosses with probability ε is
+    // Binomial(n, ε)/n, with standard deviation σ = √(ε(1 − ε)/n). We accept |rate − ε| ≤ 4σ
+    // (+ 1/n for the discreteness at ε near 0 or 1): a correct policy fails a given check with
+    // probability < 7·10⁻⁵, and the seeds are fixed, so the test is deterministic anyway.
+    // A policy that ignored the schedule, e.g. stuck at ε = 1/2, would miss by > 40σ.
+    const std::size_t batch = 500, steps = 8, n = batch * (steps - 1);
+    const tensor logits = zeros({batch, 5}); // argmax = 0 everywhere
+    std::vector<std::size_t> observed(batch, 3);
+    std::vector<bool> open(batch, true);
+    struct check_case
+    {
+        std::string name;
+        teacher_schedule schedule;
+    };
+    const std::vector<check_case> cases = {
+        {"linear", teacher_schedules::linear(1, 1.0 / 2000, 0.1)},
+        {"exponential", teacher_schedules::exponential(0.999)},
+        {"inverse_sigmoid", teacher_schedules::inverse_sigmoid(200)},
+    };
+    for (const auto& c : cases)
+        for (sampling_unit unit : {sampling_unit::token, sampling_unit::sequence})
+        {
+            generator g(21);
+            scheduled_sampling policy(c.schedule, g, unit);
+            for (std::size_t i : {0u, 300u, 1000u, 1500u, 3000u})
+            {
+                const double eps = c.schedule(i);
+                policy.begin(batch, i);
+                policy.reset_counts();
+                BOOST_TEST(policy.probability() == eps);
+                std::vector<std::size_t> per_sequence(batch, 0);
+                for (std::size_t t = 1; t < steps; ++t)
+                {
+                    const auto fed = policy.choose({t, observed, logits, open});
+                    for (std::size_t b = 0; b < batch; ++b)
+                    {
+                        BOOST_TEST_REQUIRE((fed[b] == 3 || fed[b] == 0)); // teacher or argmax
+                        per_sequence[b] += fed[b] == 3;
+                    }
+                }
+                BOOST_TEST(policy.teacher_fed() + policy.model_fed() == n);
+                // Per sequence, the coin is tossed once: a sequence is all teacher or all model,
+                // and the rate is over `batch` tosses, not n.
+                const double tosses = unit == sampling_unit::token ? double(n) : double(batch);
+                if (unit == sampling_unit::sequence)
+                    for (std::size_t b = 0; b < batch; ++b)
+                        BOOST_TEST((per_sequence[b] == 0 || per_sequence[b] == steps - 1));
+                const double rate = double(policy.teacher_fed()) / double(n);
+                const double sigma = std::sqrt(eps * (1 - eps) / tosses);
+                BOOST_TEST(std::abs(rate - eps) <= 4 * sigma + 1 / tosses,
+                           c.name << " step " << i << ": rate " << rate << " vs ε " << eps
+                                  << " (σ " << sigma << ")");
+            }
+        }
+    // The schedules' closed forms (Bengio et al. 2015).
+    BOOST_TEST(teacher_schedules::linear(1, 0.001, 0.2)(500) == 0.5, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(teacher_schedules::linear(1, 0.001, 0.2)(5000) == 0.2);
+    BOOST_TEST(teacher_schedules::exponential(0.99)(100) == std::pow(0.99, 100));
+    BOOST_TEST(teacher_schedules::inverse_sigmoid(10)(0) == 10.0 / 11.0);
+    BOOST_TEST(teacher_schedules::inverse_sigmoid(10)(10 * std::log(10.0)) == 0.5,
+               boost::test_tools::tolerance(0.01));
+}
+
+BOOST_AUTO_TEST_CASE(scheduled_sampling_in_the_decoder_counts_only_predicted_positions)
+{
+    const addition_task tk;
+    small_model m(tk.vocab().size());
+    generator g(9), data(10);
+    std::vector<example> ex;
+    for (int i = 0; i < 64; ++i)
+        ex.push_back(tk.draw(data));
+    const token_batch b = make_batch(tk.vocab(), ex);
+    std::size_t open_positions = 0; // steps t ≥ 1 whose previous target counts
+    for (std::size_t k = 1; k < b.steps; ++k)
+        for (std::size_t s = 0; s < b.batch; ++s)
+            open_positions += b.target(k - 1, s) != token_batch::ignore_index;
+    scheduled_sampling policy(teacher_schedules::constant(0.5), g);
+    tape t;
+    const auto r = m.dec.run(t, b, policy);
+    BOOST_TEST(policy.teacher_fed() + policy.model_fed() == open_positions);
+    // Prompts are always fed as observed.
+    for (std::size_t k = 1; k < b.steps; ++k)
+        for (std::size_t s = 0; s < b.batch; ++s)
+            if (b.target(k - 1, s) == token_batch::ignore_index)
+                BOOST_TEST(r.fed[k][s] == b.input(k, s));
+    const double sigma = std::sqrt(0.25 / double(open_positions));
+    BOOST_TEST(std::abs(double(policy.teacher_fed()) / double(open_positions) - 0.5) <= 4 * sigma);
+}
+
+BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
+{
+    // Two-digit addition, 600 steps of 32 sums with a small GRU (about 1.6 s of CPU). Measured
+    // (seeds 1, 2, 3): held-out exact match 0.179, 0.177, 0.170 after the third epoch, training
+    // loss ≈ 0.76 from ≈ 2 at the start. An untrained model gets next to none of the 1000
+    // held-out sums right (each answer is 2-4 tokens out of 15), which the test measures too.
+    train_options o;
+    o.model.hidden = 64;
+    o.model.embed = 16;
+    o.epochs = 3;
+    o.steps = 200;
+    o.batch = 32;
+    o.lr = 0.01;
+    o.quiet = true;
+    const train_result r = train(o, stdout);
+    BOOST_TEST_REQUIRE(r.epochs.size() == 3u);
+
+    generator g(1);
+    model_config c = o.model;
+    const addition_task tk;
+    c.vocab = tk.vocab();
+    const auto untrained = make_model(c, g);
+    const double chance = evaluate_answers(*untrained, tk, tk.held_out()).accuracy();
+    BOOST_TEST_MESSAGE("two-digit addition: untrained " << chance << ", exact match by epoch "
+                       << r.epochs[0].primary << ", " << r.epochs[1].primary << ", "
+                       << r.epochs[2].primary << "; loss " << r.first_loss << " → "
+                       << r.last_loss);
+    BOOST_TEST(chance <= 0.01);
+    BOOST_TEST(r.epochs.back().primary >= 0.10);
+    BOOST_TEST(r.epochs.back().primary > r.epochs.front().primary);
+    BOOST_TEST(r.last_loss < 0.5 * r.first_loss);
+}
+
+BOOST_AUTO_TEST_CASE(truncated_bptt_on_text_carries_the_state_detached)
+{
+    std::string text;
+    for (int i = 0; i < 60; ++i)
+        text += "the cat sat on the mat. ";
+    temp_file file("text.txt", text);
+    train_options o;
+    o.model.task = "text";
+    o.text_file = file.path;
+    o.model.hidden = 32;
+    o.model.embed = 8;
+    o.tbptt = 16;
+    o.batch = 4;
+    o.epochs = 2;
+    o.steps = 0; // one pass
+    o.lr = 0.02;
+    o.quiet = true;
+    const train_result r = train(o, stdout);
+    BOOST_TEST_REQUIRE(r.epochs.size() == 2u);
+    BOOST_TEST_MESSAGE("text: next-char accuracy " << r.epochs.back().primary);
+    BOOST_TEST(r.epochs.back().primary > 0.6);
+    // The state a chunk ends with goes into the next one as constants: a second chunk run from
+    // it differs from one run from zeros, and its backward stops at the boundary.
+    const text_corpus c = text_corpus::load(file.path);
+    const text_stream s(c.train, 2, 8);
+    teacher_forcing teacher;
+    tape t1;
+    const model_run first = r.trained->run(t1, s.chunk(0), teacher);
+    tape t2;
+    const model_run from_carried = r.trained->run(t2, s.chunk(1), teacher, first.final_state);
+    const model_run from_zeros = r.trained->run(t2, s.chunk(1), teacher);
+    BOOST_TEST(testing::max_abs_diff(from_carried.logits[0].value(),
+                                     from_zeros.logits[0].value()) > 1e-3);
+    t2.backward(run_loss(from_carried, s.chunk(1)));
+    BOOST_TEST(testing::max_abs_diff(first.logits[0].grad(), zeros(first.logits[0].shape())) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(cli_errors_exit_with_status_2_and_one_line)
+{
+    temp_file bad_utf8("latin1.txt", std::string("caf\xe9 au lait, ") + std::string(200, 'x'));
+    temp_file missing("missing.txt");
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"train", "--cell", "transformer"}, "--cell"},
+        {{"train", "--hidden", "-3"}, "--hidden"},
+        {{"train", "--batch", "0"}, "--batch"},
+        {{"train", "--feeding", "sometimes"}, "--feeding"},
+        {{"train", "--lr", "fast"}, "--lr"},
+        {{"train", "--bogus"}, "--bogus"},
+        {{"train", "--task", "addition", "--text", bad_utf8.path}, "--text"},
+        {{"frobnicate"}, "frobnicate"},
+        {{"train", "--text", missing.path}, missing.path},
+        {{"train", "--text", bad_utf8.path}, bad_utf8.path},
+        {{"sample"}, "--checkpoint"},
+        {{"sample", "--checkpoint", missing.path}, missing.path},
+        {{"eval", "--checkpoint", bad_utf8.path}, bad_utf8.path},
+    };
+    for (const auto& [args, named] : cases)
+    {
+        const cli_result r = run(args);
+        const std::string shown = fmt::format("{}", fmt::join(args, " "));
+        BOOST_TEST(r.status == 2, shown << ": status " << r.status);
+        BOOST_TEST(r.out.empty(), shown);
+        BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, shown << ": " << r.err);
+        BOOST_TEST(r.err.rfind("unfold: ", 0) == 0u, r.err);
+        BOOST_TEST(r.err.find(named) != std::string::npos, shown << ": " << r.err);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_built_program_exits_with_status_2_on_bad_arguments)
+{
+    // The `unfold` binary of the same build tree (tests/unfold_tests → apps/unfold).
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe");
+    const auto program = exe.parent_path().parent_path() / "apps" / "unfold";
+    if (!std::filesystem::exists(program))
+    {
+        BOOST_TEST_MESSAGE("skipped: " << program << " is not built");
+        return;
+    }
+    temp_file err("stderr.txt");
+    const std::string cmd = program.string() + " train --cell nope 2>" + err.path + " >/dev/null";
+    const int status = std::system(cmd.c_str());
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 2);
+    std::ifstream in(err.path);
+    const std::string message((std::istreambuf_iterator<char>(in)), {});
+    BOOST_TEST(std::count(message.begin(), message.end(), '\n') == 1, message);
+    BOOST_TEST(message.find("--cell") != std::string::npos, message);
+}
+
+BOOST_AUTO_TEST_CASE(checkpoints_rebuild_the_model_for_sample_and_eval)
+{
+    temp_file ckpt("model.safetensors");
+    const cli_result trained =
+        run({"train", "--cell", "lstm", "--layers", "2", "--hidden", "12", "--embed", "6",
+             "--gate", "hard_sigmoid", "--epochs", "1", "--steps", "3", "--batch", "8",
+             "--quiet", "--checkpoint", ckpt.path});
+    BOOST_TEST_REQUIRE(trained.status == 0, trained.err);
+    const checkpoint_metadata meta = read_checkpoint_metadata(ckpt.path);
+    BOOST_TEST(meta.at("unfold.cell") == "lstm");
+    BOOST_TEST(meta.at("unfold.layers") == "2");
+    BOOST_TEST(meta.at("unfold.gate") == "hard_sigmoid");
+    const auto m = load_model(ckpt.path);
+    BOOST_TEST(m->config().hidden == 12u);
+    BOOST_TEST(m->store().contains("rnn.weight_hh_l1"));
+    BOOST_TEST(m->store().get("rnn.weight_hh_l1").shape() == shape_type({48, 12}));
+
+    const cli_result sampled =
+        run({"sample", "--checkpoint", ckpt.path, "--prompt", "12+34=", "--greedy", "--length", "5"});
+    BOOST_TEST(sampled.status == 0, sampled.err);
+    BOOST_TEST(sampled.out.rfind("12+34=", 0) == 0u, sampled.out);
+    // Greedy sampling is deterministic: the same text twice.
+    BOOST_TEST(run({"sample", "--checkpoint", ckpt.path, "--prompt", "12+34=", "--greedy",
+                    "--length", "5"})
+                   .out == sampled.out);
+    const cli_result unknown = run({"sample", "--checkpoint", ckpt.path, "--prompt", "x"});
+    BOOST_TEST(unknown.status == 2);
+    BOOST_TEST(unknown.err.find("'x'") != std::string::npos, unknown.err);
+
+    const cli_result evaluated = run({"eval", "--checkpoint", ckpt.path});
+    BOOST_TEST(evaluated.status == 0, evaluated.err);
+    BOOST_TEST(evaluated.out.find("exact_match") != std::string::npos, evaluated.out);
+    const cli_result wrong_task = run({"eval", "--checkpoint", ckpt.path, "--task", "reber"});
+    BOOST_TEST(wrong_task.status == 2);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
