@@ -77,8 +77,7 @@ public:
         , m_hidden_size(hidden_size)
         , m_options(std::move(options))
     {
-        UNFOLD_CHECK(m_options.num_layers >= 1, "{} layer: num_layers must be at least 1",
-                     m_kind);
+        UNFOLD_CHECK(m_options.num_layers >= 1, "{} layer: num_layers must be at least 1", m_kind);
         UNFOLD_CHECK(m_options.dropout >= 0 && m_options.dropout < 1,
                      "{} layer: dropout {} is outside [0, 1)", m_kind, m_options.dropout);
         const std::size_t first = store.size();
@@ -92,15 +91,63 @@ public:
 
     /// Runs the layer on x (T, B, I).
     /// initial: empty (zeros) or one var per state part, each (L·D, B, H) — {h0} or {h0, c0}.
-    /// lengths: empty (every sequence has T steps) or B lengths in [0, T] (Note [Masked sequences]).
+    /// lengths: empty (every sequence has T steps) or B lengths in [0, T] (Note [Masked
+    /// sequences]).
     layer_result operator()(tape& t, const var& x, const std::vector<var>& initial = {},
                             const std::vector<std::size_t>& lengths = {}) const
     {
         UNFOLD_CHECK(x.dimension() == 3 && x.shape()[2] == m_input_size && x.shape()[0] > 0,
                      "{} layer: input has shape {} but the layer expects (T, B, {}) with T > 0",
                      m_kind, shape_str(x.shape()), m_input_size);
-        const std::size_t T = x.shape()[0];
-        const std::size_t B = x.shape()[1];
+        return run(t, steps_of(x), initial, lengths, shape_str(x.shape()));
+    }
+
+    /// The same on a sequence given step by step: xs[t] is (B, I).
+    layer_result operator()(tape& t, const std::vector<var>& xs,
+                            const std::vector<var>& initial = {},
+                            const std::vector<std::size_t>& lengths = {}) const
+    {
+        UNFOLD_CHECK(!xs.empty(), "{} layer: the input sequence has no steps", m_kind);
+        for (std::size_t i = 0; i < xs.size(); ++i)
+            UNFOLD_CHECK(xs[i].dimension() == 2 && xs[i].shape()[1] == m_input_size &&
+                             xs[i].shape()[0] == xs[0].shape()[0],
+                         "{} layer: step {} has shape {} but the layer expects ({}, {})", m_kind, i,
+                         shape_str(xs[i].shape()), xs[0].shape()[0], m_input_size);
+        return run(t, xs, initial, lengths,
+                   fmt::format("of {} steps {}", xs.size(), shape_str(xs[0].shape())));
+    }
+
+    /// Training mode: dropout between layers draws its masks from `g` (which must outlive the
+    /// calls). Layers start in evaluation mode.
+    void train(generator& g) { m_generator = &g; }
+    /// Evaluation mode: no dropout.
+    void eval() { m_generator = nullptr; }
+    bool training() const { return m_generator != nullptr; }
+
+    /// The parameters of every cell, in creation order (layer, then direction, then the cell's
+    /// own order: PyTorch's named_parameters() order for the built-in cells).
+    const std::vector<param>& params() const { return m_params; }
+    /// The cell of layer l in direction d.
+    const Cell& cell(std::size_t l, direction d = direction::forward) const
+    {
+        const std::size_t k = l * directions() + (d == direction::reverse ? 1 : 0);
+        UNFOLD_CHECK(k < m_cells.size(), "{} layer: no cell for layer {}{}", m_kind, l,
+                     d == direction::reverse ? " (reverse)" : "");
+        return m_cells[k];
+    }
+    std::size_t input_size() const { return m_input_size; }
+    std::size_t hidden_size() const { return m_hidden_size; }
+    std::size_t num_layers() const { return m_options.num_layers; }
+    std::size_t directions() const { return m_options.bidirectional ? 2 : 1; }
+    const std::string& kind() const { return m_kind; }
+
+private:
+    /// The layers over the input steps; `input` describes the input for error messages.
+    layer_result run(tape& t, std::vector<var> steps, const std::vector<var>& initial,
+                     const std::vector<std::size_t>& lengths, const std::string& input) const
+    {
+        const std::size_t T = steps.size();
+        const std::size_t B = steps[0].shape()[0];
         const std::size_t LD = m_cells.size();
         UNFOLD_CHECK(initial.empty() || initial.size() == state_size,
                      "{} layer: the initial state has {} parts, the cell's state has {}", m_kind,
@@ -109,16 +156,14 @@ public:
             UNFOLD_CHECK(s.shape() == shape_type({LD, B, m_hidden_size}),
                          "{} layer: initial state has shape {} but the input {} needs ({}, {}, {}) "
                          "(layers·directions, batch, hidden)",
-                         m_kind, shape_str(s.shape()), shape_str(x.shape()), LD, B,
-                         m_hidden_size);
+                         m_kind, shape_str(s.shape()), input, LD, B, m_hidden_size);
         UNFOLD_CHECK(lengths.empty() || lengths.size() == B,
                      "{} layer: {} lengths for the input {} with batch {}", m_kind, lengths.size(),
-                     shape_str(x.shape()), B);
+                     input, B);
         for (std::size_t len : lengths)
-            UNFOLD_CHECK(len <= T, "{} layer: length {} exceeds the input's {} steps", m_kind,
-                         len, T);
+            UNFOLD_CHECK(len <= T, "{} layer: length {} exceeds the input's {} steps", m_kind, len,
+                         T);
 
-        std::vector<var> steps = steps_of(x);
         std::vector<std::vector<var>> finals(state_size);
         layer_result result;
         for (std::size_t l = 0; l < m_options.num_layers; ++l)
@@ -156,31 +201,6 @@ public:
         return result;
     }
 
-    /// Training mode: dropout between layers draws its masks from `g` (which must outlive the
-    /// calls). Layers start in evaluation mode.
-    void train(generator& g) { m_generator = &g; }
-    /// Evaluation mode: no dropout.
-    void eval() { m_generator = nullptr; }
-    bool training() const { return m_generator != nullptr; }
-
-    /// The parameters of every cell, in creation order (layer, then direction, then the cell's
-    /// own order: PyTorch's named_parameters() order for the built-in cells).
-    const std::vector<param>& params() const { return m_params; }
-    /// The cell of layer l in direction d.
-    const Cell& cell(std::size_t l, direction d = direction::forward) const
-    {
-        const std::size_t k = l * directions() + (d == direction::reverse ? 1 : 0);
-        UNFOLD_CHECK(k < m_cells.size(), "{} layer: no cell for layer {}{}", m_kind, l,
-                     d == direction::reverse ? " (reverse)" : "");
-        return m_cells[k];
-    }
-    std::size_t input_size() const { return m_input_size; }
-    std::size_t hidden_size() const { return m_hidden_size; }
-    std::size_t num_layers() const { return m_options.num_layers; }
-    std::size_t directions() const { return m_options.bidirectional ? 2 : 1; }
-    const std::string& kind() const { return m_kind; }
-
-private:
     /// The initial state of cell k: part p is initial[p][k], (B, H).
     state initial_of(const std::vector<var>& initial, std::size_t k) const
     {

@@ -120,9 +120,11 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const var& x
 /// lengths[b] ∈ [0, T] is the number of valid steps of sequence b. states[k] is the carried state
 /// after step k; masked_outputs gives the zero-padded outputs.
 template <class Cell>
-std::vector<typename Cell::state>
-unroll_masked(const Cell& cell, tape& t, const std::vector<var>& xs, const typename Cell::state& s0,
-              const std::vector<std::size_t>& lengths, direction dir = direction::forward)
+std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t,
+                                                const std::vector<var>& xs,
+                                                const typename Cell::state& s0,
+                                                const std::vector<std::size_t>& lengths,
+                                                direction dir = direction::forward)
 {
     using state = typename Cell::state;
     const std::size_t T = xs.size();
@@ -153,9 +155,10 @@ unroll_masked(const Cell& cell, tape& t, const std::vector<var>& xs, const typen
 
 /// unroll_masked over a (T, B, I) sequence.
 template <class Cell>
-std::vector<typename Cell::state>
-unroll_masked(const Cell& cell, tape& t, const var& xs, const typename Cell::state& s0,
-              const std::vector<std::size_t>& lengths, direction dir = direction::forward)
+std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t, const var& xs,
+                                                const typename Cell::state& s0,
+                                                const std::vector<std::size_t>& lengths,
+                                                direction dir = direction::forward)
 {
     return unroll_masked(cell, t, steps_of(xs), s0, lengths, dir);
 }

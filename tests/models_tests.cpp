@@ -79,8 +79,8 @@ BOOST_AUTO_TEST_CASE(bptt_of_a_tanh_rnn_equals_a_hand_written_bptt)
     const tensor& V = out.weight.value();
     std::vector<tensor> h{h0_value};
     for (std::size_t s = 0; s < T; ++s)
-        h.push_back(xt::tanh(mm(step(x_value, s), tr(W)) + cell.bias_ih.value() +
-                             mm(h[s], tr(U)) + cell.bias_hh.value()));
+        h.push_back(xt::tanh(mm(step(x_value, s), tr(W)) + cell.bias_ih.value() + mm(h[s], tr(U)) +
+                             cell.bias_hh.value()));
     tensor dW = zeros(W.shape()), dU = zeros(U.shape()), db = zeros({H});
     tensor dV = zeros(V.shape()), dc = zeros({O});
     tensor dx = zeros(x_value.shape());
@@ -90,7 +90,7 @@ BOOST_AUTO_TEST_CASE(bptt_of_a_tanh_rnn_equals_a_hand_written_bptt)
         const tensor& dy = w[s];
         dV += mm(tr(dy), h[s + 1]);
         dc += batch_sum(dy);
-        const tensor dh = mm(dy, V) + dh_next;         // through y_t and through h_{t+1}
+        const tensor dh = mm(dy, V) + dh_next;            // through y_t and through h_{t+1}
         const tensor da = dh * (1 - h[s + 1] * h[s + 1]); // through tanh
         dW += mm(tr(da), step(x_value, s));
         dU += mm(tr(da), h[s]);
@@ -197,8 +197,8 @@ BOOST_AUTO_TEST_CASE(truncated_bptt_stops_at_the_chunk_boundary)
 
     // Truncated: chunk 2 on its own tape from chunk 1's detached state.
     tape t1;
-    const auto c1 = unroll(first, t1, t1.constant(steps(x_value, 0, K)),
-                           zero_state<lstm_state>(t1, B, H));
+    const auto c1 =
+        unroll(first, t1, t1.constant(steps(x_value, 0, K)), zero_state<lstm_state>(t1, B, H));
     tape t2;
     const lstm_state carried = detach_state(t2, c1.back());
     BOOST_TEST(!carried.h.requires_grad());
@@ -294,11 +294,13 @@ BOOST_AUTO_TEST_CASE(a_masked_batch_equals_each_sequence_run_alone)
         const var hb = tb.variable(column(h0_value, b));
         const var cb = tb.variable(column(c0_value, b));
         const layer_result rb = l(tb, xb, {hb, cb});
-        BOOST_TEST(max_abs_diff(rb.output.value(), steps(column(r.output.value(), b), 0, n)) < 1e-6);
+        BOOST_TEST(max_abs_diff(rb.output.value(), steps(column(r.output.value(), b), 0, n)) <
+                   1e-6);
         BOOST_TEST(max_abs_diff(rb.h_n().value(), column(r.h_n().value(), b)) < 1e-6);
         BOOST_TEST(max_abs_diff(rb.c_n().value(), column(r.c_n().value(), b)) < 1e-6);
         tensor last = rb.last.value();
-        BOOST_TEST(max_abs_diff(last, xt::view(r.last.value(), xt::range(b, b + 1), xt::all())) < 1e-6);
+        BOOST_TEST(max_abs_diff(last, xt::view(r.last.value(), xt::range(b, b + 1), xt::all())) <
+                   1e-6);
         tb.backward({rb.output, rb.h_n()}, {steps(column(w_out, b), 0, n), column(w_h, b)});
         BOOST_TEST(max_abs_diff(xb.grad(), steps(column(x.grad(), b), 0, n)) < 1e-5);
         BOOST_TEST(max_abs_diff(hb.grad(), column(h0.grad(), b)) < 1e-5);
@@ -307,6 +309,28 @@ BOOST_AUTO_TEST_CASE(a_masked_batch_equals_each_sequence_run_alone)
     // parameter gradients accumulated over the three single-sequence runs
     for (std::size_t k = 0; k < l.params().size(); ++k)
         BOOST_TEST(max_abs_diff(l.params()[k].grad(), batch_grads[k]) < 2e-5, l.params()[k].name());
+}
+
+BOOST_AUTO_TEST_CASE(a_sequence_given_step_by_step_runs_like_one_tensor)
+{
+    param_store store;
+    generator g(10);
+    layer_options lo;
+    lo.bidirectional = true;
+    const auto l = gru_layer(store, 3, 4, g, lo);
+    const tensor x = g.uniform({3, 2, 3}, -1, 1);
+    tape t;
+    const layer_result whole = l(t, t.constant(x));
+    std::vector<var> xs;
+    for (std::size_t s = 0; s < 3; ++s)
+        xs.push_back(t.constant(step(x, s)));
+    const layer_result stepped = l(t, xs, {}, {3, 2});
+    BOOST_TEST(max_abs_diff(stepped.output.value(), whole.output.value()) > 0.0); // masked
+    const layer_result unmasked = l(t, xs);
+    BOOST_TEST(max_abs_diff(unmasked.output.value(), whole.output.value()) == 0.0);
+    BOOST_TEST(max_abs_diff(unmasked.h_n().value(), whole.h_n().value()) == 0.0);
+    xs[1] = t.constant(zeros({2, 4}));
+    expect_error([&] { (void)l(t, xs); }, {"gru layer", "step 1", "(2, 4)", "(2, 3)"});
 }
 
 BOOST_AUTO_TEST_CASE(dropout_between_layers_only_while_training)
@@ -343,7 +367,8 @@ BOOST_AUTO_TEST_CASE(embedding_feeds_a_layer_and_gathers_gradients_of_repeated_t
     tape t;
     const var e = emb(t, {1, 4, 1, 0, 2, 1}, {3, 2}); // (T = 3, B = 2) tokens
     BOOST_TEST(e.shape() == shape_type({3, 2, 3}));
-    BOOST_TEST(max_abs_diff(step(e.value(), 1), xt::view(emb.weight.value(), xt::keep(1, 0), xt::all())) == 0.0);
+    BOOST_TEST(max_abs_diff(step(e.value(), 1),
+                            xt::view(emb.weight.value(), xt::keep(1, 0), xt::all())) == 0.0);
     const layer_result r = l(t, e);
     t.backward(r.output, xt::ones<real>(r.output.shape()));
     BOOST_TEST(xt::amax(xt::abs(xt::view(emb.weight.grad(), 3, xt::all())))() == 0.0); // unused
@@ -360,19 +385,28 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_the_layer_and_both_shapes)
     const auto gru = gru_layer(store, 5, 4, g, lo);
     tape t;
     const var x = t.constant(zeros({4, 2, 5}));
-    expect_error([&] { (void)lstm(t, t.constant(zeros({4, 2, 6}))); },
-                 {"lstm layer", "(4, 2, 6)", "(T, B, 5)"});
+    expect_error(
+        [&] {
+            (void)lstm(t, t.constant(zeros({4, 2, 6})));
+        },
+        {"lstm layer", "(4, 2, 6)", "(T, B, 5)"});
     expect_error([&] { (void)lstm(t, t.constant(zeros({2, 5}))); }, {"lstm layer", "(2, 5)"});
     const var h0_bad_batch = t.constant(zeros({1, 3, 4}));
-    expect_error([&] { (void)lstm(t, x, {h0_bad_batch, h0_bad_batch}); },
-                 {"lstm layer", "(1, 3, 4)", "(4, 2, 5)", "(1, 2, 4)"});
+    expect_error(
+        [&] {
+            (void)lstm(t, x, {h0_bad_batch, h0_bad_batch});
+        },
+        {"lstm layer", "(1, 3, 4)", "(4, 2, 5)", "(1, 2, 4)"});
     const var h0 = t.constant(zeros({1, 2, 4}));
     expect_error([&] { (void)gru(t, x, {h0, h0}); }, {"gru layer", "2 parts", "has 1"});
     expect_error([&] { (void)gru(t, x, {h0}, {4, 1, 2}); }, {"gru layer", "3 lengths", "batch 2"});
     expect_error([&] { (void)gru(t, x, {h0}, {4, 5}); }, {"gru layer", "length 5", "4 steps"});
     // a cell run directly: the batch of the step and of the state differ
-    expect_error([&] { (void)unroll(gru.cell(0), t, x, t.constant(zeros({3, 4}))); },
-                 {"unroll", "step 0", "(2, 5)", "(3, 4)"});
+    expect_error(
+        [&] {
+            (void)unroll(gru.cell(0), t, x, t.constant(zeros({3, 4})));
+        },
+        {"unroll", "step 0", "(2, 5)", "(3, 4)"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -80,7 +80,8 @@ struct mgu_cell
     state operator()(tape& t, const var& x, const state& h) const
     {
         const var f = sigmoid(matmul_transposed(x, t[w_f]) + matmul_transposed(h, t[u_f]) + t[b_f]);
-        const var c = tanh(matmul_transposed(x, t[w_c]) + matmul_transposed(f * h, t[u_c]) + t[b_c]);
+        const var c =
+            tanh(matmul_transposed(x, t[w_c]) + matmul_transposed(f * h, t[u_c]) + t[b_c]);
         return (1 - f) * h + f * c;
     }
     static mgu_cell create(param_store& s, std::size_t in, std::size_t hidden, generator& g,
@@ -159,8 +160,8 @@ BOOST_AUTO_TEST_CASE(lstm_cell_with_and_without_peepholes_hard_sigmoid_and_relu_
             BOOST_TEST(r.passed, (peepholes ? "peepholes" : "plain")
                                      << (hard ? ", hard sigmoid / elu" : "") << ":\n"
                                      << r.report);
-            BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * (I + H + 2) +
-                                        (peepholes ? 3 * H : 0));
+            BOOST_TEST(r.checked ==
+                       T * B * I + 2 * B * H + 4 * H * (I + H + 2) + (peepholes ? 3 * H : 0));
         }
 }
 
@@ -274,11 +275,10 @@ BOOST_AUTO_TEST_CASE(a_user_written_cell_with_unroll_layers_and_gradcheck)
         layer_options lo;
         lo.num_layers = 2;
         lo.bidirectional = true;
-        const layer<mgu_cell> l(
-            "mgu", store, I, H, lo,
-            [&g](param_store& s, std::size_t in, const param_name& n) {
-                return mgu_cell::create(s, in, H, g, n);
-            });
+        const layer<mgu_cell> l("mgu", store, I, H, lo,
+                                [&g](param_store& s, std::size_t in, const param_name& n) {
+                                    return mgu_cell::create(s, in, H, g, n);
+                                });
         BOOST_TEST(store.contains("u_c_l1_reverse"));
         const gradcheck_result r = check_layer(l, 3, {3, 1}, 28);
         BOOST_TEST(r.passed, r.report);
@@ -291,9 +291,9 @@ BOOST_AUTO_TEST_CASE(a_linear_readout_over_a_whole_sequence)
     generator g(13);
     const auto l = lstm_layer(store, I, H, g);
     const linear out = linear::create(store, H, 2, g, "out.");
-    const gradcheck_result r = gradcheck(
-        [&](tape& t, const std::vector<var>& xs) { return out(t, l(t, xs[0]).output); },
-        {g.uniform({T, B, I}, -1, 1)}, all_of(store));
+    const gradcheck_result r =
+        gradcheck([&](tape& t, const std::vector<var>& xs) { return out(t, l(t, xs[0]).output); },
+                  {g.uniform({T, B, I}, -1, 1)}, all_of(store));
     BOOST_TEST(r.passed, r.report);
 }
 
