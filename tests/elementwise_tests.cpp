@@ -53,14 +53,9 @@ tensor grad_of(const tensor& x0, F f)
     return x.grad();
 }
 
-bool all_finite(const tensor& t)
-{
-    for (real v : t)
-        if (!std::isfinite(v))
-            return false;
-    return true;
-}
 } // namespace
+
+using unfold::testing::all_finite;
 
 BOOST_AUTO_TEST_SUITE(elementwise)
 

@@ -16,18 +16,8 @@
 
 using namespace unfold;
 using unfold::testing::expect_error;
+using unfold::testing::all_finite;
 using unfold::testing::max_abs_diff;
-
-namespace
-{
-bool all_finite(const tensor& t)
-{
-    for (real v : t)
-        if (!std::isfinite(v))
-            return false;
-    return true;
-}
-} // namespace
 
 BOOST_AUTO_TEST_SUITE(losses)
 

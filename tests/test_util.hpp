@@ -1,5 +1,6 @@
 #pragma once
 /// Helpers shared by the tests.
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -26,6 +27,15 @@ inline void expect_error(const std::function<void()>& f, std::initializer_list<s
         return;
     }
     BOOST_ERROR("expected unfold::error mentioning " << *parts.begin());
+}
+
+/// True when no element is NaN or infinite.
+inline bool all_finite(const tensor& t)
+{
+    for (real v : t)
+        if (!std::isfinite(v))
+            return false;
+    return true;
 }
 
 /// max |a - b| over all elements (shapes must match).
