@@ -1,0 +1,639 @@
+/// Training-step benchmark of Unfold's composed RNN, GRU and LSTM against libtorch's nn::RNN,
+/// nn::GRU, nn::LSTM and an LSTMCell loop, single-threaded, side by side in one process.
+///
+/// One step = forward over a (T, B, I) sequence + backward of the sum of every output, gradients
+/// for every parameter. Every config runs in fresh child processes (this program re-executes
+/// itself): one child alternates Unfold and libtorch step by step (medians of the same run), and
+/// one child per implementation measures the peak RSS (VmHWM) of the LSTM at that config, Unfold's
+/// in a binary without libtorch. The GEMM bound of a step is the measured time of its GEMMs at the
+/// step's own shapes (input projection and input/weight gradients as whole-sequence GEMMs, the
+/// recurrent product and its gradient once per time step); "of bound" = bound time / step time.
+///
+///     unfold_bench_torch [--quick] [--configs tiny,small] [--reps N]
+///
+/// Built without libtorch (unfold_bench), the libtorch columns are skipped.
+
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "models/gru.hpp"
+#include "models/lstm.hpp"
+#include "models/rnn.hpp"
+#include "ops/matmul.hpp"
+#include "ops/sigmoid.hpp"
+#include "ops/slice.hpp"
+#include "ops/sum.hpp"
+#include "ops/tanh.hpp"
+
+#ifdef UNFOLD_BENCH_TORCH
+#include <torch/torch.h>
+#endif
+
+namespace
+{
+using namespace unfold;
+using clock_type = std::chrono::steady_clock;
+
+struct config
+{
+    std::string name;
+    std::size_t B, T, I, H;
+    int reps, quick_reps;
+};
+
+const std::vector<config> configs = {
+    {"tiny", 1, 100, 16, 32, 41, 15},
+    {"small", 16, 50, 64, 128, 21, 9},
+    {"medium", 32, 35, 256, 256, 15, 7},
+    {"large", 64, 100, 512, 512, 5, 3},
+};
+
+const config& config_named(const std::string& name)
+{
+    for (const auto& c : configs)
+        if (c.name == name)
+            return c;
+    std::fprintf(stderr, "unknown config %s\n", name.c_str());
+    std::exit(2);
+}
+
+double seconds_since(clock_type::time_point start)
+{
+    return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+double median(std::vector<double> v)
+{
+    if (v.empty())
+        return 0;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// VmHWM or VmRSS of this process, in MB.
+double status_mb(const char* key)
+{
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind(key, 0) == 0)
+            return std::atof(line.c_str() + std::strlen(key) + 1) / 1024.0;
+    return 0;
+}
+
+std::string loadavg()
+{
+    std::ifstream in("/proc/loadavg");
+    std::string a, b, c;
+    in >> a >> b >> c;
+    return a + " " + b + " " + c;
+}
+
+// OpenBLAS's thread controls, looked up at run time so that any CBLAS links.
+void set_blas_threads(int n)
+{
+    if (auto f = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+        f(n);
+}
+int blas_threads()
+{
+    auto f = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    return f ? f() : -1;
+}
+std::string blas_core()
+{
+    auto f = reinterpret_cast<char* (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    return f ? f() : "unknown";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unfold
+
+/// A user-written LSTM cell, composed here from primitives (not the built-in lstm_cell): weights
+/// in (in, out) layout, one bias, activations called directly.
+struct user_lstm_cell
+{
+    using state = lstm_state;
+    param w, u, b;
+
+    state operator()(tape& t, const var& x, const state& s) const
+    {
+        const auto H = static_cast<std::ptrdiff_t>(u.shape()[0]);
+        const var a = matmul(x, t[w]) + matmul(s.h, t[u]) + t[b];
+        const var i = sigmoid(slice_cols(a, 0, H));
+        const var f = sigmoid(slice_cols(a, H, 2 * H));
+        const var g = unfold::tanh(slice_cols(a, 2 * H, 3 * H));
+        const var o = sigmoid(slice_cols(a, 3 * H, 4 * H));
+        const var c = f * s.c + i * g;
+        return {o * unfold::tanh(c), c};
+    }
+};
+
+layer<user_lstm_cell> user_lstm_layer(param_store& store, std::size_t in, std::size_t hidden,
+                                      generator& g)
+{
+    return layer<user_lstm_cell>(
+        "user_lstm", store, in, hidden, {},
+        [&g, hidden](param_store& s, std::size_t input_size, const param_name& n) {
+            const real k = real(1) / std::sqrt(real(hidden));
+            user_lstm_cell c;
+            c.w = add_uniform(s, n("w"), {input_size, 4 * hidden}, k, g);
+            c.u = add_uniform(s, n("u"), {hidden, 4 * hidden}, k, g);
+            c.b = add_uniform(s, n("b"), {4 * hidden}, k, g);
+            return c;
+        });
+}
+
+template <class Layer>
+std::function<void()> unfold_step(const Layer& l, const tensor& x)
+{
+    return [&l, &x] {
+        tape t;
+        const var xs = t.constant(x);
+        const layer_result r = l(t, xs);
+        t.backward(sum(r.output));
+    };
+}
+
+/// The GEMMs of one training step of a cell with `gates` gate blocks, each timed at its own shape.
+struct gemm_bound
+{
+    double flops = 0;
+    double seconds = 0;
+};
+
+gemm_bound measure_gemm_bound(const config& c, std::size_t gates, int reps)
+{
+    const std::size_t B = c.B, T = c.T, I = c.I, H = c.H, G = gates * H, BT = B * T;
+    generator g(7);
+    const tensor x = g.uniform({BT, I}, -1, 1), h = g.uniform({BT, H}, -1, 1);
+    const tensor w_ih = g.uniform({G, I}, -1, 1), w_hh = g.uniform({G, H}, -1, 1);
+    const tensor gy = g.uniform({BT, G}, -1, 1);
+    tensor y = zeros({BT, G}), gx = zeros({BT, I}), gh = zeros({BT, H});
+    tensor gw_ih = zeros({G, I}), gw_hh = zeros({G, H});
+    struct shape
+    {
+        bool ta, tb;
+        std::size_t m, n, k, times;
+        const real *a, *b;
+        real* c;
+    };
+    const std::vector<shape> shapes = {
+        {false, true, BT, G, I, 1, x.data(), w_ih.data(), y.data()},    // x W_ihᵀ, every step
+        {false, true, B, G, H, T, h.data(), w_hh.data(), y.data()},     // h W_hhᵀ, per step
+        {false, false, BT, I, G, 1, gy.data(), w_ih.data(), gx.data()}, // dx
+        {false, false, B, H, G, T, gy.data(), w_hh.data(), gh.data()},  // dh, per step
+        {true, false, G, I, BT, 1, gy.data(), x.data(), gw_ih.data()},  // dW_ih
+        {true, false, G, H, BT, 1, gy.data(), h.data(), gw_hh.data()},  // dW_hh
+    };
+    gemm_bound bound;
+    for (const shape& s : shapes)
+    {
+        std::vector<double> times;
+        for (int r = 0; r < reps + 1; ++r)
+        {
+            const auto start = clock_type::now();
+            for (std::size_t k = 0; k < s.times; ++k)
+                gemm(s.ta, s.tb, s.m, s.n, s.k, 1, s.a, s.b, 1, s.c);
+            if (r > 0)
+                times.push_back(seconds_since(start));
+        }
+        bound.seconds += median(times);
+        bound.flops += 2.0 * double(s.m) * double(s.n) * double(s.k) * double(s.times);
+    }
+    return bound;
+}
+
+// ---------------------------------------------------------------------------------------------
+// libtorch
+
+#ifdef UNFOLD_BENCH_TORCH
+template <class Module>
+std::function<void()> torch_layer_step(Module& m, const torch::Tensor& x)
+{
+    return [&m, &x] {
+        auto out = std::get<0>(m->forward(x));
+        out.sum().backward();
+    };
+}
+
+std::function<void()> torch_cell_step(torch::nn::LSTMCell& cell, const torch::Tensor& x,
+                                      std::size_t B, std::size_t H)
+{
+    return [&cell, &x, B, H] {
+        auto h = torch::zeros({long(B), long(H)});
+        auto c = torch::zeros({long(B), long(H)});
+        std::vector<torch::Tensor> hs;
+        for (long t = 0; t < x.size(0); ++t)
+        {
+            std::tie(h, c) = cell->forward(x[t], std::make_tuple(h, c));
+            hs.push_back(h);
+        }
+        torch::stack(hs).sum().backward();
+    };
+}
+
+torch::Tensor to_torch(const tensor& x)
+{
+    std::vector<int64_t> shape(x.shape().begin(), x.shape().end());
+    return torch::from_blob(const_cast<real*>(x.data()), shape, torch::kFloat).clone();
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Children: one config's timings, or one implementation's peak memory.
+
+/// Times the named steps alternately (one of each per round) and prints "TIME name median_s".
+void alternate(const std::vector<std::pair<std::string, std::function<void()>>>& steps, int reps)
+{
+    std::vector<std::vector<double>> times(steps.size());
+    for (auto& s : steps) // warm-up
+        s.second();
+    for (int r = 0; r < reps; ++r)
+        for (std::size_t k = 0; k < steps.size(); ++k)
+        {
+            const auto start = clock_type::now();
+            steps[k].second();
+            times[k].push_back(seconds_since(start));
+        }
+    for (std::size_t k = 0; k < steps.size(); ++k)
+        std::printf("TIME %s %.9g\n", steps[k].first.c_str(), median(times[k]));
+    std::fflush(stdout);
+}
+
+void child_time(const config& c, int reps)
+{
+    generator g(42);
+    const tensor x = g.normal({c.T, c.B, c.I});
+    param_store s_rnn, s_gru, s_lstm, s_user;
+    const auto rnn = rnn_layer(s_rnn, c.I, c.H, g);
+    const auto gru = gru_layer(s_gru, c.I, c.H, g);
+    const auto lstm = lstm_layer(s_lstm, c.I, c.H, g);
+    const auto user = user_lstm_layer(s_user, c.I, c.H, g);
+#ifdef UNFOLD_BENCH_TORCH
+    torch::manual_seed(0);
+    const torch::Tensor tx = to_torch(x);
+    torch::nn::RNN t_rnn(torch::nn::RNNOptions(c.I, c.H));
+    torch::nn::GRU t_gru(torch::nn::GRUOptions(c.I, c.H));
+    torch::nn::LSTM t_lstm(torch::nn::LSTMOptions(c.I, c.H));
+    torch::nn::LSTMCell t_cell(torch::nn::LSTMCellOptions(c.I, c.H));
+    alternate({{"unfold.rnn", unfold_step(rnn, x)}, {"torch.rnn", torch_layer_step(t_rnn, tx)}},
+              reps);
+    alternate({{"unfold.gru", unfold_step(gru, x)}, {"torch.gru", torch_layer_step(t_gru, tx)}},
+              reps);
+    alternate({{"unfold.lstm", unfold_step(lstm, x)},
+               {"torch.lstm", torch_layer_step(t_lstm, tx)},
+               {"unfold.user_lstm", unfold_step(user, x)},
+               {"torch.lstm_cell", torch_cell_step(t_cell, tx, c.B, c.H)}},
+              reps);
+#else
+    alternate({{"unfold.rnn", unfold_step(rnn, x)}}, reps);
+    alternate({{"unfold.gru", unfold_step(gru, x)}}, reps);
+    alternate({{"unfold.lstm", unfold_step(lstm, x)}, {"unfold.user_lstm", unfold_step(user, x)}},
+              reps);
+#endif
+    for (std::size_t gates : {1, 3, 4})
+    {
+        const gemm_bound b = measure_gemm_bound(c, gates, c.name == "large" ? 2 : 5);
+        std::printf("GEMM %zu %.9g %.9g\n", gates, b.flops, b.seconds);
+    }
+}
+
+void child_memory(const config& c, const std::string& impl)
+{
+    const double base = status_mb("VmHWM:");
+    generator g(42);
+    const tensor x = g.normal({c.T, c.B, c.I});
+    if (impl == "unfold")
+    {
+        param_store store;
+        const auto lstm = lstm_layer(store, c.I, c.H, g);
+        for (int k = 0; k < 2; ++k)
+            unfold_step(lstm, x)();
+    }
+#ifdef UNFOLD_BENCH_TORCH
+    else
+    {
+        const torch::Tensor tx = to_torch(x);
+        torch::nn::LSTM t_lstm(torch::nn::LSTMOptions(c.I, c.H));
+        for (int k = 0; k < 2; ++k)
+            torch_layer_step(t_lstm, tx)();
+    }
+#endif
+    std::printf("MEM %.1f %.1f\n", base, status_mb("VmHWM:"));
+}
+
+/// The per-op cost of the tape: a chain of 1,000 elementwise ops on 16-element tensors (tanh,
+/// mul, add, sigmoid in turn), forward + backward. Prints "OPS name seconds_per_op".
+void child_ops(int reps)
+{
+    constexpr int chain = 1000;
+    const std::size_t n = 16;
+    std::vector<std::pair<std::string, std::function<void()>>> steps;
+    steps.emplace_back("unfold", [n] {
+        tape t;
+        const var x = t.variable(full({n}, real(0.5)));
+        const var k = t.constant(full({n}, real(0.9)));
+        var y = x;
+        for (int i = 0; i < chain; ++i)
+            switch (i % 4)
+            {
+            case 0: y = unfold::tanh(y); break;
+            case 1: y = y * k; break;
+            case 2: y = y + k; break;
+            default: y = sigmoid(y); break;
+            }
+        t.backward(sum(y));
+    });
+#ifdef UNFOLD_BENCH_TORCH
+    steps.emplace_back("torch", [n] {
+        auto x = torch::full({long(n)}, 0.5, torch::requires_grad());
+        auto k = torch::full({long(n)}, 0.9);
+        torch::Tensor y = x;
+        for (int i = 0; i < chain; ++i)
+            switch (i % 4)
+            {
+            case 0: y = torch::tanh(y); break;
+            case 1: y = y * k; break;
+            case 2: y = y + k; break;
+            default: y = torch::sigmoid(y); break;
+            }
+        y.sum().backward();
+    });
+#endif
+    std::vector<std::vector<double>> times(steps.size());
+    for (int r = 0; r < reps + 2; ++r)
+        for (std::size_t k = 0; k < steps.size(); ++k)
+        {
+            const auto start = clock_type::now();
+            steps[k].second();
+            if (r >= 2)
+                times[k].push_back(seconds_since(start));
+        }
+    for (std::size_t k = 0; k < steps.size(); ++k)
+        std::printf("OPS %s %.9g\n", steps[k].first.c_str(), median(times[k]) / chain);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver
+
+std::string self_dir()
+{
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    buf[n > 0 ? n : 0] = 0;
+    std::string p(buf);
+    return p.substr(0, p.rfind('/'));
+}
+
+/// Runs `program args…` and returns its standard output lines.
+std::vector<std::string> run_child(const std::string& program, const std::vector<std::string>& args)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        std::exit(3);
+    const pid_t pid = fork();
+    if (pid == 0)
+    {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        std::vector<char*> argv{const_cast<char*>(program.c_str())};
+        for (const auto& a : args)
+            argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(program.c_str(), argv.data());
+        std::perror("execv");
+        _exit(127);
+    }
+    close(fd[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd[0], buf, sizeof buf)) > 0)
+        out.append(buf, std::size_t(n));
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        std::fprintf(stderr, "child %s failed (status %d)\n", program.c_str(), status);
+    std::vector<std::string> lines;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line))
+        lines.push_back(line);
+    return lines;
+}
+
+struct config_result
+{
+    std::map<std::string, double> time;              // name -> seconds
+    std::map<std::size_t, std::pair<double, double>> gemm; // gates -> flops, seconds
+    double mem_unfold = 0, mem_unfold_base = 0, mem_torch = 0, mem_torch_base = 0;
+};
+
+config_result run_config(const config& c, int reps, bool have_torch)
+{
+    const std::string dir = self_dir();
+    const std::string self = dir + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
+    config_result r;
+    for (const auto& line : run_child(self, {"--child-time", c.name, std::to_string(reps)}))
+    {
+        std::istringstream in(line);
+        std::string tag;
+        in >> tag;
+        if (tag == "TIME")
+        {
+            std::string name;
+            double s;
+            in >> name >> s;
+            r.time[name] = s;
+        }
+        else if (tag == "GEMM")
+        {
+            std::size_t gates;
+            double f, s;
+            in >> gates >> f >> s;
+            r.gemm[gates] = {f, s};
+        }
+    }
+    auto memory = [&](const std::string& program, const std::string& impl, double& base,
+                      double& peak) {
+        for (const auto& line : run_child(program, {"--child-mem", c.name, impl}))
+        {
+            std::istringstream in(line);
+            std::string tag;
+            in >> tag;
+            if (tag == "MEM")
+                in >> base >> peak;
+        }
+    };
+    memory(dir + "/unfold_bench", "unfold", r.mem_unfold_base, r.mem_unfold);
+    if (have_torch)
+        memory(self, "torch", r.mem_torch_base, r.mem_torch);
+    return r;
+}
+
+void print_report(const std::vector<std::pair<config, config_result>>& results, bool have_torch)
+{
+    std::printf("\n| config | model | Unfold ms | libtorch ms | libtorch/Unfold | Unfold GFLOP/s "
+                "| GEMM bound ms (GFLOP/s) | Unfold of bound | libtorch of bound |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    struct row
+    {
+        const char *label, *unfold, *torch;
+        std::size_t gates;
+    };
+    const row rows[] = {{"RNN", "unfold.rnn", "torch.rnn", 1},
+                        {"GRU", "unfold.gru", "torch.gru", 3},
+                        {"LSTM", "unfold.lstm", "torch.lstm", 4},
+                        {"LSTM, user cell / LSTMCell loop", "unfold.user_lstm", "torch.lstm_cell",
+                         4}};
+    for (const auto& [c, r] : results)
+        for (const row& w : rows)
+        {
+            const double u = r.time.count(w.unfold) ? r.time.at(w.unfold) : 0;
+            const double t = have_torch && r.time.count(w.torch) ? r.time.at(w.torch) : 0;
+            const auto [flops, bound] = r.gemm.count(w.gates) ? r.gemm.at(w.gates)
+                                                              : std::pair<double, double>{0, 0};
+            char torch_ms[32] = "–", ratio[32] = "–", torch_frac[32] = "–";
+            if (t > 0)
+            {
+                std::snprintf(torch_ms, sizeof torch_ms, "%.3g", t * 1e3);
+                std::snprintf(ratio, sizeof ratio, "**%.2f**", t / u);
+                std::snprintf(torch_frac, sizeof torch_frac, "%.0f%%", 100 * bound / t);
+            }
+            std::printf("| %s %zu×%zu×%zu×%zu | %s | %.3g | %s | %s | %.1f | %.3g (%.0f) | %.0f%% | "
+                        "%s |\n",
+                        c.name.c_str(), c.B, c.T, c.I, c.H, w.label, u * 1e3, torch_ms, ratio,
+                        flops / u * 1e-9, bound * 1e3, flops / bound * 1e-9, 100 * bound / u,
+                        torch_frac);
+        }
+    std::printf("\nPeak RSS (VmHWM) of a process running two LSTM steps; in parentheses the RSS "
+                "before the model ran (libraries loaded):\n\n| config | Unfold MB | libtorch MB "
+                "|\n|---|---|---|\n");
+    for (const auto& [c, r] : results)
+    {
+        char torch_mb[64] = "–";
+        if (have_torch)
+            std::snprintf(torch_mb, sizeof torch_mb, "%.0f (%.0f)", r.mem_torch,
+                          r.mem_torch_base);
+        std::printf("| %s | %.0f (%.0f) | %s |\n", c.name.c_str(), r.mem_unfold,
+                    r.mem_unfold_base, torch_mb);
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    set_blas_threads(1);
+#ifdef UNFOLD_BENCH_TORCH
+    at::set_num_threads(1);
+    const bool have_torch = true;
+#else
+    const bool have_torch = false;
+#endif
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() == 3 && args[0] == "--child-time")
+    {
+        child_time(config_named(args[1]), std::atoi(args[2].c_str()));
+        return 0;
+    }
+    if (args.size() == 3 && args[0] == "--child-mem")
+    {
+        child_memory(config_named(args[1]), args[2]);
+        return 0;
+    }
+    if (args.size() == 2 && args[0] == "--child-ops")
+    {
+        child_ops(std::atoi(args[1].c_str()));
+        return 0;
+    }
+
+    bool quick = false;
+    int reps = 0;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < args.size(); ++i)
+    {
+        if (args[i] == "--quick")
+            quick = true;
+        else if (args[i] == "--reps" && i + 1 < args.size())
+            reps = std::atoi(args[++i].c_str());
+        else if (args[i] == "--configs" && i + 1 < args.size())
+        {
+            std::istringstream in(args[++i]);
+            std::string name;
+            while (std::getline(in, name, ','))
+                names.push_back(name);
+        }
+        else
+        {
+            std::fprintf(stderr, "usage: %s [--quick] [--configs tiny,small,medium,large] "
+                                 "[--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (names.empty())
+        names = quick ? std::vector<std::string>{"tiny", "small", "medium"}
+                      : std::vector<std::string>{"tiny", "small", "medium", "large"};
+    // Children inherit one-thread settings from the start (OpenBLAS reads them when it loads).
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    std::printf("Unfold training-step benchmark (%s), float32, one step = forward + backward of "
+                "sum(outputs)\n",
+                quick ? "quick" : "full");
+    std::printf("threads: OpenBLAS %d (kernel %s, OPENBLAS_CORETYPE=%s)", blas_threads(),
+                blas_core().c_str(), coretype ? coretype : "unset");
+#ifdef UNFOLD_BENCH_TORCH
+    std::printf(", libtorch intra-op %d (libtorch %s)\n", at::get_num_threads(), TORCH_VERSION);
+#else
+    std::printf("; libtorch not built in: its columns are skipped\n");
+#endif
+    std::printf("load average at start: %s; medians of alternating repetitions, each config in "
+                "fresh child processes\n",
+                loadavg().c_str());
+    std::fflush(stdout);
+
+    std::vector<std::pair<config, config_result>> results;
+    for (const auto& name : names)
+    {
+        const config& c = config_named(name);
+        const int n = reps > 0 ? reps : (quick ? c.quick_reps : c.reps);
+        std::fprintf(stderr, "running %s (%d repetitions)…\n", name.c_str(), n);
+        results.emplace_back(c, run_config(c, n, have_torch));
+    }
+    print_report(results, have_torch);
+
+    const std::string self =
+        self_dir() + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
+    std::printf("\nTape per-op cost: a chain of 1,000 elementwise ops on 16-element tensors, "
+                "forward + backward:\n\n| | µs per op |\n|---|---|\n");
+    for (const auto& line : run_child(self, {"--child-ops", quick ? "11" : "31"}))
+    {
+        std::istringstream in(line);
+        std::string tag, name;
+        double s;
+        in >> tag >> name >> s;
+        if (tag == "OPS")
+            std::printf("| %s | %.3f |\n", name == "unfold" ? "Unfold" : "libtorch", s * 1e6);
+    }
+    std::printf("\nload average at end: %s\n", loadavg().c_str());
+    return 0;
+}
