@@ -73,7 +73,9 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
 {
     CLI::App app{"unfold: train recurrent networks on built-in tasks or a text file, and sample "
                  "from them. With no arguments: unfold train (the addition task)."};
+    app.name("unfold");
     app.require_subcommand(0, 1);
+    app.option_defaults()->always_capture_default(); // --help shows every default
 
     train_options o;
     std::string task_name = "addition";

@@ -25,8 +25,8 @@ struct model_config
     std::size_t digits = 2;        ///< operand length of addition
     std::string cell = "gru";      ///< rnn, gru or lstm
     std::size_t layers = 1;
-    std::size_t hidden = 128;
-    std::size_t embed = 32;
+    std::size_t hidden = 256;
+    std::size_t embed = 64;
     std::string gate = "sigmoid"; ///< sigmoid or hard_sigmoid (gru, lstm)
     std::string state = "tanh";   ///< tanh, relu or elu
     vocabulary vocab;

@@ -41,7 +41,7 @@ struct train_options
     std::string lr_schedule = "cosine";       ///< constant or cosine (to lr / 20 at the end)
     double clip = 1.0;                        ///< global gradient norm; 0: no clipping
     std::size_t tbptt = 64;                   ///< chunk length for --text
-    std::size_t epochs = 6;
+    std::size_t epochs = 7;
     std::size_t steps = 250;                  ///< steps per epoch (text: 0 = one pass)
     std::size_t batch = 64;
     std::uint64_t seed = 1;
@@ -171,7 +171,7 @@ inline double default_lr(const std::string& optimizer)
         return 0.05;
     if (optimizer == "rmsprop")
         return 2e-3;
-    return 5e-3; // adam, adamw
+    return 1e-2; // adam, adamw
 }
 
 /// The k ≥ 1 of an inverse-sigmoid decay whose ε is 1/2 at step i: k / (k + e^{i/k}) = 1/2,

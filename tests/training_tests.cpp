@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +71,14 @@ cli_result run(const std::vector<std::string>& args)
     std::FILE* err = std::tmpfile();
     const int status = run_cli(args, out, err);
     return {status, slurp(out), slurp(err)};
+}
+
+/// The `unfold` binary of the same build tree (tests/unfold_tests → apps/unfold); the tests that
+/// run it report a skip when it has not been built.
+std::filesystem::path built_program()
+{
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe");
+    return exe.parent_path().parent_path() / "apps" / "unfold";
 }
 
 /// A small GRU decoder over the addition vocabulary.
@@ -467,9 +478,7 @@ BOOST_AUTO_TEST_CASE(cli_errors_exit_with_status_2_and_one_line)
 
 BOOST_AUTO_TEST_CASE(the_built_program_exits_with_status_2_on_bad_arguments)
 {
-    // The `unfold` binary of the same build tree (tests/unfold_tests → apps/unfold).
-    const auto exe = std::filesystem::read_symlink("/proc/self/exe");
-    const auto program = exe.parent_path().parent_path() / "apps" / "unfold";
+    const auto program = built_program();
     if (!std::filesystem::exists(program))
     {
         BOOST_TEST_MESSAGE("skipped: " << program << " is not built");
@@ -484,6 +493,45 @@ BOOST_AUTO_TEST_CASE(the_built_program_exits_with_status_2_on_bad_arguments)
     const std::string message((std::istreambuf_iterator<char>(in)), {});
     BOOST_TEST(std::count(message.begin(), message.end(), '\n') == 1, message);
     BOOST_TEST(message.find("--cell") != std::string::npos, message);
+}
+
+BOOST_AUTO_TEST_CASE(ctrl_c_saves_a_checkpoint_before_exiting)
+{
+    const auto program = built_program();
+    if (!std::filesystem::exists(program))
+    {
+        BOOST_TEST_MESSAGE("skipped: " << program << " is not built");
+        return;
+    }
+    temp_file ckpt("interrupted.safetensors"), log("interrupted.log");
+    const std::string ckpt_arg = "--checkpoint=" + ckpt.path;
+    const pid_t pid = ::fork();
+    BOOST_TEST_REQUIRE(pid >= 0);
+    if (pid == 0)
+    {
+        const int fd = ::open(log.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 1);
+        ::execl(program.c_str(), "unfold", "train", "--hidden", "16", "--epochs", "100000",
+                "--steps", "8", "--batch", "4", ckpt_arg.c_str(), nullptr);
+        ::_exit(127);
+    }
+    // Wait for the first progress line (training has started), then press Ctrl-C.
+    for (int i = 0; i < 600; ++i)
+    {
+        std::ifstream in(log.path);
+        const std::string text((std::istreambuf_iterator<char>(in)), {});
+        if (text.find("step ") != std::string::npos)
+            break;
+        ::usleep(50000);
+    }
+    ::kill(pid, SIGINT);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 130);
+    BOOST_TEST_REQUIRE(std::filesystem::exists(ckpt.path));
+    const auto m = load_model(ckpt.path);
+    BOOST_TEST(m->config().hidden == 16u);
 }
 
 BOOST_AUTO_TEST_CASE(checkpoints_rebuild_the_model_for_sample_and_eval)
