@@ -58,7 +58,8 @@ inline void print_samples(std::FILE* out, const model& m, const task* tk, const 
                          tk->correct(e, written) ? "✓" : "✗", e.answer.c_str());
         return;
     }
-    std::vector<std::size_t> prompt{vocabulary::bos};
+    // A text model reads plain text, never <s> (text streams have none).
+    std::vector<std::size_t> prompt;
     for (std::size_t i = 0; i < std::min<std::size_t>(20, text->valid.size()); ++i)
         prompt.push_back(text->valid[i]);
     const auto ids = m.generate(prompt, 300, token_choice::sample, &g, 0.8);
@@ -177,13 +178,18 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
         {
             const auto m = load_model(checkpoint);
             const vocabulary& v = m->config().vocab;
-            std::vector<std::size_t> ids{vocabulary::bos};
+            // Task models start from <s>; a text model was trained on plain text streams.
+            const bool text_model = m->config().task == "text";
+            std::vector<std::size_t> ids;
+            if (!text_model)
+                ids.push_back(vocabulary::bos);
             for (const auto& c : utf8_chars(prompt, "--prompt"))
             {
                 UNFOLD_CHECK(v.contains(c),
                              "--prompt: the character '{}' is not in the model's vocabulary", c);
                 ids.push_back(v.id(c));
             }
+            UNFOLD_CHECK(!ids.empty(), "--prompt: a text model needs at least one character");
             const auto written = m->generate(
                 ids, length, greedy ? token_choice::greedy : token_choice::sample, &g, temperature);
             std::fprintf(out, "%s%s\n", prompt.c_str(), v.decode(written).c_str());
