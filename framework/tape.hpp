@@ -20,6 +20,10 @@
 /// Nodes are appended after their inputs, so the node vector is already in topological order and
 /// backward is one reverse loop over indices: no recursion, so a 200,000-step chain is as safe as
 /// a 10-step one.
+///
+/// Every node also records its site (step, layer, gate) for error messages, and in anomaly mode
+/// apply and backward check for non-finite values: see Note [Anomaly mode] in
+/// framework/anomaly.hpp.
 
 #include <array>
 #include <cmath>
@@ -32,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "framework/anomaly.hpp"
 #include "framework/param.hpp"
 #include "framework/tensor.hpp"
 
@@ -61,6 +66,7 @@ struct node
     bool has_grad = false; // grad holds this backward's (zero-initialised) sum
     std::unique_ptr<backward_fn> fn;
     param bound; // set for a parameter leaf
+    site where;  // where it was recorded (Note [Anomaly mode])
 };
 
 inline std::uint64_t next_generation()
@@ -91,6 +97,33 @@ struct tape_core
         return n.grad;
     }
 };
+
+/// The inputs of an op as anomaly messages describe them (only built for a message).
+inline std::vector<operand> operands(const tape_core& core, const std::size_t* inputs,
+                                     std::size_t count)
+{
+    std::vector<operand> out;
+    for (std::size_t k = 0; k < count; ++k)
+    {
+        const node& x = core.nodes[inputs[k]];
+        out.push_back({&x.value, x.bound.defined() ? x.bound.name() : std::string()});
+    }
+    return out;
+}
+
+/// Anomaly mode's backward check: throws if an input gradient op `self` just accumulated into is
+/// not finite (Note [Anomaly mode]).
+inline void check_backward(const tape_core& core, std::size_t self, const char* op,
+                           const std::size_t* inputs, std::size_t count)
+{
+    for (std::size_t k = 0; k < count; ++k)
+    {
+        const node& x = core.nodes[inputs[k]];
+        if (x.requires_grad && !all_finite(x.grad))
+            backward_anomaly(op, core.nodes[self].where, k, x.grad,
+                             operands(core, inputs, count));
+    }
+}
 
 inline bool& grad_mode_flag()
 {
@@ -261,6 +294,8 @@ public:
                          shape_str(seeds[k].shape()), shape_str(y.shape()));
             if (!y.requires_grad())
                 continue;
+            UNFOLD_CHECK(!anomaly_mode() || detail::all_finite(seeds[k]),
+                         "backward: the seed of output {} is not finite (anomaly mode)", k);
             xt::noalias(m_core->grad_slot(y.index())) += seeds[k];
             end = std::max(end, y.index() + 1);
         }
@@ -323,15 +358,18 @@ struct op_node final : backward_fn
     const char* name() const override { return Op::name; }
     void backward(tape_core& core, std::size_t self) override
     {
-        run(core, core.nodes[self], std::make_index_sequence<N>{});
+        run(core, self, std::make_index_sequence<N>{});
     }
 
     template <std::size_t... K>
-    void run(tape_core& core, node& y, std::index_sequence<K...>)
+    void run(tape_core& core, std::size_t self, std::index_sequence<K...>)
     {
+        node& y = core.nodes[self];
         std::array<tensor, N> scratch;
         std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
         op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
+        if (anomaly_mode())
+            check_backward(core, self, Op::name, inputs.data(), N);
     }
     tensor* slot(tape_core& core, std::size_t k, tensor& scratch)
     {
@@ -374,6 +412,8 @@ struct op_node_n final : backward_fn
         }
         node& y = core.nodes[self];
         op.backward(xs, y.value, y.grad, slots);
+        if (anomaly_mode())
+            check_backward(core, self, Op::name, inputs.data(), inputs.size());
     }
 
     Op op;
@@ -397,6 +437,13 @@ template <class Op, class... V>
                  Op::name);
     detail::node n;
     n.value = op.forward(inputs.value()...);
+    n.where = detail::current_site();
+    if (anomaly_mode() && !detail::all_finite(n.value))
+    {
+        const std::array<std::size_t, sizeof...(V)> indices{inputs.index()...};
+        detail::forward_anomaly(Op::name, n.where, n.value,
+                                detail::operands(core, indices.data(), indices.size()));
+    }
     n.requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
     if (n.requires_grad)
         n.fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
@@ -423,6 +470,10 @@ template <class Op>
     }
     detail::node n;
     n.value = op.forward(values);
+    n.where = detail::current_site();
+    if (anomaly_mode() && !detail::all_finite(n.value))
+        detail::forward_anomaly(Op::name, n.where, n.value,
+                                detail::operands(core, indices.data(), indices.size()));
     n.requires_grad = grad_enabled() && requires_grad;
     if (n.requires_grad)
         n.fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));

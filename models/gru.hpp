@@ -56,20 +56,31 @@ struct gru_cell
         if (reset == gru_reset::after_matmul)
         {
             const var gh = matmul_transposed(h, t[weight_hh]) + t[bias_hh]; // [W_h· h + b_h·]
-            const var r = sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H));
-            const var z = sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
-            const var n = phi(slice_cols(gx, 2 * H, 3 * H) + r * slice_cols(gh, 2 * H, 3 * H));
-            return (1 - z) * n + z * h;
+            // Labels name the gate in anomaly messages (Note [Anomaly mode]).
+            const var r = label("reset gate",
+                                [&] { return sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H)); });
+            const var z = label("update gate", [&] {
+                return sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
+            });
+            const var n = label("candidate", [&] {
+                return phi(slice_cols(gx, 2 * H, 3 * H) + r * slice_cols(gh, 2 * H, 3 * H));
+            });
+            return label("hidden state", [&] { return (1 - z) * n + z * h; });
         }
         const var w_hh = t[weight_hh];
         const var b_hh = t[bias_hh];
         const var gh = matmul_transposed(h, slice_rows(w_hh, 0, 2 * H)) + slice(b_hh, 0, 0, 2 * H);
-        const var r = sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H));
-        const var z = sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
-        const var n = phi(slice_cols(gx, 2 * H, 3 * H) +
-                          (matmul_transposed(r * h, slice_rows(w_hh, 2 * H, 3 * H)) +
-                           slice(b_hh, 0, 2 * H, 3 * H)));
-        return (1 - z) * n + z * h;
+        const var r = label("reset gate",
+                            [&] { return sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H)); });
+        const var z = label("update gate", [&] {
+            return sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
+        });
+        const var n = label("candidate", [&] {
+            return phi(slice_cols(gx, 2 * H, 3 * H) +
+                       (matmul_transposed(r * h, slice_rows(w_hh, 2 * H, 3 * H)) +
+                        slice(b_hh, 0, 2 * H, 3 * H)));
+        });
+        return label("hidden state", [&] { return (1 - z) * n + z * h; });
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from

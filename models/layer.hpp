@@ -174,6 +174,7 @@ private:
             {
                 const std::size_t k = l * directions() + d;
                 const direction dir = d == 0 ? direction::forward : direction::reverse;
+                const layer_scope in(l, d == 1); // Note [Anomaly mode]
                 const state s0 = initial.empty() ? zero_state<state>(t, B, m_hidden_size)
                                                  : initial_of(initial, k);
                 const std::vector<state> states =

@@ -62,12 +62,18 @@ struct lstm_cell
         const std::size_t H = weight_hh.shape()[1];
         const var a = (matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
                       (matmul_transposed(s.h, t[weight_hh]) + t[bias_hh]); // (B, 4H)
-        const var i = sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c));
-        const var f = sigma(peep(t, slice_cols(a, H, 2 * H), peephole_f, s.c));
-        const var g = phi(slice_cols(a, 2 * H, 3 * H));
-        const var c = f * s.c + i * g;
-        const var o = sigma(peep(t, slice_cols(a, 3 * H, 4 * H), peephole_o, c));
-        return {o * phi(c), c};
+        // Labels name the gate in anomaly messages (Note [Anomaly mode]).
+        const var i = label("input gate",
+                            [&] { return sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c)); });
+        const var f = label("forget gate", [&] {
+            return sigma(peep(t, slice_cols(a, H, 2 * H), peephole_f, s.c));
+        });
+        const var g = label("cell candidate", [&] { return phi(slice_cols(a, 2 * H, 3 * H)); });
+        const var c = label("cell state", [&] { return f * s.c + i * g; });
+        const var o = label("output gate", [&] {
+            return sigma(peep(t, slice_cols(a, 3 * H, 4 * H), peephole_o, c));
+        });
+        return {label("hidden state", [&] { return o * phi(c); }), c};
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from

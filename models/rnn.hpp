@@ -33,8 +33,9 @@ struct rnn_cell
 
     state operator()(tape& t, const var& x, const state& h) const
     {
-        return phi((matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
-                   (matmul_transposed(h, t[weight_hh]) + t[bias_hh]));
+        const var a = (matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
+                      (matmul_transposed(h, t[weight_hh]) + t[bias_hh]);
+        return label("activation", [&] { return phi(a); }); // Note [Anomaly mode]
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from

@@ -101,6 +101,7 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const std::v
     {
         const std::size_t step = dir == direction::forward ? k : T - 1 - k;
         detail::check_step("unroll", step, xs[step], s);
+        const step_scope at(step); // Note [Anomaly mode]
         s = cell(t, xs[step], s);
         states[step] = s;
     }
@@ -134,6 +135,7 @@ std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t,
     {
         const std::size_t step = dir == direction::forward ? k : T - 1 - k;
         detail::check_step("unroll_masked", step, xs[step], s);
+        const step_scope at(step); // Note [Anomaly mode]
         UNFOLD_CHECK(lengths.size() == xs[step].shape()[0],
                      "unroll_masked: {} lengths for a batch of {} sequences", lengths.size(),
                      xs[step].shape()[0]);
