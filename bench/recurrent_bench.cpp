@@ -124,7 +124,8 @@ std::string blas_core()
 // Unfold
 
 /// A user-written LSTM cell, composed here from primitives (not the built-in lstm_cell): weights
-/// in (in, out) layout, one bias, activations called directly.
+/// in (in, out) layout, one bias, activations called directly. It declares project() (Note
+/// [Input projection] in models/cell.hpp) like the built-in cells, and so gets the same layer.
 struct user_lstm_cell
 {
     using state = lstm_state;
@@ -132,8 +133,13 @@ struct user_lstm_cell
 
     state operator()(tape& t, const var& x, const state& s) const
     {
+        return (*this)(t, projected{project(t, x)}, s);
+    }
+    var project(tape& t, const var& x) const { return matmul(x, t[w]) + t[b]; }
+    state operator()(tape& t, const projected& x, const state& s) const
+    {
         const auto H = static_cast<std::ptrdiff_t>(u.shape()[0]);
-        const var a = matmul(x, t[w]) + matmul(s.h, t[u]) + t[b];
+        const var a = x.value + matmul(s.h, t[u]);
         const var i = sigmoid(slice_cols(a, 0, H));
         const var f = sigmoid(slice_cols(a, H, 2 * H));
         const var g = unfold::tanh(slice_cols(a, 2 * H, 3 * H));
@@ -169,22 +175,35 @@ std::function<void()> unfold_step(const Layer& l, const tensor& x)
     };
 }
 
-/// The GEMMs of one training step of a cell with `gates` gate blocks, each timed at its own shape.
-struct gemm_bound
+/// The GEMMs of one training step of a cell with `gates` gate blocks, at the step's own shapes:
+/// the input projection and the input/weight gradients as whole-sequence GEMMs, the recurrent
+/// product and its input gradient once per time step. Returns the FLOPs and a step that runs them
+/// (timed alternately with the training steps, so both see the same machine load).
+struct gemm_set
 {
     double flops = 0;
-    double seconds = 0;
+    std::function<void()> run;
 };
 
-gemm_bound measure_gemm_bound(const config& c, std::size_t gates, int reps)
+gemm_set gemm_bound_step(const config& c, std::size_t gates)
 {
     const std::size_t B = c.B, T = c.T, I = c.I, H = c.H, G = gates * H, BT = B * T;
+    struct buffers
+    {
+        tensor x, h, w_ih, w_hh, gy, y, gx, gh, gw_ih, gw_hh;
+    };
     generator g(7);
-    const tensor x = g.uniform({BT, I}, -1, 1), h = g.uniform({BT, H}, -1, 1);
-    const tensor w_ih = g.uniform({G, I}, -1, 1), w_hh = g.uniform({G, H}, -1, 1);
-    const tensor gy = g.uniform({BT, G}, -1, 1);
-    tensor y = zeros({BT, G}), gx = zeros({BT, I}), gh = zeros({BT, H});
-    tensor gw_ih = zeros({G, I}), gw_hh = zeros({G, H});
+    auto m = std::make_shared<buffers>();
+    m->x = g.uniform({BT, I}, -1, 1);
+    m->h = g.uniform({BT, H}, -1, 1);
+    m->w_ih = g.uniform({G, I}, -1, 1);
+    m->w_hh = g.uniform({G, H}, -1, 1);
+    m->gy = g.uniform({BT, G}, -1, 1);
+    m->y = zeros({BT, G});
+    m->gx = zeros({BT, I});
+    m->gh = zeros({BT, H});
+    m->gw_ih = zeros({G, I});
+    m->gw_hh = zeros({G, H});
     struct shape
     {
         bool ta, tb;
@@ -193,29 +212,22 @@ gemm_bound measure_gemm_bound(const config& c, std::size_t gates, int reps)
         real* c;
     };
     const std::vector<shape> shapes = {
-        {false, true, BT, G, I, 1, x.data(), w_ih.data(), y.data()},    // x W_ihᵀ, every step
-        {false, true, B, G, H, T, h.data(), w_hh.data(), y.data()},     // h W_hhᵀ, per step
-        {false, false, BT, I, G, 1, gy.data(), w_ih.data(), gx.data()}, // dx
-        {false, false, B, H, G, T, gy.data(), w_hh.data(), gh.data()},  // dh, per step
-        {true, false, G, I, BT, 1, gy.data(), x.data(), gw_ih.data()},  // dW_ih
-        {true, false, G, H, BT, 1, gy.data(), h.data(), gw_hh.data()},  // dW_hh
+        {false, true, BT, G, I, 1, m->x.data(), m->w_ih.data(), m->y.data()},    // x W_ihᵀ
+        {false, true, B, G, H, T, m->h.data(), m->w_hh.data(), m->y.data()},     // h W_hhᵀ
+        {false, false, BT, I, G, 1, m->gy.data(), m->w_ih.data(), m->gx.data()}, // dx
+        {false, false, B, H, G, T, m->gy.data(), m->w_hh.data(), m->gh.data()},  // dh
+        {true, false, G, I, BT, 1, m->gy.data(), m->x.data(), m->gw_ih.data()},  // dW_ih
+        {true, false, G, H, BT, 1, m->gy.data(), m->h.data(), m->gw_hh.data()},  // dW_hh
     };
-    gemm_bound bound;
+    gemm_set set;
     for (const shape& s : shapes)
-    {
-        std::vector<double> times;
-        for (int r = 0; r < reps + 1; ++r)
-        {
-            const auto start = clock_type::now();
+        set.flops += 2.0 * double(s.m) * double(s.n) * double(s.k) * double(s.times);
+    set.run = [m, shapes] {
+        for (const shape& s : shapes)
             for (std::size_t k = 0; k < s.times; ++k)
                 gemm(s.ta, s.tb, s.m, s.n, s.k, 1, s.a, s.b, 1, s.c);
-            if (r > 0)
-                times.push_back(seconds_since(start));
-        }
-        bound.seconds += median(times);
-        bound.flops += 2.0 * double(s.m) * double(s.n) * double(s.k) * double(s.times);
-    }
-    return bound;
+    };
+    return set;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +296,9 @@ void child_time(const config& c, int reps)
     const auto gru = gru_layer(s_gru, c.I, c.H, g);
     const auto lstm = lstm_layer(s_lstm, c.I, c.H, g);
     const auto user = user_lstm_layer(s_user, c.I, c.H, g);
+    const gemm_set g1 = gemm_bound_step(c, 1), g3 = gemm_bound_step(c, 3),
+                   g4 = gemm_bound_step(c, 4);
+    std::printf("FLOPS 1 %.9g\nFLOPS 3 %.9g\nFLOPS 4 %.9g\n", g1.flops, g3.flops, g4.flops);
 #ifdef UNFOLD_BENCH_TORCH
     torch::manual_seed(0);
     const torch::Tensor tx = to_torch(x);
@@ -291,26 +306,28 @@ void child_time(const config& c, int reps)
     torch::nn::GRU t_gru(torch::nn::GRUOptions(c.I, c.H));
     torch::nn::LSTM t_lstm(torch::nn::LSTMOptions(c.I, c.H));
     torch::nn::LSTMCell t_cell(torch::nn::LSTMCellOptions(c.I, c.H));
-    alternate({{"unfold.rnn", unfold_step(rnn, x)}, {"torch.rnn", torch_layer_step(t_rnn, tx)}},
+    alternate({{"unfold.rnn", unfold_step(rnn, x)},
+               {"torch.rnn", torch_layer_step(t_rnn, tx)},
+               {"gemm.1", g1.run}},
               reps);
-    alternate({{"unfold.gru", unfold_step(gru, x)}, {"torch.gru", torch_layer_step(t_gru, tx)}},
+    alternate({{"unfold.gru", unfold_step(gru, x)},
+               {"torch.gru", torch_layer_step(t_gru, tx)},
+               {"gemm.3", g3.run}},
               reps);
     alternate({{"unfold.lstm", unfold_step(lstm, x)},
                {"torch.lstm", torch_layer_step(t_lstm, tx)},
                {"unfold.user_lstm", unfold_step(user, x)},
-               {"torch.lstm_cell", torch_cell_step(t_cell, tx, c.B, c.H)}},
+               {"torch.lstm_cell", torch_cell_step(t_cell, tx, c.B, c.H)},
+               {"gemm.4", g4.run}},
               reps);
 #else
-    alternate({{"unfold.rnn", unfold_step(rnn, x)}}, reps);
-    alternate({{"unfold.gru", unfold_step(gru, x)}}, reps);
-    alternate({{"unfold.lstm", unfold_step(lstm, x)}, {"unfold.user_lstm", unfold_step(user, x)}},
+    alternate({{"unfold.rnn", unfold_step(rnn, x)}, {"gemm.1", g1.run}}, reps);
+    alternate({{"unfold.gru", unfold_step(gru, x)}, {"gemm.3", g3.run}}, reps);
+    alternate({{"unfold.lstm", unfold_step(lstm, x)},
+               {"unfold.user_lstm", unfold_step(user, x)},
+               {"gemm.4", g4.run}},
               reps);
 #endif
-    for (std::size_t gates : {1, 3, 4})
-    {
-        const gemm_bound b = measure_gemm_bound(c, gates, c.name == "large" ? 2 : 5);
-        std::printf("GEMM %zu %.9g %.9g\n", gates, b.flops, b.seconds);
-    }
 }
 
 void child_memory(const config& c, const std::string& impl)
@@ -463,13 +480,18 @@ config_result run_config(const config& c, int reps, bool have_torch)
             in >> name >> s;
             r.time[name] = s;
         }
-        else if (tag == "GEMM")
+        else if (tag == "FLOPS")
         {
             std::size_t gates;
-            double f, s;
-            in >> gates >> f >> s;
-            r.gemm[gates] = {f, s};
+            double f;
+            in >> gates >> f;
+            r.gemm[gates].first = f;
         }
+    }
+    for (auto& [gates, fs] : r.gemm)
+    {
+        const std::string name = "gemm." + std::to_string(gates);
+        fs.second = r.time.count(name) ? r.time.at(name) : 0;
     }
     auto memory = [&](const std::string& program, const std::string& impl, double& base,
                       double& peak) {

@@ -16,4 +16,6 @@
 #include <xtensor/xstrided_view.hpp>
 #include <xtensor/xview.hpp>
 
+#include <xsimd/xsimd.hpp>
+
 #include <cblas.h>

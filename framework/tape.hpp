@@ -228,7 +228,9 @@ class tape
 public:
     tape()
         : m_core(std::make_shared<detail::tape_core>())
-    {}
+    {
+        detail::tune_allocator(); // Note [Allocation] in framework/tensor.hpp
+    }
     ~tape()
     {
         m_core->alive = false;
@@ -346,6 +348,21 @@ inline var detach(const var& x)
 
 namespace detail
 {
+/// Note [Unneeded gradients]
+/// An input that does not require a gradient (data, a constant, a detached state) still gets a
+/// gradient slot, a zeroed scratch tensor, so that an op's backward can always add into it. An op
+/// whose unneeded gradients are costly (a GEMM) declares
+///     static constexpr bool skips_unneeded_grads = true;
+/// and then receives an *empty* slot (size 0) for such an input, which its backward must leave
+/// alone (`if (ga.size())`); the sequence data fed to a recurrent layer costs no dX this way.
+template <class Op, class = void>
+struct skips_unneeded_grads : std::false_type
+{};
+template <class Op>
+struct skips_unneeded_grads<Op, std::void_t<decltype(Op::skips_unneeded_grads)>>
+    : std::bool_constant<Op::skips_unneeded_grads>
+{};
+
 /// The recorded backward of an op with N inputs: hands Op::backward the inputs, the output, its
 /// gradient and one zeroed gradient slot per input (a scratch slot for inputs that need none).
 template <class Op, std::size_t N>
@@ -375,7 +392,10 @@ struct op_node final : backward_fn
     {
         if (core.nodes[inputs[k]].requires_grad)
             return &core.grad_slot(inputs[k]);
-        scratch = zeros(core.nodes[inputs[k]].value.shape());
+        if constexpr (skips_unneeded_grads<Op>::value)
+            scratch = tensor::from_shape({0}); // Note [Unneeded gradients]
+        else
+            scratch = zeros(core.nodes[inputs[k]].value.shape());
         return &scratch;
     }
 

@@ -2,7 +2,11 @@
 /// The tensor type, shapes, and the few numeric helpers every op shares: broadcasting rules,
 /// reduction of a broadcast gradient back to its input's shape, and the one GEMM wrapper.
 
+#include <algorithm>
 #include <cstddef>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -79,15 +83,100 @@ inline tensor unbroadcast(const tensor& g, const shape_type& target)
     return reduced.reshape(target);
 }
 
+/// True when `inner` broadcasts against `outer` as a repeated trailing block: after dropping its
+/// leading 1s, inner's shape is a suffix of outer's (a bias row added to every row of a batch).
+/// Such pairs take the plain loops below instead of xtensor's general broadcasting.
+inline bool is_suffix_broadcast(const shape_type& outer, const shape_type& inner)
+{
+    std::size_t lead = 0;
+    while (lead < inner.size() && inner[lead] == 1)
+        ++lead;
+    const std::size_t rank = inner.size() - lead;
+    return rank <= outer.size() &&
+           std::equal(inner.begin() + static_cast<std::ptrdiff_t>(lead), inner.end(),
+                      outer.end() - static_cast<std::ptrdiff_t>(rank));
+}
+
+/// f(a, b) elementwise with NumPy broadcasting. Equal shapes and a trailing-block broadcast (a
+/// bias) run as plain loops over the buffers; other shapes fall back to xtensor (`general`
+/// returns the broadcast expression's value).
+template <class F, class G>
+tensor broadcast_apply(const tensor& a, const tensor& b, F f, G general)
+{
+    if (a.shape() == b.shape())
+    {
+        tensor y = tensor::from_shape(a.shape());
+        const real* pa = a.data();
+        const real* pb = b.data();
+        real* py = y.data();
+        for (std::size_t i = 0, n = y.size(); i < n; ++i)
+            py[i] = f(pa[i], pb[i]);
+        return y;
+    }
+    const bool b_inner = b.size() > 0 && is_suffix_broadcast(a.shape(), b.shape());
+    if (b_inner || (a.size() > 0 && is_suffix_broadcast(b.shape(), a.shape())))
+    {
+        const tensor& outer = b_inner ? a : b;
+        const std::size_t n = b_inner ? b.size() : a.size();
+        tensor y = tensor::from_shape(outer.shape());
+        const real* po = outer.data();
+        const real* pi = (b_inner ? b : a).data();
+        real* py = y.data();
+        for (std::size_t r = 0, rows = y.size() / n; r < rows; ++r, po += n, py += n)
+            for (std::size_t i = 0; i < n; ++i)
+                py[i] = b_inner ? f(po[i], pi[i]) : f(pi[i], po[i]);
+        return y;
+    }
+    return general();
+}
+
 /// gx += unbroadcast(g): the accumulation every broadcasting op's backward ends with.
 /// See Note [Gradient accumulation] in framework/tape.hpp.
 template <class E>
 void accumulate(tensor& gx, E&& g)
 {
+    if constexpr (std::is_same_v<std::decay_t<E>, tensor>)
+    {
+        real* px = gx.data();
+        const real* pg = g.data();
+        if (gx.shape() == g.shape())
+        {
+            for (std::size_t i = 0, n = gx.size(); i < n; ++i)
+                px[i] += pg[i];
+            return;
+        }
+        if (gx.size() > 0 && is_suffix_broadcast(g.shape(), gx.shape()))
+        {
+            const std::size_t n = gx.size();
+            for (std::size_t r = 0, rows = g.size() / n; r < rows; ++r, pg += n)
+                for (std::size_t i = 0; i < n; ++i)
+                    px[i] += pg[i];
+            return;
+        }
+    }
     if (gx.shape() == g.shape())
         xt::noalias(gx) += g;
     else
         xt::noalias(gx) += unbroadcast(tensor(std::forward<E>(g)), gx.shape());
+}
+
+/// y[i] = f(x[i]) with f applied to xsimd batches (f is generic: it takes and returns a batch);
+/// the tail runs through one padded batch.
+template <class F>
+void transform_simd(const real* x, real* y, std::size_t n, F f)
+{
+    using batch = xsimd::batch<real>;
+    constexpr std::size_t w = batch::size;
+    std::size_t i = 0;
+    for (; i + w <= n; i += w)
+        f(batch::load_unaligned(x + i)).store_unaligned(y + i);
+    if (i < n)
+    {
+        alignas(64) real buf[w] = {};
+        std::copy(x + i, x + n, buf);
+        f(batch::load_aligned(buf)).store_aligned(buf);
+        std::copy(buf, buf + (n - i), y + i);
+    }
 }
 
 /// A tensor seen as a row-major matrix: its last axis is the columns, all others the rows.
@@ -106,6 +195,24 @@ inline matrix_dims as_matrix(const shape_type& shape)
 
 namespace detail
 {
+/// Note [Allocation]
+/// A training step allocates and frees the same tensor sizes over and over. glibc serves blocks of
+/// 128 KiB and more with mmap and returns them with munmap, so every such tensor (one (32, 1024)
+/// float gate block) cost page faults and zeroing by the kernel: ~15% of a medium LSTM step. The
+/// first tape raises the mmap and trim thresholds once (64 MiB, 256 MiB) so that freed blocks
+/// stay in the heap for the next step.
+inline void tune_allocator()
+{
+#ifdef __GLIBC__
+    static const bool once = [] {
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+        return true;
+    }();
+    (void)once;
+#endif
+}
+
 inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
                        const float* a, int lda, const float* b, int ldb, float beta, float* c,
                        int ldc)

@@ -22,6 +22,17 @@
 ///
 /// Nothing more is required: with these two declarations a user's cell works with `unroll`, with
 /// `layer` (stacked, bidirectional, masked) and with `gradcheck`.
+///
+/// Note [Input projection]
+/// Optionally, a cell splits off the part of its step that depends on the input alone:
+///
+///     var project(tape& t, const var& x) const;      // x (..., I) -> (..., G), any leading axes
+///     state operator()(tape& t, const projected& p, const state& s) const;  // p.value (B, G)
+///
+/// with operator()(t, x, s) == operator()(t, projected{project(t, x)}, s). `unroll` (and so every
+/// layer without lengths) then projects all T steps with one call — one GEMM of (T·B, I) by
+/// (I, G) instead of T small ones, and one GEMM for its weight gradient in backward — and runs
+/// the recurrence on the projected steps. Any cell that declares the two calls gets this; the built-in cells do.
 
 #include <array>
 #include <cstddef>
@@ -76,6 +87,22 @@ inline activation elu(real alpha = 1)
     return [alpha](const var& x) { return unfold::elu(x, alpha); };
 }
 } // namespace activations
+
+/// A cell's input after its project() (Note [Input projection]): one step, (B, G).
+struct projected
+{
+    var value;
+};
+
+/// True when Cell declares project() (Note [Input projection]).
+template <class Cell, class = void>
+struct has_projection : std::false_type
+{};
+template <class Cell>
+struct has_projection<Cell, std::void_t<decltype(std::declval<const Cell&>().project(
+                                std::declval<tape&>(), std::declval<const var&>()))>>
+    : std::true_type
+{};
 
 /// How generic code sees a state of type S: as N parts, each a (B, H) var, h first.
 /// The primary template serves structs with parts() / from_parts(); `var` is specialised below.

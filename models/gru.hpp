@@ -51,8 +51,18 @@ struct gru_cell
 
     state operator()(tape& t, const var& x, const state& h) const
     {
+        return (*this)(t, projected{project(t, x)}, h);
+    }
+    /// [W_i· x + b_i·], x (..., I) -> (..., 3H) (Note [Input projection]).
+    var project(tape& t, const var& x) const
+    {
+        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+    }
+    /// The step given project(t, x).
+    state operator()(tape& t, const projected& x, const state& h) const
+    {
         const std::size_t H = weight_hh.shape()[1];
-        const var gx = matmul_transposed(x, t[weight_ih]) + t[bias_ih]; // [W_i· x + b_i·] (B, 3H)
+        const var& gx = x.value; // [W_i· x + b_i·] (B, 3H)
         if (reset == gru_reset::after_matmul)
         {
             const var gh = matmul_transposed(h, t[weight_hh]) + t[bias_hh]; // [W_h· h + b_h·]

@@ -59,9 +59,18 @@ struct lstm_cell
 
     state operator()(tape& t, const var& x, const state& s) const
     {
+        return (*this)(t, projected{project(t, x)}, s);
+    }
+    /// W_i· x + b_i· for every gate, x (..., I) -> (..., 4H) (Note [Input projection]).
+    var project(tape& t, const var& x) const
+    {
+        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+    }
+    /// The step given project(t, x).
+    state operator()(tape& t, const projected& x, const state& s) const
+    {
         const std::size_t H = weight_hh.shape()[1];
-        const var a = (matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
-                      (matmul_transposed(s.h, t[weight_hh]) + t[bias_hh]); // (B, 4H)
+        const var a = x.value + (matmul_transposed(s.h, t[weight_hh]) + t[bias_hh]); // (B, 4H)
         // Labels name the gate in anomaly messages (Note [Anomaly mode]).
         const var i = label("input gate",
                             [&] { return sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c)); });

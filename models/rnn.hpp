@@ -33,8 +33,17 @@ struct rnn_cell
 
     state operator()(tape& t, const var& x, const state& h) const
     {
-        const var a = (matmul_transposed(x, t[weight_ih]) + t[bias_ih]) +
-                      (matmul_transposed(h, t[weight_hh]) + t[bias_hh]);
+        return (*this)(t, projected{project(t, x)}, h);
+    }
+    /// x W_ihᵀ + b_ih, x (..., I) -> (..., H) (Note [Input projection]).
+    var project(tape& t, const var& x) const
+    {
+        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+    }
+    /// The step given project(t, x).
+    state operator()(tape& t, const projected& x, const state& h) const
+    {
+        const var a = x.value + (matmul_transposed(h, t[weight_hh]) + t[bias_hh]);
         return label("activation", [&] { return phi(a); }); // Note [Anomaly mode]
     }
 

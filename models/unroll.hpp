@@ -97,6 +97,21 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const std::v
     const std::size_t T = xs.size();
     std::vector<state> states(T);
     state s = s0;
+    if constexpr (has_projection<Cell>::value) // Note [Input projection]
+        if (T > 1)
+        {
+            for (std::size_t k = 0; k < T; ++k)
+                detail::check_step("unroll", k, xs[k], s);
+            const var px = cell.project(t, stack(xs));
+            for (std::size_t k = 0; k < T; ++k)
+            {
+                const std::size_t step = dir == direction::forward ? k : T - 1 - k;
+                const step_scope at(step); // Note [Anomaly mode]
+                s = cell(t, projected{select(px, std::ptrdiff_t(step))}, s);
+                states[step] = s;
+            }
+            return states;
+        }
     for (std::size_t k = 0; k < T; ++k)
     {
         const std::size_t step = dir == direction::forward ? k : T - 1 - k;

@@ -8,17 +8,22 @@ namespace unfold
 struct add_op
 {
     static constexpr const char* name = "add";
+    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
     tensor forward(const tensor& a, const tensor& b) const
     {
-        broadcast_shape(name, a.shape(), b.shape());
-        return a + b;
+        return broadcast_apply(a, b, [](real x, real y) { return x + y; }, [&] {
+            broadcast_shape(name, a.shape(), b.shape());
+            return tensor(a + b);
+        });
     }
     // da = gy, db = gy, each summed over the axes it was broadcast along
     void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
-        accumulate(ga, gy);
-        accumulate(gb, gy);
+        if (ga.size())
+            accumulate(ga, gy);
+        if (gb.size())
+            accumulate(gb, gy);
     }
     static gradcheck_spec check()
     {

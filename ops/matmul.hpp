@@ -10,6 +10,7 @@ namespace unfold
 struct matmul_op
 {
     static constexpr const char* name = "matmul";
+    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
     bool transpose_b = false;
 
     std::size_t k_of(const tensor& b) const { return b.shape()[transpose_b ? 1 : 0]; }
@@ -34,7 +35,10 @@ struct matmul_op
     {
         const auto [m, k] = as_matrix(a.shape());
         const std::size_t n = n_of(b);
-        gemm(false, !transpose_b, m, k, n, 1, gy.data(), b.data(), 1, ga.data());
+        if (ga.size())
+            gemm(false, !transpose_b, m, k, n, 1, gy.data(), b.data(), 1, ga.data());
+        if (!gb.size())
+            return;
         if (transpose_b) // gb (n×k) += gyᵀ · a
             gemm(true, false, n, k, m, 1, gy.data(), a.data(), 1, gb.data());
         else // gb (k×n) += aᵀ · gy

@@ -8,17 +8,32 @@ namespace unfold
 struct mul_op
 {
     static constexpr const char* name = "mul";
+    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
     tensor forward(const tensor& a, const tensor& b) const
     {
-        broadcast_shape(name, a.shape(), b.shape());
-        return a * b;
+        return broadcast_apply(a, b, [](real x, real y) { return x * y; }, [&] {
+            broadcast_shape(name, a.shape(), b.shape());
+            return tensor(a * b);
+        });
     }
     // da = gy ⊙ b, db = gy ⊙ a
     void backward(const tensor& a, const tensor& b, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
-        accumulate(ga, gy * b);
-        accumulate(gb, gy * a);
+        if (a.shape() == b.shape())
+        {
+            const real *pa = a.data(), *pb = b.data(), *pg = gy.data();
+            real *pga = ga.data(), *pgb = gb.data();
+            for (std::size_t i = 0, n = ga.size(); i < n; ++i)
+                pga[i] += pg[i] * pb[i];
+            for (std::size_t i = 0, n = gb.size(); i < n; ++i)
+                pgb[i] += pg[i] * pa[i];
+            return;
+        }
+        if (ga.size())
+            accumulate(ga, tensor(gy * b));
+        if (gb.size())
+            accumulate(gb, tensor(gy * a));
     }
     static gradcheck_spec check()
     {

@@ -10,15 +10,17 @@ struct sub_op
     static constexpr const char* name = "sub";
     tensor forward(const tensor& a, const tensor& b) const
     {
-        broadcast_shape(name, a.shape(), b.shape());
-        return a - b;
+        return broadcast_apply(a, b, [](real x, real y) { return x - y; }, [&] {
+            broadcast_shape(name, a.shape(), b.shape());
+            return tensor(a - b);
+        });
     }
     // da = gy, db = −gy, each summed over the axes it was broadcast along
     void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
         accumulate(ga, gy);
-        accumulate(gb, -gy);
+        accumulate(gb, tensor(-gy));
     }
     static gradcheck_spec check()
     {
