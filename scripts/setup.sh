@@ -12,6 +12,13 @@ UNFOLD_PACKAGES=(
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
 )
 
+# What the tutorial notebooks need (scripts/test): the Jupyter kernel over clang-repl-16, nbconvert
+# to execute them, gnuplot for their plots.
+UNFOLD_TUTORIAL_PACKAGES=(
+    clang-16 clang-tools-16 python3-ipykernel jupyter-nbconvert python3-nbformat
+    python3-jupyter-client gnuplot-nox
+)
+
 unfold_install() {
     local missing=()
     for package in "$@"; do

@@ -93,8 +93,16 @@ class Interpreter:
         except BrokenPipeError:
             return False
         waiting = {"stdout", "stderr"}
+        jit_failed = False
         while waiting:
-            name, text = self.lines.get()
+            try:
+                # After a JIT link failure the done line may never run: wait a little, not forever.
+                name, text = self.lines.get(timeout=5 if jit_failed else None)
+            except queue.Empty:
+                on_line("stderr", "error: the JIT could not link this cell (see above)\n")
+                return True
+            if text is not None and ("JIT session error" in text or "Failed to materialize" in text):
+                jit_failed = True
             if text is None:
                 waiting.discard(name)
                 if not waiting or not self.alive():
