@@ -99,8 +99,9 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     train_cmd->add_option("--feeding", o.feeding, "what the decoder is fed at step t")
         ->check(CLI::IsMember({"teacher", "free", "scheduled"}));
     train_cmd
-        ->add_option("--decay", o.decay, "scheduled sampling: decay of the teacher-forcing "
-                                         "probability")
+        ->add_option("--decay", o.decay,
+                     "scheduled sampling: decay of the teacher-forcing "
+                     "probability")
         ->check(CLI::IsMember({"linear", "exponential", "inverse_sigmoid"}));
     train_cmd->add_option("--decay-k", o.decay_k, "decay parameter k (0: fitted to the run)")
         ->check(CLI::NonNegativeNumber);
@@ -217,7 +218,8 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             }
             else
             {
-                tk = make_task(eval_task.empty() ? m->config().task : eval_task, m->config().digits);
+                tk =
+                    make_task(eval_task.empty() ? m->config().task : eval_task, m->config().digits);
                 UNFOLD_CHECK(tk->vocab().to_json() == m->config().vocab.to_json(),
                              "eval: {} was trained on '{}', whose vocabulary differs from {}'s",
                              checkpoint, m->config().task, tk->name());

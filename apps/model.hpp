@@ -263,8 +263,8 @@ inline answer_report evaluate_answers(const model& m, const task& tk,
                 if (b.target(k, s) != token_batch::ignore_index)
                     written.push_back(choose_tokens(r.logits[k].value(), token_choice::greedy)[s]);
             std::string text = tk.vocab().decode(written);
-            const bool ended = std::find(written.begin(), written.end(), vocabulary::eos) !=
-                               written.end();
+            const bool ended =
+                std::find(written.begin(), written.end(), vocabulary::eos) != written.end();
             const bool ok = ended && tk.correct(part[s], text);
             rep.correct += ok;
             ++rep.total;
@@ -296,10 +296,10 @@ inline double reber_legal_accuracy(const model& m, const task& tk,
                 break;
             const std::size_t guess = choose_tokens(r.logits[k].value(), token_choice::greedy)[s];
             const std::string allowed = reber_grammar::successors(p);
-            legal += allowed.empty() ? guess == vocabulary::eos
-                                     : guess > vocabulary::eos &&
-                                           allowed.find(tk.vocab().symbol(guess)) !=
-                                               std::string::npos;
+            legal += allowed.empty()
+                         ? guess == vocabulary::eos
+                         : guess > vocabulary::eos &&
+                               allowed.find(tk.vocab().symbol(guess)) != std::string::npos;
             ++total;
             const std::string next = tk.vocab().symbol(std::size_t(b.target(k, s)));
             if (next.size() == 1)
@@ -312,8 +312,7 @@ inline double reber_legal_accuracy(const model& m, const task& tk,
 
 /// The fraction of `count` strings sampled from the model (temperature 1, from <s>) that the
 /// embedded Reber grammar accepts.
-inline double reber_valid_samples(const model& m, const task& tk, std::size_t count,
-                                  generator& g)
+inline double reber_valid_samples(const model& m, const task& tk, std::size_t count, generator& g)
 {
     std::size_t valid = 0;
     for (std::size_t i = 0; i < count; ++i)

@@ -13,8 +13,11 @@
 /// it made a counted prediction: after the prompt (models/decoder.hpp).
 
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -39,8 +42,8 @@ namespace unfold::app
 inline std::vector<std::string> utf8_chars(const std::string& text, const std::string& what)
 {
     const std::size_t bad = unfold::detail::invalid_utf8_at(text);
-    UNFOLD_CHECK(bad == std::string::npos, "{}: not valid UTF-8 (byte 0x{:02x} at offset {})",
-                 what, static_cast<unsigned char>(text[bad == std::string::npos ? 0 : bad]), bad);
+    UNFOLD_CHECK(bad == std::string::npos, "{}: not valid UTF-8 (byte 0x{:02x} at offset {})", what,
+                 static_cast<unsigned char>(text[bad == std::string::npos ? 0 : bad]), bad);
     std::vector<std::string> out;
     for (std::size_t i = 0; i < text.size();)
     {
@@ -376,22 +379,23 @@ public:
     {
         switch (p.phase)
         {
-        case 0:
-            return c == 'B' ? std::optional<position>(position{1, 0, 0}) : std::nullopt;
-        case 1:
-            return c == 'T' || c == 'P' ? std::optional<position>(position{2, 0, c}) : std::nullopt;
-        case 2:
-            for (const auto& [symbol, next] : edges(p.node))
-                if (symbol == c)
-                    return next == 7 ? position{3, 0, p.branch} : position{2, next, p.branch};
-            return std::nullopt;
-        case 3:
-            return c == p.branch ? std::optional<position>(position{4, 0, p.branch})
-                                 : std::nullopt;
-        case 4:
-            return c == 'E' ? std::optional<position>(position{5, 0, p.branch}) : std::nullopt;
-        default:
-            return std::nullopt;
+            case 0:
+                return c == 'B' ? std::optional<position>(position{1, 0, 0}) : std::nullopt;
+            case 1:
+                return c == 'T' || c == 'P' ? std::optional<position>(position{2, 0, c})
+                                            : std::nullopt;
+            case 2:
+                for (const auto& [symbol, next] : edges(p.node))
+                    if (symbol == c)
+                        return next == 7 ? position{3, 0, p.branch} : position{2, next, p.branch};
+                return std::nullopt;
+            case 3:
+                return c == p.branch ? std::optional<position>(position{4, 0, p.branch})
+                                     : std::nullopt;
+            case 4:
+                return c == 'E' ? std::optional<position>(position{5, 0, p.branch}) : std::nullopt;
+            default:
+                return std::nullopt;
         }
     }
     /// The symbols allowed after position p ("" once accepted: only the end may follow).
@@ -399,23 +403,23 @@ public:
     {
         switch (p.phase)
         {
-        case 0:
-            return "B";
-        case 1:
-            return "TP";
-        case 2:
-        {
-            std::string s;
-            for (const auto& e : edges(p.node))
-                s += e.first;
-            return s;
-        }
-        case 3:
-            return std::string(1, p.branch);
-        case 4:
-            return "E";
-        default:
-            return "";
+            case 0:
+                return "B";
+            case 1:
+                return "TP";
+            case 2:
+            {
+                std::string s;
+                for (const auto& e : edges(p.node))
+                    s += e.first;
+                return s;
+            }
+            case 3:
+                return std::string(1, p.branch);
+            case 4:
+                return "E";
+            default:
+                return "";
         }
     }
     /// Whether `s` is a complete embedded Reber string.
@@ -471,11 +475,14 @@ protected:
     example fresh(generator& g) const override { return {"", reber_grammar::generate(g)}; }
 };
 
-/// Reads a whole file; throws unfold::error naming it when it cannot be read.
+/// Reads a whole file; throws unfold::error naming it (and why) when it cannot be read.
 inline std::string read_file(const std::string& path)
 {
+    std::error_code ec;
+    UNFOLD_CHECK(!std::filesystem::is_directory(path, ec), "cannot read {}: it is a directory",
+                 path);
     std::ifstream in(path, std::ios::binary);
-    UNFOLD_CHECK(in.good(), "cannot read {}", path);
+    UNFOLD_CHECK(in.good(), "cannot read {}: {}", path, std::strerror(errno));
     std::ostringstream s;
     s << in.rdbuf();
     UNFOLD_CHECK(!in.bad(), "cannot read {}", path);
@@ -491,9 +498,13 @@ struct text_corpus
     std::vector<std::size_t> valid;
 
     /// Throws unfold::error naming the file when it is unreadable, not UTF-8 or too short.
-    static text_corpus load(const std::string& path)
+    static text_corpus load(const std::string& path) { return parse(read_file(path), path); }
+
+    /// The corpus of `bytes`, the contents of a file called `name` (for messages); throws
+    /// unfold::error when they are not UTF-8 or too short.
+    static text_corpus parse(const std::string& bytes, const std::string& name)
     {
-        const std::string bytes = read_file(path);
+        const std::string& path = name;
         const std::vector<std::string> chars = utf8_chars(bytes, path);
         UNFOLD_CHECK(chars.size() >= 100, "{}: only {} characters; a text needs at least 100", path,
                      chars.size());

@@ -30,25 +30,25 @@ struct train_options
     model_config model;
     std::string text_file; ///< for model.task == "text"
 
-    std::string feeding = "teacher";          ///< teacher, free or scheduled
-    std::string decay = "inverse_sigmoid";    ///< linear, exponential or inverse_sigmoid
-    double decay_k = 0;                       ///< 0: a default that suits the run's length
-    double decay_c = 0;                       ///< linear slope; 0: reach the floor at the end
-    double decay_floor = 0;                   ///< linear decay's lower bound
-    std::string sampling_unit = "token";      ///< token or sequence
-    std::string optimizer = "adam";           ///< sgd, adam, adamw, rmsprop or adagrad
-    double lr = 0;                            ///< 0: the optimiser's default for this program
-    std::string lr_schedule = "cosine";       ///< constant or cosine (to lr / 20 at the end)
-    double clip = 1.0;                        ///< global gradient norm; 0: no clipping
-    std::size_t tbptt = 64;                   ///< chunk length for --text
+    std::string feeding = "teacher";       ///< teacher, free or scheduled
+    std::string decay = "inverse_sigmoid"; ///< linear, exponential or inverse_sigmoid
+    double decay_k = 0;                    ///< 0: a default that suits the run's length
+    double decay_c = 0;                    ///< linear slope; 0: reach the floor at the end
+    double decay_floor = 0;                ///< linear decay's lower bound
+    std::string sampling_unit = "token";   ///< token or sequence
+    std::string optimizer = "adam";        ///< sgd, adam, adamw, rmsprop or adagrad
+    double lr = 0;                         ///< 0: the optimiser's default for this program
+    std::string lr_schedule = "cosine";    ///< constant or cosine (to lr / 20 at the end)
+    double clip = 1.0;                     ///< global gradient norm; 0: no clipping
+    std::size_t tbptt = 64;                ///< chunk length for --text
     std::size_t epochs = 7;
-    std::size_t steps = 250;                  ///< steps per epoch (text: 0 = one pass)
+    std::size_t steps = 250; ///< steps per epoch (text: 0 = one pass)
     std::size_t batch = 64;
     std::uint64_t seed = 1;
-    std::string checkpoint;                   ///< empty: unfold-<task>.safetensors
-    std::size_t save_every = 0;               ///< 0: only at the end
-    std::size_t samples = 6;                  ///< examples generated after training
-    bool quiet = false;                       ///< no progress lines (tests)
+    std::string checkpoint;     ///< empty: unfold-<task>.safetensors
+    std::size_t save_every = 0; ///< 0: only at the end
+    std::size_t samples = 6;    ///< examples generated after training
+    bool quiet = false;         ///< no progress lines (tests)
 };
 
 /// Set by the SIGINT handler; the loop saves a checkpoint and stops when it sees it.
@@ -73,8 +73,8 @@ struct validation
 /// Held-out metrics: exact match and teacher-forced loss for addition and copy; legal-successor
 /// accuracy and the fraction of valid sampled strings for reber; loss, bits per character and
 /// next-character accuracy for text (on at most `text_limit` validation characters).
-inline validation validate(const model& m, const task* tk, const text_corpus* text,
-                           generator& g, std::size_t text_limit = 20000)
+inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g,
+                           std::size_t text_limit = 20000)
 {
     no_grad_guard no_grad;
     validation v;
@@ -90,15 +90,17 @@ inline validation validate(const model& m, const task* tk, const text_corpus* te
             v.metrics.push_back({"valid_samples", reber_valid_samples(m, *tk, 200, g)});
         }
         else
-            v.metrics.push_back({"exact_match", evaluate_answers(m, *tk, tk->held_out()).accuracy()});
+            v.metrics.push_back(
+                {"exact_match", evaluate_answers(m, *tk, tk->held_out()).accuracy()});
         v.metrics.push_back({"loss", loss});
     }
     else
     {
-        std::vector<std::size_t> valid(text->valid.begin(),
-                                       text->valid.begin() +
-                                           std::ptrdiff_t(std::min(text_limit, text->valid.size())));
-        const std::size_t streams = std::max<std::size_t>(1, std::min<std::size_t>(16, valid.size() / 200));
+        std::vector<std::size_t> valid(
+            text->valid.begin(),
+            text->valid.begin() + std::ptrdiff_t(std::min(text_limit, text->valid.size())));
+        const std::size_t streams =
+            std::max<std::size_t>(1, std::min<std::size_t>(16, valid.size() / 200));
         const text_stream s(valid, streams, 64);
         teacher_forcing teacher;
         std::vector<tensor> state;
@@ -109,8 +111,7 @@ inline validation validate(const model& m, const task* tk, const text_corpus* te
             tape t;
             const model_run r = m.run(t, b, teacher, state);
             state = r.final_state;
-            total += run_loss(r, b).item() *
-                     double(b.targets.size());
+            total += run_loss(r, b).item() * double(b.targets.size());
             for (std::size_t step = 0; step < b.steps; ++step)
             {
                 const auto guess = choose_tokens(r.logits[step].value(), token_choice::greedy);
@@ -345,10 +346,10 @@ inline train_result train(train_options o, std::FILE* out)
 
             const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
             const double eta = elapsed / double(step + 1) * double(total - step - 1);
-            const std::string line = fmt::format(
-                "epoch {}/{}  step {}/{}  loss {:.4f}  {:.0f} tok/s  ETA {}", epoch, o.epochs,
-                step + 1, total, epoch_loss / double(epoch_steps), tokens / elapsed,
-                duration_str(eta));
+            const std::string line =
+                fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  {:.0f} tok/s  ETA {}", epoch,
+                            o.epochs, step + 1, total, epoch_loss / double(epoch_steps),
+                            tokens / elapsed, duration_str(eta));
             if (terminal)
                 std::fprintf(out, "\r%s\033[K", line.c_str());
             else if (!o.quiet && ((k + 1) % std::max<std::size_t>(1, o.steps / 4) == 0))
@@ -364,10 +365,10 @@ inline train_result train(train_options o, std::FILE* out)
         res.last_loss = epoch_loss / double(std::max<std::size_t>(epoch_steps, 1));
         res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
         if (!o.quiet)
-            std::fprintf(out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)\n", epoch,
-                         o.epochs, res.last_loss, res.epochs.back().str().c_str(),
-                         duration_str(std::chrono::duration<double>(clock::now() - start).count())
-                             .c_str());
+            std::fprintf(
+                out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)\n", epoch, o.epochs,
+                res.last_loss, res.epochs.back().str().c_str(),
+                duration_str(std::chrono::duration<double>(clock::now() - start).count()).c_str());
     }
     res.first_loss = first_count ? first_sum / double(first_count) : 0;
     res.interrupted = interrupted != 0;

@@ -221,7 +221,7 @@ BOOST_AUTO_TEST_CASE(reber_strings_are_accepted_by_the_grammar)
     BOOST_TEST(distinct.size() > 50u);
     BOOST_TEST(reber_grammar::accepts("BTBTSSXXTVVETE"));
     BOOST_TEST(reber_grammar::accepts("BPBPVVEPE"));
-    BOOST_TEST(!reber_grammar::accepts("BTBPVVEPE"));  // inner string fine, branch mismatch
+    BOOST_TEST(!reber_grammar::accepts("BTBPVVEPE"));     // inner string fine, branch mismatch
     BOOST_TEST(!reber_grammar::accepts("BTBTSSXXTVVET")); // unfinished
     BOOST_TEST(!reber_grammar::accepts("BTBTXETE"));      // E cannot follow X
     // Legal successors along a prefix.
@@ -257,7 +257,8 @@ BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
         BOOST_TEST(own.fed[k] == b.inputs_at(k));
         BOOST_TEST(other.fed[k] == b.inputs_at(k));
         const real a = step_loss(own, b, k).item(), c = step_loss(other, b, k).item();
-        BOOST_TEST(std::memcmp(&a, &c, sizeof(real)) == 0, "step " << k << ": " << a << " vs " << c);
+        BOOST_TEST(std::memcmp(&a, &c, sizeof(real)) == 0,
+                   "step " << k << ": " << a << " vs " << c);
     }
 
     // Free running: different earlier predictions feed different tokens, and change the loss.
@@ -273,9 +274,9 @@ BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
     {
         const auto argmax = choose_tokens(free_own.logits[k - 1].value(), token_choice::greedy);
         for (std::size_t s = 0; s < b.batch; ++s)
-            BOOST_TEST(free_own.fed[k][s] ==
-                       (b.target(k - 1, s) != token_batch::ignore_index ? argmax[s]
-                                                                        : b.input(k, s)));
+            BOOST_TEST(
+                free_own.fed[k][s] ==
+                (b.target(k - 1, s) != token_batch::ignore_index ? argmax[s] : b.input(k, s)));
     }
     // Nothing flows back through a fed token (Note [Fed tokens are data]): the gradient of the
     // last step's loss with respect to the previous step's logits is zero under both policies.
@@ -336,12 +337,13 @@ BOOST_AUTO_TEST_CASE(scheduled_sampling_rate_follows_its_schedule)
                 const double rate = double(policy.teacher_fed()) / double(n);
                 const double sigma = std::sqrt(eps * (1 - eps) / tosses);
                 BOOST_TEST(std::abs(rate - eps) <= 4 * sigma + 1 / tosses,
-                           c.name << " step " << i << ": rate " << rate << " vs ε " << eps
-                                  << " (σ " << sigma << ")");
+                           c.name << " step " << i << ": rate " << rate << " vs ε " << eps << " (σ "
+                                  << sigma << ")");
             }
         }
     // The schedules' closed forms (Bengio et al. 2015).
-    BOOST_TEST(teacher_schedules::linear(1, 0.001, 0.2)(500) == 0.5, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(teacher_schedules::linear(1, 0.001, 0.2)(500) == 0.5,
+               boost::test_tools::tolerance(1e-12));
     BOOST_TEST(teacher_schedules::linear(1, 0.001, 0.2)(5000) == 0.2);
     BOOST_TEST(teacher_schedules::exponential(0.99)(100) == std::pow(0.99, 100));
     BOOST_TEST(teacher_schedules::inverse_sigmoid(10)(0) == 10.0 / 11.0);
@@ -398,10 +400,10 @@ BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
     c.vocab = tk.vocab();
     const auto untrained = make_model(c, g);
     const double chance = evaluate_answers(*untrained, tk, tk.held_out()).accuracy();
-    BOOST_TEST_MESSAGE("two-digit addition: untrained " << chance << ", exact match by epoch "
-                       << r.epochs[0].primary << ", " << r.epochs[1].primary << ", "
-                       << r.epochs[2].primary << "; loss " << r.first_loss << " → "
-                       << r.last_loss);
+    BOOST_TEST_MESSAGE("two-digit addition: untrained "
+                       << chance << ", exact match by epoch " << r.epochs[0].primary << ", "
+                       << r.epochs[1].primary << ", " << r.epochs[2].primary << "; loss "
+                       << r.first_loss << " → " << r.last_loss);
     BOOST_TEST(chance <= 0.01);
     BOOST_TEST(r.epochs.back().primary >= 0.10);
     BOOST_TEST(r.epochs.back().primary > r.epochs.front().primary);
@@ -439,8 +441,8 @@ BOOST_AUTO_TEST_CASE(truncated_bptt_on_text_carries_the_state_detached)
     tape t2;
     const model_run from_carried = r.trained->run(t2, s.chunk(1), teacher, first.final_state);
     const model_run from_zeros = r.trained->run(t2, s.chunk(1), teacher);
-    BOOST_TEST(testing::max_abs_diff(from_carried.logits[0].value(),
-                                     from_zeros.logits[0].value()) > 1e-3);
+    BOOST_TEST(testing::max_abs_diff(from_carried.logits[0].value(), from_zeros.logits[0].value()) >
+               1e-3);
     t2.backward(run_loss(from_carried, s.chunk(1)));
     BOOST_TEST(testing::max_abs_diff(first.logits[0].grad(), zeros(first.logits[0].shape())) == 0);
 }
@@ -538,9 +540,9 @@ BOOST_AUTO_TEST_CASE(checkpoints_rebuild_the_model_for_sample_and_eval)
 {
     temp_file ckpt("model.safetensors");
     const cli_result trained =
-        run({"train", "--cell", "lstm", "--layers", "2", "--hidden", "12", "--embed", "6",
-             "--gate", "hard_sigmoid", "--epochs", "1", "--steps", "3", "--batch", "8",
-             "--quiet", "--checkpoint", ckpt.path});
+        run({"train", "--cell",  "lstm",         "--layers", "2", "--hidden", "12", "--embed",
+             "6",     "--gate",  "hard_sigmoid", "--epochs", "1", "--steps",  "3",  "--batch",
+             "8",     "--quiet", "--checkpoint", ckpt.path});
     BOOST_TEST_REQUIRE(trained.status == 0, trained.err);
     const checkpoint_metadata meta = read_checkpoint_metadata(ckpt.path);
     BOOST_TEST(meta.at("unfold.cell") == "lstm");
@@ -551,8 +553,8 @@ BOOST_AUTO_TEST_CASE(checkpoints_rebuild_the_model_for_sample_and_eval)
     BOOST_TEST(m->store().contains("rnn.weight_hh_l1"));
     BOOST_TEST(m->store().get("rnn.weight_hh_l1").shape() == shape_type({48, 12}));
 
-    const cli_result sampled =
-        run({"sample", "--checkpoint", ckpt.path, "--prompt", "12+34=", "--greedy", "--length", "5"});
+    const cli_result sampled = run(
+        {"sample", "--checkpoint", ckpt.path, "--prompt", "12+34=", "--greedy", "--length", "5"});
     BOOST_TEST(sampled.status == 0, sampled.err);
     BOOST_TEST(sampled.out.rfind("12+34=", 0) == 0u, sampled.out);
     // Greedy sampling is deterministic: the same text twice.
