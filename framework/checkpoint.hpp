@@ -295,25 +295,63 @@ inline checkpoint_entry parse_entry(const std::string& path, const std::string& 
     return e;
 }
 
+/// The bytes of a checkpoint: an open file, or a buffer in memory (load_checkpoint_from_memory,
+/// the fuzz target). read() is all-or-nothing.
+class checkpoint_source
+{
+public:
+    /// Opens `path` (a regular file) or throws naming it.
+    explicit checkpoint_source(const std::string& path)
+    {
+        std::error_code ec;
+        UNFOLD_CHECK(std::filesystem::is_regular_file(path, ec), "checkpoint {}: {}", path,
+                     std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
+        m_size = std::filesystem::file_size(path, ec);
+        UNFOLD_CHECK(!ec, "checkpoint {}: cannot read the file size ({})", path, ec.message());
+        m_file.open(path, std::ios::binary);
+        UNFOLD_CHECK(m_file, "checkpoint {}: cannot open the file ({})", path,
+                     std::strerror(errno));
+    }
+    /// `size` bytes at `data`, which must outlive the source.
+    checkpoint_source(const char* data, std::size_t size)
+        : m_data(data)
+        , m_size(size)
+    {}
+    std::uint64_t size() const { return m_size; }
+    /// Reads n bytes at `offset` into dst; false if they are not all there.
+    bool read(std::uint64_t offset, char* dst, std::size_t n)
+    {
+        if (offset > m_size || n > m_size - offset)
+            return false;
+        if (m_data)
+        {
+            std::copy_n(m_data + offset, n, dst);
+            return true;
+        }
+        m_file.seekg(std::streamoff(offset));
+        m_file.read(dst, std::streamsize(n));
+        return m_file && std::uint64_t(m_file.gcount()) == n;
+    }
+
+private:
+    std::ifstream m_file;
+    const char* m_data = nullptr;
+    std::uint64_t m_size = 0;
+};
+
 /// Reads and validates the length prefix and the header of `in` (Note [Checkpoint loading never
 /// trusts the file]); reads no tensor data.
-inline checkpoint_header read_header(const std::string& path, std::ifstream& in)
+inline checkpoint_header read_header(const std::string& path, checkpoint_source& in)
 {
-    std::error_code ec;
-    UNFOLD_CHECK(std::filesystem::is_regular_file(path, ec), "checkpoint {}: {}", path,
-                 std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
-    const std::uint64_t file_size = std::filesystem::file_size(path, ec);
-    UNFOLD_CHECK(!ec, "checkpoint {}: cannot read the file size ({})", path, ec.message());
-    in.open(path, std::ios::binary);
-    UNFOLD_CHECK(in, "checkpoint {}: cannot open the file ({})", path, std::strerror(errno));
+    const std::uint64_t file_size = in.size();
     UNFOLD_CHECK(file_size >= 8,
                  "checkpoint {}: the file is {} bytes, too short for the 8-byte header length "
                  "(truncated or not a safetensors file)",
                  path, file_size);
 
     unsigned char prefix[8];
-    in.read(reinterpret_cast<char*>(prefix), 8);
-    UNFOLD_CHECK(in, "checkpoint {}: cannot read the header length", path);
+    UNFOLD_CHECK(in.read(0, reinterpret_cast<char*>(prefix), 8),
+                 "checkpoint {}: cannot read the header length", path);
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i)
         n = (n << 8) | prefix[i];
@@ -327,8 +365,8 @@ inline checkpoint_header read_header(const std::string& path, std::ifstream& in)
                  path, n, file_size - 8);
 
     std::string text(std::size_t(n), '\0');
-    in.read(text.data(), std::streamsize(n));
-    UNFOLD_CHECK(in, "checkpoint {}: cannot read the {} byte header", path, n);
+    UNFOLD_CHECK(in.read(8, text.data(), std::size_t(n)),
+                 "checkpoint {}: cannot read the {} byte header", path, n);
     const std::size_t bad = invalid_utf8_at(text);
     UNFOLD_CHECK(bad == std::string::npos,
                  "checkpoint {}: the header is not valid UTF-8 (byte 0x{:02x} at offset {})", path,
@@ -385,13 +423,11 @@ inline checkpoint_header read_header(const std::string& path, std::ifstream& in)
 }
 
 /// The data section, read whole (its size is bounded by the actual file).
-inline std::vector<char> read_data(const std::string& path, std::ifstream& in,
+inline std::vector<char> read_data(const std::string& path, checkpoint_source& in,
                                    const checkpoint_header& h)
 {
     std::vector<char> data(std::size_t(h.data_size));
-    in.seekg(std::streamoff(h.data_start));
-    in.read(data.data(), std::streamsize(data.size()));
-    UNFOLD_CHECK(in && std::uint64_t(in.gcount()) == h.data_size,
+    UNFOLD_CHECK(in.read(h.data_start, data.data(), data.size()),
                  "checkpoint {}: cannot read the {} byte data section (did the file change?)", path,
                  h.data_size);
     return data;
@@ -565,9 +601,14 @@ inline void save_checkpoint(const std::string& path, const param_store& store,
 /// changes. Gradients are left as they are. Returns the file's metadata. See
 /// Note [Checkpoint loading never trusts the file].
 inline checkpoint_metadata load_checkpoint(const std::string& path, param_store& store,
-                                           extra_tensors extra = extra_tensors::reject)
+                                           extra_tensors extra = extra_tensors::reject);
+
+namespace detail
 {
-    std::ifstream in;
+/// load_checkpoint from any source; `path` names it in messages.
+inline checkpoint_metadata load_from(const std::string& path, checkpoint_source& in,
+                                     param_store& store, extra_tensors extra)
+{
     const detail::checkpoint_header h = detail::read_header(path, in);
 
     std::map<std::string, const detail::checkpoint_entry*> by_name;
@@ -614,11 +655,9 @@ inline checkpoint_metadata load_checkpoint(const std::string& path, param_store&
     return h.metadata;
 }
 
-/// Every tensor and the metadata of `path`, without a model (e.g. to inspect a checkpoint or to
-/// rebuild a model from its configuration first). Validated as load_checkpoint does.
-inline checkpoint_contents read_checkpoint(const std::string& path)
+/// read_checkpoint from any source.
+inline checkpoint_contents read_from(const std::string& path, checkpoint_source& in)
 {
-    std::ifstream in;
     const detail::checkpoint_header h = detail::read_header(path, in);
     const std::vector<char> data = detail::read_data(path, in, h);
     checkpoint_contents out;
@@ -627,12 +666,47 @@ inline checkpoint_contents read_checkpoint(const std::string& path)
         out.tensors.emplace(e.name, detail::decode(path, e, data.data()));
     return out;
 }
+} // namespace detail
+
+inline checkpoint_metadata load_checkpoint(const std::string& path, param_store& store,
+                                           extra_tensors extra)
+{
+    detail::checkpoint_source in(path);
+    return detail::load_from(path, in, store, extra);
+}
+
+/// load_checkpoint from the `size` bytes of a checkpoint file held in memory; `name` stands for
+/// the path in error messages. Same validation, same all-or-nothing guarantee.
+inline checkpoint_metadata load_checkpoint_from_memory(const void* data, std::size_t size,
+                                                       param_store& store,
+                                                       extra_tensors extra = extra_tensors::reject,
+                                                       const std::string& name = "<memory>")
+{
+    detail::checkpoint_source in(static_cast<const char*>(data), size);
+    return detail::load_from(name, in, store, extra);
+}
+
+/// Every tensor and the metadata of `path`, without a model (e.g. to inspect a checkpoint or to
+/// rebuild a model from its configuration first). Validated as load_checkpoint does.
+inline checkpoint_contents read_checkpoint(const std::string& path)
+{
+    detail::checkpoint_source in(path);
+    return detail::read_from(path, in);
+}
+
+/// read_checkpoint from `size` bytes in memory; `name` stands for the path in error messages.
+inline checkpoint_contents read_checkpoint_from_memory(const void* data, std::size_t size,
+                                                       const std::string& name = "<memory>")
+{
+    detail::checkpoint_source in(static_cast<const char*>(data), size);
+    return detail::read_from(name, in);
+}
 
 /// Only the metadata of `path` (the header is read and fully validated; the tensors are not
 /// read): the cheap first step of `unfold sample`, which builds the model from it.
 inline checkpoint_metadata read_checkpoint_metadata(const std::string& path)
 {
-    std::ifstream in;
+    detail::checkpoint_source in(path);
     return detail::read_header(path, in).metadata;
 }
 

@@ -121,6 +121,14 @@ public:
     {
         UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
                      s.size(), num_layers());
+        UNFOLD_CHECK(!tokens.empty(), "decoder: a step needs at least one token");
+        for (std::size_t l = 0; l < s.size(); ++l)
+            for (const var& p : state_traits<cell_state>::parts(s[l]))
+                UNFOLD_CHECK(p.shape() == shape_type({tokens.size(), hidden_size()}),
+                             "decoder: {} tokens (batch {}) but the state of layer {} has shape "
+                             "{}, not ({}, {}): the batch sizes differ",
+                             tokens.size(), tokens.size(), l, shape_str(p.shape()),
+                             tokens.size(), hidden_size());
         var x = m_embed(t, tokens);
         for (std::size_t l = 0; l < s.size(); ++l)
         {

@@ -20,13 +20,26 @@ struct embedding
     /// The vectors of `indices` (each < V), shape (n, D).
     var operator()(tape& t, const std::vector<std::size_t>& indices) const
     {
+        check(indices);
         return gather_rows(t[weight], indices);
     }
     /// The vectors of a grid of indices given row-major, e.g. grid (T, B) → (T, B, D): a batch of
     /// token sequences ready for a recurrent layer.
     var operator()(tape& t, const std::vector<std::size_t>& indices, const shape_type& grid) const
     {
+        check(indices);
         return gather_rows(t[weight], indices, grid);
+    }
+
+    /// Throws naming the table when an index is not a row of it.
+    void check(const std::vector<std::size_t>& indices) const
+    {
+        const std::size_t rows = weight.shape()[0];
+        for (std::size_t p = 0; p < indices.size(); ++p)
+            UNFOLD_CHECK(indices[p] < rows,
+                         "embedding '{}' {}: index {} at position {} is outside [0, {}) (a token "
+                         "beyond the vocabulary)",
+                         weight.name(), shape_str(weight.shape()), indices[p], p, rows);
     }
 
     /// Parameter prefix + "weight" (num_embeddings, dim) added to `store`, drawn from N(0, 1) as
