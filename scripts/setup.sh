@@ -19,6 +19,11 @@ UNFOLD_TUTORIAL_PACKAGES=(
     python3-jupyter-client gnuplot-nox
 )
 
+# The sanitizer build (scripts/test): clang-14 with AddressSanitizer + UndefinedBehaviorSanitizer,
+# whose runtime (and libFuzzer's, for tests/fuzz) is libclang-rt-14-dev.
+UNFOLD_SANITIZE_PACKAGES=(clang-14 libclang-rt-14-dev)
+UNFOLD_SANITIZE_BUILD="${UNFOLD_SANITIZE_BUILD:-$UNFOLD_ROOT/build-sanitize}"
+
 unfold_install() {
     local missing=()
     for package in "$@"; do
@@ -42,4 +47,18 @@ unfold_build() {
     jobs="$(nproc 2>/dev/null || echo 2)"
     cmake -S "$UNFOLD_ROOT" -B "$UNFOLD_BUILD" -DCMAKE_BUILD_TYPE=Release "$@"
     cmake --build "$UNFOLD_BUILD" -j "$jobs"
+}
+
+# Configures and builds the test programs, the unfold command and the fuzz targets with clang-14,
+# -O1 and ASan + UBSan (every UB report is fatal) in $UNFOLD_SANITIZE_BUILD; no benchmarks.
+unfold_sanitize_build() {
+    unfold_install "${UNFOLD_SANITIZE_PACKAGES[@]}"
+    local jobs sanitize="-fsanitize=address,undefined"
+    jobs="$(nproc 2>/dev/null || echo 2)"
+    cmake -S "$UNFOLD_ROOT" -B "$UNFOLD_SANITIZE_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+        -DCMAKE_CXX_FLAGS="$sanitize -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+        -DCMAKE_EXE_LINKER_FLAGS="$sanitize" -DUNFOLD_BUILD_TESTS=ON -DUNFOLD_BUILD_BENCH=OFF "$@"
+    cmake --build "$UNFOLD_SANITIZE_BUILD" -j "$jobs" \
+        --target unfold_tests unfold_tests_f64 unfold unfold_fuzz
 }

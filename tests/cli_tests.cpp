@@ -1,0 +1,100 @@
+// The `unfold` command on bad input: every bad argument combination, unreadable file, non-UTF-8
+// text or corrupt checkpoint gives exactly one line "unfold: ..." naming the culprit on stderr,
+// nothing on stdout, and exit status 2 — never a crash or a partial run.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <boost/test/unit_test.hpp>
+#include <unistd.h>
+
+#include "apps/cli.hpp"
+
+namespace
+{
+/// A file in the temporary directory, removed at the end of the test.
+struct scratch_file
+{
+    std::string path;
+    scratch_file(const std::string& name, const std::string& contents)
+        : path((std::filesystem::temp_directory_path() /
+                ("unfold-cli-" + std::to_string(::getpid()) + "-" + name))
+                   .string())
+    {
+        std::ofstream(path, std::ios::binary) << contents;
+    }
+    ~scratch_file() { std::filesystem::remove(path); }
+};
+
+std::string contents(std::FILE* f)
+{
+    std::rewind(f);
+    std::string s;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+        s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cli)
+
+BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
+{
+    const std::string text(300, 'a');
+    const scratch_file empty("empty.txt", "");
+    const scratch_file short_text("short.txt", "abc");
+    const scratch_file latin1("latin1.txt", "na\xefve " + text);
+    const scratch_file truncated_utf8("cut.txt", text + "\xe2\x82");
+    const scratch_file not_a_checkpoint("fake.safetensors", "{\"not\": \"safetensors\"}");
+    const scratch_file good_text("good.txt", text);
+    const std::string dir = std::filesystem::temp_directory_path().string();
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        // combinations the options exclude, values out of range, missing values
+        {{"train", "--text", good_text.path, "--task", "copy"}, "--task"},
+        {{"eval", "--checkpoint", not_a_checkpoint.path, "--task", "copy", "--text",
+          good_text.path},
+         "--text"},
+        {{"train", "--tbptt", "0"}, "--tbptt"},
+        {{"train", "--digits", "10"}, "--digits"},
+        {{"train", "--decay-floor", "1.5"}, "--decay-floor"},
+        {{"train", "--layers", "0"}, "--layers"},
+        {{"train", "--hidden"}, "--hidden"},
+        {{"train", "--epochs", "many"}, "--epochs"},
+        {{"train", "sample"}, "sample"},
+        {{"sample", "--checkpoint", not_a_checkpoint.path, "--temperature", "0"},
+         "--temperature"},
+        {{"sample", "--checkpoint", not_a_checkpoint.path, "--length", "-1"}, "--length"},
+        {{"eval"}, "--checkpoint"},
+        {{"train", "--quiet", "extra"}, "extra"},
+        // files: empty, too short, not UTF-8 (a Latin-1 byte, a cut multi-byte sequence), a
+        // directory, a corrupt checkpoint
+        {{"train", "--text", empty.path}, empty.path + ": only 0 characters"},
+        {{"train", "--text", short_text.path}, short_text.path + ": only 3 characters"},
+        {{"train", "--text", latin1.path}, latin1.path + ": not valid UTF-8 (byte 0xef at offset 2)"},
+        {{"train", "--text", truncated_utf8.path}, truncated_utf8.path + ": not valid UTF-8"},
+        {{"train", "--text", dir}, "cannot read " + dir + ": it is a directory"},
+        {{"sample", "--checkpoint", dir}, dir},
+        {{"sample", "--checkpoint", not_a_checkpoint.path}, not_a_checkpoint.path},
+        {{"eval", "--checkpoint", not_a_checkpoint.path}, not_a_checkpoint.path},
+    };
+    for (const auto& [args, named] : cases)
+    {
+        std::FILE* out = std::tmpfile();
+        std::FILE* err = std::tmpfile();
+        const int status = unfold::app::run_cli(args, out, err);
+        const std::string o = contents(out), e = contents(err);
+        const std::string shown = fmt::format("{}", fmt::join(args, " "));
+        BOOST_TEST(status == 2, shown << ": status " << status << ", stderr " << e);
+        BOOST_TEST(o.empty(), shown << ": stdout " << o);
+        BOOST_TEST(std::count(e.begin(), e.end(), '\n') == 1, shown << ": " << e);
+        BOOST_TEST(e.rfind("unfold: ", 0) == 0u, shown << ": " << e);
+        BOOST_TEST(e.find(named) != std::string::npos, shown << ": " << e << " lacks " << named);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
