@@ -162,7 +162,11 @@ public:
     /// The recorded value.
     const tensor& value() const { return node().value; }
     /// d(output)/d(this) from the last backward() of this tape; zeros if it did not reach here.
-    const tensor& grad() const { return m_core->grad_slot(checked_index()); }
+    const tensor& grad() const
+    {
+        const std::size_t i = checked_index(); // before m_core is dereferenced
+        return m_core->grad_slot(i);
+    }
     const shape_type& shape() const { return node().value.shape(); }
     std::size_t dimension() const { return shape().size(); }
     std::size_t size() const { return node().value.size(); }
@@ -215,7 +219,11 @@ private:
                      "detach before clearing)");
         return m_index;
     }
-    detail::node& node() const { return m_core->nodes[checked_index()]; }
+    detail::node& node() const
+    {
+        const std::size_t i = checked_index(); // before m_core is dereferenced (UBSan)
+        return m_core->nodes[i];
+    }
 
     std::shared_ptr<detail::tape_core> m_core;
     std::size_t m_index = 0;
