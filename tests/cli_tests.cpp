@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include "apps/cli.hpp"
+#include "test_util.hpp"
+
+using unfold::testing::read_and_close;
 
 namespace
 {
@@ -28,17 +31,6 @@ struct scratch_file
     ~scratch_file() { std::filesystem::remove(path); }
 };
 
-std::string contents(std::FILE* f)
-{
-    std::rewind(f);
-    std::string s;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-        s.append(buf, n);
-    std::fclose(f);
-    return s;
-}
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(cli)
@@ -87,7 +79,7 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         std::FILE* out = std::tmpfile();
         std::FILE* err = std::tmpfile();
         const int status = unfold::app::run_cli(args, out, err);
-        const std::string o = contents(out), e = contents(err);
+        const std::string o = read_and_close(out), e = read_and_close(err);
         const std::string shown = fmt::format("{}", fmt::join(args, " "));
         BOOST_TEST(status == 2, shown << ": status " << status << ", stderr " << e);
         BOOST_TEST(o.empty(), shown << ": stdout " << o);

@@ -1,6 +1,7 @@
 #pragma once
 /// Helpers shared by the tests.
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 
@@ -27,6 +28,19 @@ inline void expect_error(const std::function<void()>& f, std::initializer_list<s
         return;
     }
     BOOST_ERROR("expected unfold::error mentioning " << *parts.begin());
+}
+
+/// Everything written to the temporary file `f` (e.g. a captured stdout), which is then closed.
+inline std::string read_and_close(std::FILE* f)
+{
+    std::rewind(f);
+    std::string s;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+        s.append(buf, n);
+    std::fclose(f);
+    return s;
 }
 
 /// True when no element is NaN or infinite.

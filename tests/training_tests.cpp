@@ -30,6 +30,8 @@
 using namespace unfold;
 using namespace unfold::app;
 
+using unfold::testing::read_and_close;
+
 namespace
 {
 /// A file in the temporary directory, removed at the end of the test.
@@ -54,23 +56,12 @@ struct cli_result
     std::string out;
     std::string err;
 };
-std::string slurp(std::FILE* f)
-{
-    std::rewind(f);
-    std::string s;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-        s.append(buf, n);
-    std::fclose(f);
-    return s;
-}
 cli_result run(const std::vector<std::string>& args)
 {
     std::FILE* out = std::tmpfile();
     std::FILE* err = std::tmpfile();
     const int status = run_cli(args, out, err);
-    return {status, slurp(out), slurp(err)};
+    return {status, read_and_close(out), read_and_close(err)};
 }
 
 /// The `unfold` binary of the same build tree (tests/unfold_tests → apps/unfold); the tests that
