@@ -1,6 +1,7 @@
 #pragma once
 #include "framework/axis.hpp"
 #include "framework/op.hpp"
+#include "ops/affine.hpp"
 
 namespace unfold
 {
@@ -87,5 +88,24 @@ struct sum_op
 [[nodiscard]] inline var sum_rows(const var& x) { return sum(x, 0); }
 /// Σ over the last axis: (B, F) → (B,).
 [[nodiscard]] inline var sum_cols(const var& x) { return sum(x, -1); }
+
+// The mean composes: Σx · (1/n), so it needs no op (and no backward) of its own.
+
+/// The mean of every element of x: a rank-0 tensor (shape {}, read it with var::item()).
+[[nodiscard]] inline var mean(const var& x)
+{
+    UNFOLD_CHECK(x.size() > 0, "mean: cannot average the zero elements of shape {}",
+                 shape_str(x.shape()));
+    return sum(x) * (real(1) / real(x.size()));
+}
+/// The mean of x along `axis` (negative counts from the end); the axis is dropped unless
+/// keepdims, which keeps it with size 1.
+[[nodiscard]] inline var mean(const var& x, std::ptrdiff_t axis, bool keepdims = false)
+{
+    const std::size_t n = x.shape()[normalize_axis("mean", axis, x.shape())];
+    UNFOLD_CHECK(n > 0, "mean: cannot average over axis {} of shape {}: it has size 0", axis,
+                 shape_str(x.shape()));
+    return sum(x, axis, keepdims) * (real(1) / real(n));
+}
 
 } // namespace unfold

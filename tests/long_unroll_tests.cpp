@@ -10,7 +10,6 @@
 
 #include "models/gru.hpp"
 #include "models/unroll.hpp"
-#include "ops/mean.hpp"
 #include "ops/sum.hpp"
 #include "test_util.hpp"
 

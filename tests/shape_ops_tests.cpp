@@ -6,7 +6,6 @@
 #include "ops/add.hpp"
 #include "ops/concat.hpp"
 #include "ops/gather_rows.hpp"
-#include "ops/mean.hpp"
 #include "ops/reshape.hpp"
 #include "ops/select.hpp"
 #include "ops/slice.hpp"
