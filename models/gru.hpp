@@ -118,11 +118,7 @@ inline layer<gru_cell> gru_layer(param_store& store, std::size_t input_size,
                                  std::size_t hidden_size, generator& g, layer_options lo = {},
                                  gru_options o = {})
 {
-    return layer<gru_cell>(
-        "gru", store, input_size, hidden_size, lo,
-        [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
-            return gru_cell::create(s, in, hidden_size, g, o, n);
-        });
+    return layer_of<gru_cell>("gru", store, input_size, hidden_size, g, lo, o);
 }
 
 } // namespace unfold

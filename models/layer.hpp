@@ -220,4 +220,19 @@ private:
     generator* m_generator = nullptr;
 };
 
+/// A layer of a cell type that offers
+///     static Cell create(param_store&, std::size_t input_size, std::size_t hidden_size,
+///                        generator&, Options, const param_name&);
+/// as the built-in cells do: each layer and direction gets a cell created with `options`.
+template <class Cell, class Options>
+layer<Cell> layer_of(std::string kind, param_store& store, std::size_t input_size,
+                     std::size_t hidden_size, generator& g, layer_options lo, Options options)
+{
+    return layer<Cell>(std::move(kind), store, input_size, hidden_size, std::move(lo),
+                       [&g, options, hidden_size](param_store& s, std::size_t in,
+                                                  const param_name& n) {
+                           return Cell::create(s, in, hidden_size, g, options, n);
+                       });
+}
+
 } // namespace unfold

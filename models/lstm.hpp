@@ -129,11 +129,7 @@ inline layer<lstm_cell> lstm_layer(param_store& store, std::size_t input_size,
                                    std::size_t hidden_size, generator& g, layer_options lo = {},
                                    lstm_options o = {})
 {
-    return layer<lstm_cell>(
-        "lstm", store, input_size, hidden_size, lo,
-        [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
-            return lstm_cell::create(s, in, hidden_size, g, o, n);
-        });
+    return layer_of<lstm_cell>("lstm", store, input_size, hidden_size, g, lo, o);
 }
 
 } // namespace unfold

@@ -69,11 +69,7 @@ inline layer<rnn_cell> rnn_layer(param_store& store, std::size_t input_size,
                                  std::size_t hidden_size, generator& g, layer_options lo = {},
                                  rnn_options o = {})
 {
-    return layer<rnn_cell>(
-        "rnn", store, input_size, hidden_size, lo,
-        [&g, o, hidden_size](param_store& s, std::size_t in, const param_name& n) {
-            return rnn_cell::create(s, in, hidden_size, g, o, n);
-        });
+    return layer_of<rnn_cell>("rnn", store, input_size, hidden_size, g, lo, o);
 }
 
 } // namespace unfold
