@@ -48,7 +48,7 @@ struct site
 /// This thread's current site (set by the scopes below).
 inline site& current_site()
 {
-    thread_local site current;
+    UNFOLD_THREAD_LOCAL site current;
     return current;
 }
 

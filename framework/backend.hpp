@@ -19,3 +19,11 @@
 #include <xsimd/xsimd.hpp>
 
 #include <cblas.h>
+
+/// Per-thread state (grad mode, the anomaly site). clang-repl-16 crashes when a later input uses
+/// a thread_local variable, so the notebook kernel (one thread) defines UNFOLD_NO_THREAD_LOCAL.
+#ifdef UNFOLD_NO_THREAD_LOCAL
+#define UNFOLD_THREAD_LOCAL static
+#else
+#define UNFOLD_THREAD_LOCAL thread_local
+#endif

@@ -16,6 +16,17 @@
 /// gradients are recomputed from zero by every backward(), so backward() is repeatable; parameter
 /// gradients live in the parameter and accumulate across backward() calls until zero_grad().
 ///
+/// Note [Released gradients]
+/// As in PyTorch, backward keeps the gradients of leaves (variables, parameters) and releases an
+/// intermediate's gradient as soon as its op has passed it on: nothing reads it afterwards, and
+/// keeping every step's gradients of a long unroll would double the tape's memory. The released
+/// buffer goes to the tape's pool and becomes the gradient slot of a later (earlier-recorded)
+/// node of the same size, so a recurrent backward reuses one step's buffers instead of
+/// allocating (and page-faulting) fresh ones per step; the pool survives clear(), so a tape
+/// reused across iterations allocates no gradient memory after the first. To read an
+/// intermediate's gradient, call retain_grad() on it before backward(), or register_hook() to see
+/// it while backward runs; grad() of an intermediate that was not retained throws.
+///
 /// Note [Backward order]
 /// Nodes are appended after their inputs, so the node vector is already in topological order and
 /// backward is one reverse loop over indices: no recursion, so a 200,000-step chain is as safe as
@@ -29,6 +40,7 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <tuple>
 #include <type_traits>
@@ -63,7 +75,9 @@ struct node
     tensor value;
     tensor grad;
     bool requires_grad = false;
-    bool has_grad = false; // grad holds this backward's (zero-initialised) sum
+    bool has_grad = false;      // grad holds this backward's (zero-initialised) sum
+    bool keeps_grad = false;    // retain_grad(): not released (Note [Released gradients])
+    bool grad_released = false; // grad's buffer went to the pool
     std::unique_ptr<backward_fn> fn;
     param bound; // set for a parameter leaf
     site where;  // where it was recorded (Note [Anomaly mode])
@@ -75,12 +89,26 @@ inline std::uint64_t next_generation()
     return ++counter;
 }
 
+/// Receives, in backward, every op's contribution to a bound parameter's gradient together with
+/// the site of that op (see framework/probe.hpp).
+struct contribution_recorder
+{
+    virtual ~contribution_recorder() = default;
+    virtual void record(const param& p, const site& where, const tensor& contribution) = 0;
+};
+
+using gradient_hook = std::function<void(const tensor& grad)>;
+
 struct tape_core
 {
     std::deque<node> nodes;
     std::uint64_t generation = next_generation();
     bool alive = true;
     std::unordered_map<const param_data*, std::size_t> bound; // one leaf per parameter
+    std::unordered_map<std::size_t, std::vector<gradient_hook>> hooks; // by node index
+    contribution_recorder* recorder = nullptr;
+    /// Released gradient buffers by element count (Note [Released gradients]).
+    std::unordered_map<std::size_t, std::vector<tensor>> pool;
 
     /// The gradient slot of node i, zeroed on first use in a backward.
     tensor& grad_slot(std::size_t i)
@@ -88,13 +116,36 @@ struct tape_core
         node& n = nodes[i];
         if (!n.has_grad)
         {
-            if (n.grad.shape() == n.value.shape())
+            if (!n.grad_released && n.grad.shape() == n.value.shape())
                 n.grad.fill(real(0));
             else
-                n.grad = zeros(n.value.shape());
+                n.grad = pooled_zeros(n.value.shape());
+            n.grad_released = false;
             n.has_grad = true;
         }
         return n.grad;
+    }
+
+    /// Gives node i's gradient buffer to the pool.
+    void release_grad(std::size_t i)
+    {
+        node& n = nodes[i];
+        if (n.grad.size() > 0)
+            pool[n.grad.size()].push_back(std::move(n.grad));
+        n.grad_released = true;
+        n.has_grad = false;
+    }
+
+    tensor pooled_zeros(const shape_type& shape)
+    {
+        const auto spare = pool.find(element_count(shape));
+        if (spare == pool.end() || spare->second.empty())
+            return zeros(shape);
+        tensor t = std::move(spare->second.back());
+        spare->second.pop_back();
+        t.resize(shape); // same size: keeps the buffer
+        t.fill(real(0));
+        return t;
     }
 };
 
@@ -127,7 +178,7 @@ inline void check_backward(const tape_core& core, std::size_t self, const char* 
 
 inline bool& grad_mode_flag()
 {
-    thread_local bool enabled = true;
+    UNFOLD_THREAD_LOCAL bool enabled = true;
     return enabled;
 }
 } // namespace detail
@@ -162,10 +213,32 @@ public:
     /// The recorded value.
     const tensor& value() const { return node().value; }
     /// d(output)/d(this) from the last backward() of this tape; zeros if it did not reach here.
+    /// For an intermediate (an op's output that requires a gradient) only after retain_grad()
+    /// (Note [Released gradients]).
     const tensor& grad() const
     {
         const std::size_t i = checked_index(); // before m_core is dereferenced
+        const detail::node& n = m_core->nodes[i];
+        UNFOLD_CHECK(!n.fn || n.keeps_grad,
+                     "grad(): the gradient of an intermediate value (the output of {}{}) is "
+                     "released during backward; call retain_grad() on it before backward(), or "
+                     "register_hook() to see it",
+                     n.fn->name(), detail::site_str(n.where));
         return m_core->grad_slot(i);
+    }
+    /// Keeps this value's gradient after backward (leaves always keep theirs).
+    const var& retain_grad() const
+    {
+        node().keeps_grad = true;
+        return *this;
+    }
+    /// Calls `hook` with d(output)/d(this) during every later backward() that reaches this value,
+    /// once its gradient is complete (before it flows on to this value's inputs).
+    const var& register_hook(detail::gradient_hook hook) const
+    {
+        const std::size_t i = checked_index();
+        m_core->hooks[i].push_back(std::move(hook));
+        return *this;
     }
     const shape_type& shape() const { return node().value.shape(); }
     std::size_t dimension() const { return shape().size(); }
@@ -309,11 +382,21 @@ public:
             xt::noalias(m_core->grad_slot(y.index())) += seeds[k];
             end = std::max(end, y.index() + 1);
         }
+        const bool hooked = !m_core->hooks.empty();
         for (std::size_t i = end; i-- > 0;)
         {
             detail::node& n = m_core->nodes[i];
-            if (n.has_grad && n.fn)
-                n.fn->backward(*m_core, i);
+            if (!n.has_grad)
+                continue;
+            if (hooked)
+                if (const auto found = m_core->hooks.find(i); found != m_core->hooks.end())
+                    for (const auto& hook : found->second)
+                        hook(n.grad);
+            if (!n.fn)
+                continue;
+            n.fn->backward(*m_core, i);
+            if (!n.keeps_grad)
+                m_core->release_grad(i); // Note [Released gradients]
         }
         for (auto& [id, i] : m_core->bound)
         {
@@ -326,12 +409,23 @@ public:
     /// Drops every node; vars recorded so far become stale (Note [Tape lifetime]).
     void clear()
     {
+        for (detail::node& n : m_core->nodes) // keep the buffers (Note [Released gradients])
+            if (n.has_grad && n.grad.size() > 0)
+                m_core->pool[n.grad.size()].push_back(std::move(n.grad));
         m_core->nodes.clear();
         m_core->bound.clear();
+        m_core->hooks.clear();
         m_core->generation = detail::next_generation();
     }
 
     std::size_t size() const { return m_core->nodes.size(); }
+
+    /// While set, backward reports every op's contribution to a bound parameter's gradient to
+    /// `r` (the gradient probe, framework/probe.hpp); null to stop.
+    void set_recorder(detail::contribution_recorder* r) { m_core->recorder = r; }
+    /// True while a recorder is set: unroll then computes each step's input product separately,
+    /// so every step's share of the input weights is attributed to that step.
+    bool attributes_steps() const { return m_core->recorder != nullptr; }
 
 private:
     var leaf(tensor value, bool requires_grad)
@@ -371,6 +465,18 @@ struct skips_unneeded_grads<Op, std::void_t<decltype(Op::skips_unneeded_grads)>>
     : std::bool_constant<Op::skips_unneeded_grads>
 {};
 
+/// With a recorder set, an op's backward adds a bound parameter's gradient into a scratch slot;
+/// this adds that contribution to the parameter's gradient and reports it with the op's site.
+inline void hand_over(tape_core& core, const site& where, std::size_t input,
+                      const tensor& scratch)
+{
+    node& x = core.nodes[input];
+    if (!(x.requires_grad && x.bound.defined()))
+        return;
+    xt::noalias(core.grad_slot(input)) += scratch;
+    core.recorder->record(x.bound, where, scratch);
+}
+
 /// The recorded backward of an op with N inputs: hands Op::backward the inputs, the output, its
 /// gradient and one zeroed gradient slot per input (a scratch slot for inputs that need none).
 template <class Op, std::size_t N>
@@ -393,12 +499,20 @@ struct op_node final : backward_fn
         std::array<tensor, N> scratch;
         std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
         op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
+        if (core.recorder)
+            (hand_over(core, y.where, inputs[K], scratch[K]), ...);
         if (anomaly_mode())
             check_backward(core, self, Op::name, inputs.data(), N);
     }
     tensor* slot(tape_core& core, std::size_t k, tensor& scratch)
     {
-        if (core.nodes[inputs[k]].requires_grad)
+        const node& x = core.nodes[inputs[k]];
+        if (x.requires_grad && core.recorder && x.bound.defined())
+        {
+            scratch = zeros(x.value.shape()); // this op's contribution alone, for the recorder
+            return &scratch;
+        }
+        if (x.requires_grad)
             return &core.grad_slot(inputs[k]);
         if constexpr (skips_unneeded_grads<Op>::value)
             scratch = tensor::from_shape({0}); // Note [Unneeded gradients]
@@ -430,7 +544,7 @@ struct op_node_n final : backward_fn
         {
             node& x = core.nodes[inputs[k]];
             xs.push_back(&x.value);
-            if (x.requires_grad)
+            if (x.requires_grad && !(core.recorder && x.bound.defined()))
                 slots.push_back(&core.grad_slot(inputs[k]));
             else
             {
@@ -440,6 +554,9 @@ struct op_node_n final : backward_fn
         }
         node& y = core.nodes[self];
         op.backward(xs, y.value, y.grad, slots);
+        if (core.recorder)
+            for (std::size_t k = 0; k < inputs.size(); ++k)
+                hand_over(core, y.where, inputs[k], scratch[k]);
         if (anomaly_mode())
             check_backward(core, self, Op::name, inputs.data(), inputs.size());
     }

@@ -97,8 +97,9 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const std::v
     const std::size_t T = xs.size();
     std::vector<state> states(T);
     state s = s0;
-    if constexpr (has_projection<Cell>::value) // Note [Input projection]
-        if (T > 1)
+    // Note [Input projection]; a gradient probe needs each step's input product on its own.
+    if constexpr (has_projection<Cell>::value)
+        if (T > 1 && !t.attributes_steps())
         {
             for (std::size_t k = 0; k < T; ++k)
                 detail::check_step("unroll", k, xs[k], s);

@@ -20,6 +20,7 @@ BOOST_AUTO_TEST_CASE(reuse_of_a_non_leaf)
     var x = t.variable(tensor{1.0, -2.0});
     var three = t.constant(tensor{3.0, 3.0});
     var u = x * three;
+    u.retain_grad();
     var y = u * u + u;
     t.backward(y, tensor{1.0, 1.0});
     BOOST_TEST(x.grad()(0) == (2 * 3.0 + 1) * 3);
@@ -33,6 +34,7 @@ BOOST_AUTO_TEST_CASE(backward_twice_recomputes_intermediates_and_accumulates_par
     tape t;
     var x = t.constant(tensor{{1.0, 2.0}});
     var h = tanh(matmul(x, t[w]));
+    h.retain_grad();
     const tensor seed{{1.0, -1.0}};
     t.backward(h, seed);
     const tensor h_grad_first = h.grad();
