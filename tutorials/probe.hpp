@@ -1,16 +1,7 @@
 #pragma once
-/// The gradient-flow probe: how much gradient reaches each time step of an unrolled network, and
-/// how much each step contributes to every shared parameter's gradient.
-///
-/// It runs one ordinary forward and backward, with one difference: the cell of step k uses its
-/// own copies of the shared parameters ("untied" weights, named "weight_hh@k"), each a leaf of
-/// its own on the tape. The network computes exactly the same values, and the copy of step k
-/// receives step k's share of the gradient; the shares are then added into the real parameters,
-/// so afterwards their gradients are what a tied unroll gives (Note [Gradient accumulation]):
-///     ∂L/∂W = Σ_k ∂L/∂W@k.
-/// The state gradients ∂L/∂h_k come from the states' own grad() after backward.
-/// Only public API is used; a tape hook reporting each use of a bound parameter would avoid the
-/// copies.
+/// The built-in gradient-flow probe (models/probe.hpp, Note [Gradient probe]) for notebooks: a
+/// plot of what it recorded, and probe_gradient_flow, which runs one probed unroll and backward
+/// and returns the records as plain vectors (handy when a notebook compares many cells).
 
 #include <cmath>
 #include <initializer_list>
@@ -18,19 +9,24 @@
 #include <string>
 #include <vector>
 
-#include "framework/tape.hpp"
-#include "models/cell.hpp"
+#include "models/probe.hpp"
+#include "models/unroll.hpp"
 #include "tutorials/plot.hpp"
 
 namespace unfold::tutorial
 {
 
-inline double norm(const tensor& g)
+inline double norm(const tensor& g) { return l2_norm(g); }
+
+/// ‖∂L/∂h_k‖ and the norm of every listed parameter's share over k, log scale, shown in the
+/// notebook.
+inline std::string plot(const gradient_probe& probe, const std::vector<param>& params,
+                        const std::string& name, const std::string& title)
 {
-    double s = 0;
-    for (real v : g)
-        s += double(v) * double(v);
-    return std::sqrt(s);
+    std::vector<series> lines{{"|dL/dh_k|", probe.state_norms(), {}}};
+    for (const param& p : params)
+        lines.push_back({"|" + p.name() + "@k|", probe.share_norms(p), {}});
+    return tutorial::plot(name, lines, {title, "step k", "gradient norm", true, false});
 }
 
 /// What the probe recorded over T steps.
@@ -89,58 +85,33 @@ struct gradient_flow
     }
 };
 
-/// Runs `cell` over xs from s0 on tape `t` with the parameters `shared` (members of Cell) untied
-/// per step, computes L = loss(t, states), backpropagates it, adds every step's share into the
-/// real parameters' gradients and returns what reached each step.
+/// Runs `cell` over xs from s0 on tape `t` under a gradient_probe, computes L = loss(t, states),
+/// backpropagates it (the parameters' gradients accumulate as in any backward) and returns what
+/// reached each step and every step's share of the parameters `shared` (members of Cell).
 template <class Cell, class Loss>
 gradient_flow probe_gradient_flow(const Cell& cell, std::initializer_list<param Cell::*> shared,
                                   tape& t, const std::vector<var>& xs,
                                   const typename Cell::state& s0, Loss&& loss)
 {
-    using state = typename Cell::state;
-    const std::size_t T = xs.size();
-    std::vector<std::vector<param>> copies(shared.size());
-    std::vector<state> states;
-    state s = s0;
-    for (std::size_t k = 0; k < T; ++k)
-    {
-        Cell step = cell;
-        std::size_t p = 0;
-        for (auto member : shared)
-        {
-            const param& real_param = cell.*member;
-            param copy(real_param.name() + "@" + std::to_string(k), real_param.value());
-            step.*member = copy;
-            copies[p++].push_back(copy);
-        }
-        s = step(t, xs[k], s);
-        states.push_back(s);
-    }
+    gradient_probe probe(t);
+    const auto states = unroll(cell, t, xs, s0);
+    probe.watch(states);
     const var l = loss(t, states);
     t.backward(l);
 
     gradient_flow flow;
     flow.loss = l.item();
-    for (const auto& st : states)
-    {
-        const auto parts = state_traits<state>::parts(st);
-        flow.state_norm.push_back(norm(parts[0].grad()));
-        if (parts.size() > 1)
-            flow.cell_norm.push_back(norm(parts[1].grad()));
-    }
-    std::size_t p = 0;
+    flow.state_norm = probe.state_norms(0);
+    if (state_traits<typename Cell::state>::parts(s0).size() > 1)
+        flow.cell_norm = probe.state_norms(1);
     for (auto member : shared)
     {
-        param real_param = cell.*member;
-        flow.names.push_back(real_param.name());
+        const param& p = cell.*member;
+        flow.names.push_back(p.name());
         std::vector<tensor> shares;
-        for (auto& c : copies[p])
-        {
-            shares.push_back(c.grad());
-            real_param.grad() += c.grad();
-        }
+        for (std::size_t k = 0; k < xs.size(); ++k)
+            shares.push_back(probe.share(p, k));
         flow.share.push_back(std::move(shares));
-        ++p;
     }
     return flow;
 }
