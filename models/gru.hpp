@@ -5,7 +5,7 @@
 ///     z  = σ(W_iz x + b_iz + W_hz h + b_hz)
 ///     n  = φ(W_in x + b_in + r ⊙ (W_hn h + b_hn))      reset after the matmul (PyTorch, cuDNN)
 ///     n  = φ(W_in x + b_in + W_hn (r ⊙ h) + b_hn)      reset before it (Cho et al., 2014)
-///     h' = (1 − z) ⊙ n + z ⊙ h
+///     h' = (1 − z) ⊙ n + z ⊙ h  =  n + z ⊙ (h − n)
 ///
 /// weight_ih = [W_ir; W_iz; W_in] (3H, I), weight_hh = [W_hr; W_hz; W_hn] (3H, H), bias_ih and
 /// bias_hh (3H) likewise. σ (the gate activation) and φ (the state activation) are choosable.
@@ -17,10 +17,12 @@
 #include "models/cell.hpp"
 #include "models/layer.hpp"
 #include "ops/add.hpp"
+#include "ops/addmm.hpp"
 #include "ops/affine.hpp"
 #include "ops/matmul.hpp"
 #include "ops/mul.hpp"
 #include "ops/slice.hpp"
+#include "ops/sub.hpp"
 
 namespace unfold
 {
@@ -56,16 +58,18 @@ struct gru_cell
     /// [W_i· x + b_i·], x (..., I) -> (..., 3H) (Note [Input projection]).
     var project(tape& t, const var& x) const
     {
-        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+        return addmm_transposed(t[bias_ih], x, t[weight_ih]);
     }
-    /// The step given project(t, x).
+    /// The step given project(t, x). b_hr and b_hz stay here, not in project(): the bias of the
+    /// recurrent GEMM's result costs nothing (addmm starts from it), and b_hn must stay inside
+    /// r ⊙ (W_hn h + b_hn), so folding would save no pass.
     state operator()(tape& t, const projected& x, const state& h) const
     {
         const std::size_t H = weight_hh.shape()[1];
         const var& gx = x.value; // [W_i· x + b_i·] (B, 3H)
         if (reset == gru_reset::after_matmul)
         {
-            const var gh = matmul_transposed(h, t[weight_hh]) + t[bias_hh]; // [W_h· h + b_h·]
+            const var gh = addmm_transposed(t[bias_hh], h, t[weight_hh]); // [W_h· h + b_h·]
             // Labels name the gate in anomaly messages (Note [Anomaly mode]).
             const var r = label("reset gate",
                                 [&] { return sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H)); });
@@ -75,11 +79,11 @@ struct gru_cell
             const var n = label("candidate", [&] {
                 return phi(slice_cols(gx, 2 * H, 3 * H) + r * slice_cols(gh, 2 * H, 3 * H));
             });
-            return label("hidden state", [&] { return (1 - z) * n + z * h; });
+            return label("hidden state", [&] { return n + z * (h - n); });
         }
         const var w_hh = t[weight_hh];
         const var b_hh = t[bias_hh];
-        const var gh = matmul_transposed(h, slice_rows(w_hh, 0, 2 * H)) + slice(b_hh, 0, 0, 2 * H);
+        const var gh = addmm_transposed(slice(b_hh, 0, 0, 2 * H), h, slice_rows(w_hh, 0, 2 * H));
         const var r = label("reset gate",
                             [&] { return sigma(slice_cols(gx, 0, H) + slice_cols(gh, 0, H)); });
         const var z = label("update gate", [&] {
@@ -87,10 +91,10 @@ struct gru_cell
         });
         const var n = label("candidate", [&] {
             return phi(slice_cols(gx, 2 * H, 3 * H) +
-                       (matmul_transposed(r * h, slice_rows(w_hh, 2 * H, 3 * H)) +
-                        slice(b_hh, 0, 2 * H, 3 * H)));
+                       addmm_transposed(slice(b_hh, 0, 2 * H, 3 * H), r * h,
+                                        slice_rows(w_hh, 2 * H, 3 * H)));
         });
-        return label("hidden state", [&] { return (1 - z) * n + z * h; });
+        return label("hidden state", [&] { return n + z * (h - n); });
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from

@@ -21,6 +21,7 @@
 #include "models/cell.hpp"
 #include "models/layer.hpp"
 #include "ops/add.hpp"
+#include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/mul.hpp"
 #include "ops/slice.hpp"
@@ -61,16 +62,17 @@ struct lstm_cell
     {
         return (*this)(t, projected{project(t, x)}, s);
     }
-    /// W_i· x + b_i· for every gate, x (..., I) -> (..., 4H) (Note [Input projection]).
+    /// W_i· x + b_i· + b_h· for every gate, x (..., I) -> (..., 4H) (Note [Input projection]):
+    /// both biases go into the projection, one GEMM over the whole sequence.
     var project(tape& t, const var& x) const
     {
-        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+        return addmm_transposed(t[bias_ih] + t[bias_hh], x, t[weight_ih]);
     }
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& s) const
     {
         const std::size_t H = weight_hh.shape()[1];
-        const var a = x.value + (matmul_transposed(s.h, t[weight_hh]) + t[bias_hh]); // (B, 4H)
+        const var a = addmm_transposed(x.value, s.h, t[weight_hh]); // (B, 4H), one GEMM into x
         // Labels name the gate in anomaly messages (Note [Anomaly mode]).
         const var i = label("input gate",
                             [&] { return sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c)); });

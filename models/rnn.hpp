@@ -12,6 +12,7 @@
 #include "models/cell.hpp"
 #include "models/layer.hpp"
 #include "ops/add.hpp"
+#include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 
 namespace unfold
@@ -35,15 +36,16 @@ struct rnn_cell
     {
         return (*this)(t, projected{project(t, x)}, h);
     }
-    /// x W_ihᵀ + b_ih, x (..., I) -> (..., H) (Note [Input projection]).
+    /// x W_ihᵀ + b_ih + b_hh, x (..., I) -> (..., H) (Note [Input projection]): both biases go
+    /// into the projection, one GEMM over the whole sequence.
     var project(tape& t, const var& x) const
     {
-        return matmul_transposed(x, t[weight_ih]) + t[bias_ih];
+        return addmm_transposed(t[bias_ih] + t[bias_hh], x, t[weight_ih]);
     }
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& h) const
     {
-        const var a = x.value + (matmul_transposed(h, t[weight_hh]) + t[bias_hh]);
+        const var a = addmm_transposed(x.value, h, t[weight_hh]); // one GEMM into x
         return label("activation", [&] { return phi(a); }); // Note [Anomaly mode]
     }
 

@@ -164,10 +164,11 @@ BOOST_AUTO_TEST_CASE(nan_parameter_is_named_with_its_first_use)
     anomaly_guard on;
     tape t;
     const std::string message = message_of([&] { (void)m.loss(t); });
-    // b_hh is added to W_hh h for all four gates at once, so no gate is named.
-    BOOST_TEST(message == "NaN in forward of add at step 0, layer 1: the output (2, 4) is not "
-                          "finite (first at (0, 1)); inputs: (2, 4), parameter 'bias_hh_l1' (4,) "
-                          "[not finite]");
+    // b_hh is folded with b_ih into the input projection of all four gates, before any step, so
+    // neither a step nor a gate is named.
+    BOOST_TEST(message == "NaN in forward of add at layer 1: the output (4,) is not finite (first "
+                          "at (1)); inputs: parameter 'bias_ih_l1' (4,), parameter 'bias_hh_l1' "
+                          "(4,) [not finite]");
 }
 
 BOOST_AUTO_TEST_CASE(reverse_direction_starts_at_the_last_step)
@@ -182,8 +183,8 @@ BOOST_AUTO_TEST_CASE(reverse_direction_starts_at_the_last_step)
     const var x = t.constant(g.uniform({6, 2, 2}, -1, 1));
     anomaly_guard on;
     expect_error([&] { (void)gru(t, x); },
-                 {"NaN in forward of matmul at step 5, layer 0 (reverse): the output (2, 9)",
-                  "inputs: (2, 3), parameter 'weight_hh_l0_reverse' (9, 3) [not finite]"});
+                 {"NaN in forward of addmm at step 5, layer 0 (reverse): the output (2, 9)",
+                  "(2, 3), parameter 'weight_hh_l0_reverse' (9, 3) [not finite]"});
 }
 
 BOOST_AUTO_TEST_CASE(labels_nest_and_are_restored_after_a_throw)

@@ -1,0 +1,117 @@
+#pragma once
+#include <algorithm>
+
+#include "framework/op.hpp"
+
+namespace unfold
+{
+
+/// y = c + a · op(b) for a of shape (..., k), op(b) of shape (k, n) (op(b) = bᵀ when
+/// transpose_b, PyTorch's weight layout) and c broadcast to (..., n): a bias row, or a whole
+/// pre-activation such as a projected input step. One GEMM with beta = 1 into a copy of c, so
+/// `c + matmul(a, b)` costs one result tensor instead of two and one pass less.
+struct addmm_op
+{
+    static constexpr const char* name = "addmm";
+    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
+    bool transpose_b = false;
+
+    std::size_t k_of(const tensor& b) const { return b.shape()[transpose_b ? 1 : 0]; }
+    std::size_t n_of(const tensor& b) const { return b.shape()[transpose_b ? 0 : 1]; }
+
+    tensor forward(const tensor& c, const tensor& a, const tensor& b) const
+    {
+        UNFOLD_CHECK(a.dimension() >= 1 && b.dimension() == 2 && a.shape().back() == k_of(b),
+                     "addmm: cannot multiply shapes {} and {}{} (needs (..., k) and {})",
+                     shape_str(a.shape()), shape_str(b.shape()), transpose_b ? " transposed" : "",
+                     transpose_b ? "(n, k)" : "(k, n)");
+        shape_type out = a.shape();
+        out.back() = n_of(b);
+        tensor y = tensor::from_shape(out);
+        if (c.shape() == out)
+            std::copy(c.data(), c.data() + c.size(), y.data());
+        else if (c.size() > 0 && is_suffix_broadcast(out, c.shape()))
+            for (real *p = y.data(), *end = p + y.size(); p != end; p += c.size())
+                std::copy(c.data(), c.data() + c.size(), p);
+        else
+        {
+            UNFOLD_CHECK(broadcast_shape(name, out, c.shape()) == out,
+                         "addmm: c of shape {} does not broadcast to the product's shape {}",
+                         shape_str(c.shape()), shape_str(out));
+            xt::noalias(y) = xt::broadcast(c, out);
+        }
+        const auto [m, k] = as_matrix(a.shape());
+        gemm(false, transpose_b, m, n_of(b), k, 1, a.data(), b.data(), 1, y.data());
+        return y;
+    }
+    // dc = gy (summed over c's broadcast axes), da = gy · op(b)ᵀ, d op(b) = aᵀ · gy
+    void backward(const tensor& c, const tensor& a, const tensor& b, const tensor&,
+                  const tensor& gy, tensor& gc, tensor& ga, tensor& gb) const
+    {
+        if (gc.size())
+            accumulate(gc, gy);
+        const auto [m, k] = as_matrix(a.shape());
+        const std::size_t n = n_of(b);
+        if (ga.size())
+            gemm(false, !transpose_b, m, k, n, 1, gy.data(), b.data(), 1, ga.data());
+        if (!gb.size())
+            return;
+        if (transpose_b) // gb (n×k) += gyᵀ · a
+            gemm(true, false, n, k, m, 1, gy.data(), a.data(), 1, gb.data());
+        else // gb (k×n) += aᵀ · gy
+            gemm(true, false, k, n, m, 1, a.data(), gy.data(), 1, gb.data());
+    }
+    static gradcheck_spec check()
+    {
+        auto plain = [](const std::vector<var>& x) { return apply(addmm_op{}, x[0], x[1], x[2]); };
+        auto transposed = [](const std::vector<var>& x) {
+            return apply(addmm_op{true}, x[0], x[1], x[2]);
+        };
+        return gradcheck_spec("matrix")
+            .input({3, 5})
+            .input({3, 4})
+            .input({4, 5})
+            .build(plain)
+            .next("bias row")
+            .input({5})
+            .input({3, 4})
+            .input({4, 5})
+            .build(plain)
+            .next("sequence, (1, n) bias")
+            .input({1, 5})
+            .input({2, 3, 4})
+            .input({4, 5})
+            .build(plain)
+            .next("column broadcast")
+            .input({3, 1})
+            .input({3, 4})
+            .input({4, 5})
+            .build(plain)
+            .next("transposed b")
+            .input({3, 5})
+            .input({3, 4})
+            .input({5, 4})
+            .build(transposed)
+            .next("sequence, transposed b, bias")
+            .input({5})
+            .input({2, 3, 4})
+            .input({5, 4})
+            .build(transposed)
+            .next("x + x · x")
+            .input({3, 3})
+            .build([](const std::vector<var>& x) { return apply(addmm_op{}, x[0], x[0], x[0]); });
+    }
+};
+
+/// c + a · b, a of shape (..., k), b of shape (k, n), c broadcasting to (..., n).
+[[nodiscard]] inline var addmm(const var& c, const var& a, const var& b)
+{
+    return apply(addmm_op{}, c, a, b);
+}
+/// c + a · bᵀ, a of shape (..., k), b of shape (n, k) — a PyTorch-layout weight.
+[[nodiscard]] inline var addmm_transposed(const var& c, const var& a, const var& b)
+{
+    return apply(addmm_op{true}, c, a, b);
+}
+
+} // namespace unfold

@@ -1,0 +1,109 @@
+// Parity of the fused ops with the compositions they replace (STYLE.md: a fused op always has a
+// parity test against the composition), in double: values and every input's gradient, for the
+// shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
+#include <boost/test/unit_test.hpp>
+
+#include "framework/random.hpp"
+#include "ops/add.hpp"
+#include "ops/addmm.hpp"
+#include "ops/matmul.hpp"
+#include "test_util.hpp"
+
+using namespace unfold;
+using unfold::testing::max_abs_diff;
+
+static_assert(std::is_same_v<real, double>, "parity of fused ops runs in the double build");
+
+namespace
+{
+struct addmm_case
+{
+    shape_type c, a, b;
+    bool transpose_b;
+};
+
+/// Runs `f` on fresh variables holding `inputs`, backward with `seed`; returns y and the grads.
+template <class F>
+std::vector<tensor> value_and_grads(F f, const std::vector<tensor>& inputs, generator& g)
+{
+    tape t;
+    std::vector<var> xs;
+    for (const tensor& x : inputs)
+        xs.push_back(t.variable(x));
+    const var y = f(xs);
+    t.backward(y, g.uniform(y.shape(), -1, 1));
+    std::vector<tensor> out{y.value()};
+    for (const var& x : xs)
+        out.push_back(x.grad());
+    return out;
+}
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(fused_ops)
+
+BOOST_AUTO_TEST_CASE(addmm_equals_add_of_matmul)
+{
+    const std::vector<addmm_case> cases = {
+        {{5, 7}, {5, 6}, {6, 7}, false},         // full c
+        {{7}, {5, 6}, {6, 7}, false},            // bias row
+        {{1, 7}, {3, 5, 6}, {6, 7}, false},      // sequence, (1, n) bias
+        {{5, 1}, {5, 6}, {6, 7}, false},         // column broadcast
+        {{5, 7}, {5, 6}, {7, 6}, true},          // projected step + h W_hhᵀ
+        {{7}, {3, 5, 6}, {7, 6}, true},          // sequence x W_ihᵀ + b
+        {{3, 5, 7}, {3, 5, 6}, {7, 6}, true},    // full sequence c
+    };
+    for (const addmm_case& k : cases)
+    {
+        generator g(11);
+        const std::vector<tensor> inputs{g.uniform(k.c, -1, 1), g.uniform(k.a, -1, 1),
+                                         g.uniform(k.b, -1, 1)};
+        generator seed_fused(5), seed_composed(5);
+        const auto fused = value_and_grads(
+            [&](const std::vector<var>& x) {
+                return k.transpose_b ? addmm_transposed(x[0], x[1], x[2]) : addmm(x[0], x[1], x[2]);
+            },
+            inputs, seed_fused);
+        const auto composed = value_and_grads(
+            [&](const std::vector<var>& x) {
+                return x[0] + (k.transpose_b ? matmul_transposed(x[1], x[2]) : matmul(x[1], x[2]));
+            },
+            inputs, seed_composed);
+        for (std::size_t i = 0; i < fused.size(); ++i)
+            BOOST_TEST(max_abs_diff(fused[i], composed[i]) <= 1e-12,
+                       (i ? "gradient of input " + std::to_string(i - 1) : std::string("value"))
+                           << " of addmm with c " << shape_str(k.c) << ", a " << shape_str(k.a)
+                           << ", b " << shape_str(k.b));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(addmm_skips_the_gradients_of_constants)
+{
+    generator g(3);
+    tape t;
+    const var c = t.constant(g.uniform({4, 3}, -1, 1));
+    const var a = t.constant(g.uniform({4, 2}, -1, 1));
+    const var b = t.variable(g.uniform({2, 3}, -1, 1));
+    const var y = addmm(c, a, b);
+    t.backward(y, tensor(y.shape(), 1.0));
+    const tensor expected = xt::sum(a.value(), {0}); // d Σy / d b[k, j] = Σ_i a[i, k]
+    for (std::size_t k = 0; k < 2; ++k)
+        for (std::size_t j = 0; j < 3; ++j)
+            BOOST_TEST(std::abs(b.grad()(k, j) - expected(k)) <= 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(addmm_names_the_shapes_it_cannot_use)
+{
+    tape t;
+    const var c = t.constant(zeros({4, 2}));
+    const var a = t.constant(zeros({4, 2}));
+    const var b = t.constant(zeros({2, 3}));
+    // c must broadcast to the product's shape, not the other way round
+    unfold::testing::expect_error([&] { (void)addmm(c, a, b); },
+                                  {"addmm: shapes (4, 3) and (4, 2) cannot be broadcast"});
+    unfold::testing::expect_error([&] { (void)addmm(t.constant(zeros({2, 4, 3})), a, b); },
+                                  {"addmm: c of shape (2, 4, 3)", "product's shape (4, 3)"});
+    unfold::testing::expect_error([&] { (void)addmm(c, a, t.constant(zeros({3, 3}))); },
+                                  {"addmm: cannot multiply shapes (4, 2) and (3, 3)"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
