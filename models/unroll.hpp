@@ -85,6 +85,116 @@ inline std::vector<var> steps_of(const var& xs)
     return steps;
 }
 
+namespace detail
+{
+/// True when unroll feeds `cell` projected steps (Note [Input projection]): the cell offers
+/// project(), there is more than one step, and no gradient probe needs each step's input product
+/// on its own (Note [Gradient probe]).
+template <class Cell>
+bool projects(const tape& t, std::size_t steps)
+{
+    if constexpr (has_projection<Cell>::value)
+        return steps > 1 && !t.attributes_steps();
+    return false;
+}
+
+/// Step k's input as the cell takes it: the k-th (B, G) block of the projected sequence when
+/// there is one, else xs[k] (B, I).
+template <class Cell>
+struct step_inputs
+{
+    const Cell& cell;
+    std::vector<var> xs;
+    var px; ///< (T, B, G), defined when projected
+
+    /// Projects `whole` (T, B, I) when the cell can; otherwise keeps its steps.
+    static step_inputs of(const Cell& cell, tape& t, const var& whole)
+    {
+        if (projects<Cell>(t, whole.shape()[0]))
+            if constexpr (has_projection<Cell>::value)
+                return {cell, {}, cell.project(t, whole)};
+        return {cell, steps_of(whole), var()};
+    }
+    static step_inputs of(const Cell& cell, tape& t, const std::vector<var>& steps)
+    {
+        if (projects<Cell>(t, steps.size()))
+            if constexpr (has_projection<Cell>::value)
+                return {cell, {}, cell.project(t, stack(steps))};
+        return {cell, steps, var()};
+    }
+
+    typename Cell::state step(tape& t, std::size_t k, const typename Cell::state& s) const
+    {
+        if constexpr (has_projection<Cell>::value)
+            if (px.defined())
+                return cell(t, projected{select(px, std::ptrdiff_t(k))}, s);
+        return cell(t, xs[k], s);
+    }
+};
+
+template <class S>
+void check_sequence(const char* who, const var& xs, const S& s)
+{
+    UNFOLD_CHECK(xs.dimension() == 3 && xs.shape()[0] > 0,
+                 "{}: a sequence is (time, batch, features) with at least one step, not {}", who,
+                 shape_str(xs.shape()));
+    for (const var& p : state_traits<S>::parts(s))
+        UNFOLD_CHECK(p.dimension() == 2 && p.shape()[0] == xs.shape()[1],
+                     "{}: the sequence has shape {} but the state has shape {}: the batch sizes "
+                     "differ",
+                     who, shape_str(xs.shape()), shape_str(p.shape()));
+}
+
+template <class Cell>
+std::vector<typename Cell::state> unroll_inputs(const step_inputs<Cell>& in, tape& t,
+                                                std::size_t T, const typename Cell::state& s0,
+                                                direction dir)
+{
+    std::vector<typename Cell::state> states(T);
+    typename Cell::state s = s0;
+    for (std::size_t k = 0; k < T; ++k)
+    {
+        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
+        const step_scope at(step); // Note [Anomaly mode]
+        s = in.step(t, step, s);
+        states[step] = s;
+    }
+    return states;
+}
+
+template <class Cell>
+std::vector<typename Cell::state>
+unroll_masked_inputs(const step_inputs<Cell>& in, tape& t, std::size_t T,
+                     const typename Cell::state& s0, const std::vector<std::size_t>& lengths,
+                     direction dir)
+{
+    using state = typename Cell::state;
+    const std::size_t B = state_traits<state>::parts(s0)[0].shape()[0];
+    UNFOLD_CHECK(lengths.size() == B, "unroll_masked: {} lengths for a batch of {} sequences",
+                 lengths.size(), B);
+    std::vector<state> states(T);
+    state s = s0;
+    for (std::size_t k = 0; k < T; ++k)
+    {
+        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
+        const step_scope at(step); // Note [Anomaly mode]
+        const auto [m, valid] = step_mask(lengths, step);
+        if (valid == lengths.size())
+            s = in.step(t, step, s);
+        else if (valid > 0)
+        {
+            const var keep_new = t.constant(m);
+            const var keep_old = t.constant(real(1) - m);
+            s = zip_state(in.step(t, step, s), s, [&](const var& fresh, const var& old) {
+                return keep_new * fresh + keep_old * old;
+            });
+        }
+        states[step] = s;
+    }
+    return states;
+}
+} // namespace detail
+
 /// Runs `cell` over the steps xs[t] (each (B, I)) from s0, recording every step on `t`.
 /// Returns the T states in time order: states[k] is the state after step k (in reverse, after
 /// steps T−1 … k). Backward over the tape is BPTT. See Note [Cell contract].
@@ -93,44 +203,22 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const std::v
                                          const typename Cell::state& s0,
                                          direction dir = direction::forward)
 {
-    using state = typename Cell::state;
-    const std::size_t T = xs.size();
-    std::vector<state> states(T);
-    state s = s0;
-    // Note [Input projection]; a gradient probe needs each step's input product on its own.
-    if constexpr (has_projection<Cell>::value)
-        if (T > 1 && !t.attributes_steps())
-        {
-            for (std::size_t k = 0; k < T; ++k)
-                detail::check_step("unroll", k, xs[k], s);
-            const var px = cell.project(t, stack(xs));
-            for (std::size_t k = 0; k < T; ++k)
-            {
-                const std::size_t step = dir == direction::forward ? k : T - 1 - k;
-                const step_scope at(step); // Note [Anomaly mode]
-                s = cell(t, projected{select(px, std::ptrdiff_t(step))}, s);
-                states[step] = s;
-            }
-            return states;
-        }
-    for (std::size_t k = 0; k < T; ++k)
-    {
-        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
-        detail::check_step("unroll", step, xs[step], s);
-        const step_scope at(step); // Note [Anomaly mode]
-        s = cell(t, xs[step], s);
-        states[step] = s;
-    }
-    return states;
+    for (std::size_t k = 0; k < xs.size(); ++k)
+        detail::check_step("unroll", k, xs[k], s0);
+    return detail::unroll_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.size(), s0,
+                                 dir);
 }
 
-/// unroll over a (T, B, I) sequence.
+/// unroll over a (T, B, I) sequence; a cell with project() projects it whole, without
+/// splitting it into steps first.
 template <class Cell>
 std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const var& xs,
                                          const typename Cell::state& s0,
                                          direction dir = direction::forward)
 {
-    return unroll(cell, t, steps_of(xs), s0, dir);
+    detail::check_sequence("unroll", xs, s0);
+    return detail::unroll_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.shape()[0],
+                                 s0, dir);
 }
 
 /// unroll over a padded batch of variable-length sequences (Note [Masked sequences]):
@@ -143,32 +231,10 @@ std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t,
                                                 const std::vector<std::size_t>& lengths,
                                                 direction dir = direction::forward)
 {
-    using state = typename Cell::state;
-    const std::size_t T = xs.size();
-    std::vector<state> states(T);
-    state s = s0;
-    for (std::size_t k = 0; k < T; ++k)
-    {
-        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
-        detail::check_step("unroll_masked", step, xs[step], s);
-        const step_scope at(step); // Note [Anomaly mode]
-        UNFOLD_CHECK(lengths.size() == xs[step].shape()[0],
-                     "unroll_masked: {} lengths for a batch of {} sequences", lengths.size(),
-                     xs[step].shape()[0]);
-        const auto [m, valid] = detail::step_mask(lengths, step);
-        if (valid == lengths.size())
-            s = cell(t, xs[step], s);
-        else if (valid > 0)
-        {
-            const var keep_new = t.constant(m);
-            const var keep_old = t.constant(real(1) - m);
-            s = zip_state(cell(t, xs[step], s), s, [&](const var& fresh, const var& old) {
-                return keep_new * fresh + keep_old * old;
-            });
-        }
-        states[step] = s;
-    }
-    return states;
+    for (std::size_t k = 0; k < xs.size(); ++k)
+        detail::check_step("unroll_masked", k, xs[k], s0);
+    return detail::unroll_masked_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.size(),
+                                        s0, lengths, dir);
 }
 
 /// unroll_masked over a (T, B, I) sequence.
@@ -178,7 +244,9 @@ std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t, const
                                                 const std::vector<std::size_t>& lengths,
                                                 direction dir = direction::forward)
 {
-    return unroll_masked(cell, t, steps_of(xs), s0, lengths, dir);
+    detail::check_sequence("unroll_masked", xs, s0);
+    return detail::unroll_masked_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t,
+                                        xs.shape()[0], s0, lengths, dir);
 }
 
 /// The outputs h_k of every state, each (B, H).

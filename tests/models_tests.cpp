@@ -406,7 +406,7 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_the_layer_and_both_shapes)
         [&] {
             (void)unroll(gru.cell(0), t, x, t.constant(zeros({3, 4})));
         },
-        {"unroll", "step 0", "(2, 5)", "(3, 4)"});
+        {"unroll", "the sequence has shape (4, 2, 5)", "(3, 4)", "batch sizes differ"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
