@@ -6,8 +6,11 @@
 /// itself): one child alternates Unfold and libtorch step by step (medians of the same run), and
 /// one child per implementation measures the peak RSS (VmHWM) of the LSTM at that config, Unfold's
 /// in a binary without libtorch. The GEMM bound of a step is the measured time of its GEMMs at the
-/// step's own shapes (input projection and input/weight gradients as whole-sequence GEMMs, the
-/// recurrent product and its gradient once per time step); "of bound" = bound time / step time.
+/// step's own shapes (input projection and weight gradients as whole-sequence GEMMs, the recurrent
+/// product and its gradient once per time step); "of bound" = bound time / step time. The input
+/// sequence is data that needs no gradient (a constant in Unfold, requires_grad false in
+/// libtorch), so neither computes dx and the bound leaves out its GEMM (gemm_bound_step includes it
+/// only for an input that requires a gradient).
 ///
 ///     unfold_bench_torch [--quick] [--configs tiny,small] [--reps N]
 ///
@@ -32,6 +35,7 @@
 #include "models/gru.hpp"
 #include "models/lstm.hpp"
 #include "models/rnn.hpp"
+#include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/sigmoid.hpp"
 #include "ops/slice.hpp"
@@ -135,11 +139,11 @@ struct user_lstm_cell
     {
         return (*this)(t, projected{project(t, x)}, s);
     }
-    var project(tape& t, const var& x) const { return matmul(x, t[w]) + t[b]; }
+    var project(tape& t, const var& x) const { return addmm(t[b], x, t[w]); }
     state operator()(tape& t, const projected& x, const state& s) const
     {
         const auto H = static_cast<std::ptrdiff_t>(u.shape()[0]);
-        const var a = x.value + matmul(s.h, t[u]);
+        const var a = addmm(x.value, s.h, t[u]);
         const var i = sigmoid(slice_cols(a, 0, H));
         const var f = sigmoid(slice_cols(a, H, 2 * H));
         const var g = unfold::tanh(slice_cols(a, 2 * H, 3 * H));
@@ -176,16 +180,18 @@ std::function<void()> unfold_step(const Layer& l, const tensor& x)
 }
 
 /// The GEMMs of one training step of a cell with `gates` gate blocks, at the step's own shapes:
-/// the input projection and the input/weight gradients as whole-sequence GEMMs, the recurrent
-/// product and its input gradient once per time step. Returns the FLOPs and a step that runs them
-/// (timed alternately with the training steps, so both see the same machine load).
+/// the input projection and the weight gradients as whole-sequence GEMMs, the recurrent product
+/// and its input gradient once per time step, and the input sequence's gradient dx (one
+/// whole-sequence GEMM) only when `input_grad` — the benchmarked input needs none, and neither
+/// Unfold nor libtorch computes it. Returns the FLOPs and a step that runs them (timed alternately
+/// with the training steps, so both see the same machine load).
 struct gemm_set
 {
     double flops = 0;
     std::function<void()> run;
 };
 
-gemm_set gemm_bound_step(const config& c, std::size_t gates)
+gemm_set gemm_bound_step(const config& c, std::size_t gates, bool input_grad = false)
 {
     const std::size_t B = c.B, T = c.T, I = c.I, H = c.H, G = gates * H, BT = B * T;
     struct buffers
@@ -211,14 +217,15 @@ gemm_set gemm_bound_step(const config& c, std::size_t gates)
         const real *a, *b;
         real* c;
     };
-    const std::vector<shape> shapes = {
-        {false, true, BT, G, I, 1, m->x.data(), m->w_ih.data(), m->y.data()},    // x W_ihᵀ
-        {false, true, B, G, H, T, m->h.data(), m->w_hh.data(), m->y.data()},     // h W_hhᵀ
-        {false, false, BT, I, G, 1, m->gy.data(), m->w_ih.data(), m->gx.data()}, // dx
-        {false, false, B, H, G, T, m->gy.data(), m->w_hh.data(), m->gh.data()},  // dh
-        {true, false, G, I, BT, 1, m->gy.data(), m->x.data(), m->gw_ih.data()},  // dW_ih
-        {true, false, G, H, BT, 1, m->gy.data(), m->h.data(), m->gw_hh.data()},  // dW_hh
+    std::vector<shape> shapes = {
+        {false, true, BT, G, I, 1, m->x.data(), m->w_ih.data(), m->y.data()},   // x W_ihᵀ
+        {false, true, B, G, H, T, m->h.data(), m->w_hh.data(), m->y.data()},    // h W_hhᵀ
+        {false, false, B, H, G, T, m->gy.data(), m->w_hh.data(), m->gh.data()}, // dh
+        {true, false, G, I, BT, 1, m->gy.data(), m->x.data(), m->gw_ih.data()}, // dW_ih
+        {true, false, G, H, BT, 1, m->gy.data(), m->h.data(), m->gw_hh.data()}, // dW_hh
     };
+    if (input_grad) // dx
+        shapes.push_back({false, false, BT, I, G, 1, m->gy.data(), m->w_ih.data(), m->gx.data()});
     gemm_set set;
     for (const shape& s : shapes)
         set.flops += 2.0 * double(s.m) * double(s.n) * double(s.k) * double(s.times);
@@ -302,6 +309,11 @@ void child_time(const config& c, int reps)
 #ifdef UNFOLD_BENCH_TORCH
     torch::manual_seed(0);
     const torch::Tensor tx = to_torch(x);
+    if (tx.requires_grad()) // the GEMM bound leaves out dx (gemm_bound_step)
+    {
+        std::fprintf(stderr, "the libtorch input requires a gradient\n");
+        std::exit(3);
+    }
     torch::nn::RNN t_rnn(torch::nn::RNNOptions(c.I, c.H));
     torch::nn::GRU t_gru(torch::nn::GRUOptions(c.I, c.H));
     torch::nn::LSTM t_lstm(torch::nn::LSTMOptions(c.I, c.H));
@@ -512,6 +524,8 @@ config_result run_config(const config& c, int reps, bool have_torch)
 
 void print_report(const std::vector<std::pair<config, config_result>>& results, bool have_torch)
 {
+    std::printf("\nGEMM bound: the step's GEMMs alone (projection, recurrent product, dh, dW_ih, "
+                "dW_hh; no dx: the input needs no gradient in either implementation).\n");
     std::printf("\n| config | model | Unfold ms | libtorch ms | libtorch/Unfold | Unfold GFLOP/s "
                 "| GEMM bound ms (GFLOP/s) | Unfold of bound | libtorch of bound |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
