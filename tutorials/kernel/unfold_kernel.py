@@ -10,9 +10,9 @@ initialising a variable), the cell fails with the reason and the next cell start
 
 Facts this relies on (measured, see /work/shared/notes/cpp-notebooks.md and tutorials/README.md):
 clang-repl-16 needs -fno-spell-checking for xtensor; a thread_local variable crashes it when used
-from a later input, so thread_local is defined as static (a notebook runs one thread). Cells are
-compiled with -O1 -fno-strict-aliasing: at -O1 and above clang emits type-based alias analysis
-(TBAA) metadata, and clang-repl-16's incremental code generator throws std::bad_alloc while
+from a later input, so Unfold is built with UNFOLD_NO_THREAD_LOCAL (its per-thread state becomes
+static; a notebook runs one thread). Cells are compiled with -O1 -fno-strict-aliasing: at -O1
+and above clang emits type-based alias analysis (TBAA) metadata, and clang-repl-16's incremental code generator throws std::bad_alloc while
 building it (CodeGenTBAA::getVTablePtrAccessInfo, e.g. for `std::cout << "x"`), which ended the
 interpreter; -fno-strict-aliasing turns TBAA off, and the optimised code runs training loops
 ~50x faster than -O0 with the same numbers (UNFOLD_KERNEL_FLAGS=-O0 goes back to unoptimised).
@@ -40,7 +40,7 @@ MARK = "\x01unfold:"
 def interpreter_command():
     """clang-repl-16 and its flags (also printed by `unfold_kernel.py --command`)."""
     flags = [
-        "-std=c++17", "-fno-spell-checking", "-Dthread_local=static",
+        "-std=c++17", "-fno-spell-checking", "-DUNFOLD_NO_THREAD_LOCAL",
         "-Wno-duplicate-decl-specifier", "-Wno-keyword-macro", "-O1", "-fno-strict-aliasing",
         "-I" + ROOT,
     ]
