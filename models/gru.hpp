@@ -17,6 +17,7 @@
 #include "models/cell.hpp"
 #include "models/layer.hpp"
 #include "ops/add.hpp"
+#include "ops/addcmul.hpp"
 #include "ops/addmm.hpp"
 #include "ops/affine.hpp"
 #include "ops/matmul.hpp"
@@ -77,9 +78,9 @@ struct gru_cell
                 return sigma(slice_cols(gx, H, 2 * H) + slice_cols(gh, H, 2 * H));
             });
             const var n = label("candidate", [&] {
-                return phi(slice_cols(gx, 2 * H, 3 * H) + r * slice_cols(gh, 2 * H, 3 * H));
+                return phi(addcmul(slice_cols(gx, 2 * H, 3 * H), r, slice_cols(gh, 2 * H, 3 * H)));
             });
-            return label("hidden state", [&] { return n + z * (h - n); });
+            return label("hidden state", [&] { return addcmul(n, z, h - n); });
         }
         const var w_hh = t[weight_hh];
         const var b_hh = t[bias_hh];
@@ -94,7 +95,7 @@ struct gru_cell
                        addmm_transposed(slice(b_hh, 0, 2 * H, 3 * H), r * h,
                                         slice_rows(w_hh, 2 * H, 3 * H)));
         });
-        return label("hidden state", [&] { return n + z * (h - n); });
+        return label("hidden state", [&] { return addcmul(n, z, h - n); });
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from

@@ -21,6 +21,7 @@
 #include "models/cell.hpp"
 #include "models/layer.hpp"
 #include "ops/add.hpp"
+#include "ops/addcmul.hpp"
 #include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/mul.hpp"
@@ -80,7 +81,7 @@ struct lstm_cell
             return sigma(peep(t, slice_cols(a, H, 2 * H), peephole_f, s.c));
         });
         const var g = label("cell candidate", [&] { return phi(slice_cols(a, 2 * H, 3 * H)); });
-        const var c = label("cell state", [&] { return f * s.c + i * g; });
+        const var c = label("cell state", [&] { return addcmul(f * s.c, i, g); }); // f⊙c + i⊙g
         const var o = label("output gate", [&] {
             return sigma(peep(t, slice_cols(a, 3 * H, 4 * H), peephole_o, c));
         });

@@ -1,12 +1,14 @@
-// Parity of the fused ops with the compositions they replace (STYLE.md: a fused op always has a
+// Parity of the fused ops (addmm, addcmul) with the compositions they replace (STYLE.md: a fused op always has a
 // parity test against the composition), in double: values and every input's gradient, for the
 // shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
 #include <boost/test/unit_test.hpp>
 
 #include "framework/random.hpp"
 #include "ops/add.hpp"
+#include "ops/addcmul.hpp"
 #include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
+#include "ops/mul.hpp"
 #include "test_util.hpp"
 
 using namespace unfold;
@@ -74,6 +76,27 @@ BOOST_AUTO_TEST_CASE(addmm_equals_add_of_matmul)
                            << " of addmm with c " << shape_str(k.c) << ", a " << shape_str(k.a)
                            << ", b " << shape_str(k.b));
     }
+}
+
+BOOST_AUTO_TEST_CASE(addcmul_equals_add_of_mul)
+{
+    generator g(13);
+    const std::vector<tensor> inputs{g.uniform({4, 6}, -1, 1), g.uniform({4, 6}, -1, 1),
+                                     g.uniform({4, 6}, -1, 1)};
+    generator seed_fused(5), seed_composed(5);
+    const auto fused = value_and_grads(
+        [](const std::vector<var>& x) { return addcmul(x[0], x[1], x[2]); }, inputs, seed_fused);
+    const auto composed = value_and_grads(
+        [](const std::vector<var>& x) { return x[0] + x[1] * x[2]; }, inputs, seed_composed);
+    for (std::size_t i = 0; i < fused.size(); ++i)
+        BOOST_TEST(max_abs_diff(fused[i], composed[i]) <= 1e-15, "output/gradient " << i);
+    tape t;
+    unfold::testing::expect_error(
+        [&] {
+            (void)addcmul(t.constant(zeros({2, 3})), t.constant(zeros({2, 3})),
+                          t.constant(zeros({3})));
+        },
+        {"addcmul: shapes (2, 3), (2, 3) and (3,) differ"});
 }
 
 BOOST_AUTO_TEST_CASE(addmm_skips_the_gradients_of_constants)
