@@ -35,6 +35,7 @@
 #include "models/gru.hpp"
 #include "models/lstm.hpp"
 #include "models/rnn.hpp"
+#include "ops/addcmul.hpp"
 #include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/sigmoid.hpp"
@@ -152,7 +153,7 @@ struct user_lstm_cell
         const var f = sigmoid(slice_cols(a, H, 2 * H));
         const var g = unfold::tanh(slice_cols(a, 2 * H, 3 * H));
         const var o = sigmoid(slice_cols(a, 3 * H, 4 * H));
-        const var c = f * s.c + i * g;
+        const var c = addcmul(f * s.c, i, g); // f ⊙ c + i ⊙ g
         return {o * unfold::tanh(c), c};
     }
 };
