@@ -148,7 +148,7 @@ struct user_lstm_cell
     state operator()(tape& t, const projected& x, const state& s) const
     {
         const auto H = static_cast<std::ptrdiff_t>(u.shape()[1]);
-        const var a = addmm_transposed(x.value, s.h, t[u]); // x + h uᵀ
+        const var a = addmm_transposed(x, s.h, t[u]); // x + h uᵀ
         const var i = sigmoid(slice_cols(a, 0, H));
         const var f = sigmoid(slice_cols(a, H, 2 * H));
         const var g = unfold::tanh(slice_cols(a, 2 * H, 3 * H));

@@ -27,12 +27,15 @@
 /// Optionally, a cell splits off the part of its step that depends on the input alone:
 ///
 ///     var project(tape& t, const var& x) const;      // x (..., I) -> (..., G), any leading axes
-///     state operator()(tape& t, const projected& p, const state& s) const;  // p.value (B, G)
+///     state operator()(tape& t, const projected& p, const state& s) const;  // p.value() (B, G)
 ///
 /// with operator()(t, x, s) == operator()(t, projected{project(t, x)}, s). `unroll` (and so every
-/// layer without lengths) then projects all T steps with one call — one GEMM of (T·B, I) by
+/// layer, masked or not) then projects all T steps with one call — one GEMM of (T·B, I) by
 /// (I, G) instead of T small ones, and one GEMM for its weight gradient in backward — and runs
-/// the recurrence on the projected steps. Any cell that declares the two calls gets this; the built-in cells do.
+/// the recurrence on the projected steps, handing step k over as block k of the projected
+/// sequence. A step that starts with addmm_transposed(p, h, W) (p + h Wᵀ) reads that block in
+/// place; p.value() copies it. Any cell that declares the two calls gets this; the built-in
+/// cells do.
 
 #include <array>
 #include <cstddef>
@@ -45,6 +48,8 @@
 #include "framework/param.hpp"
 #include "framework/random.hpp"
 #include "framework/tape.hpp"
+#include "ops/addmm.hpp"
+#include "ops/select.hpp"
 #include "ops/elu.hpp"
 #include "ops/hard_sigmoid.hpp"
 #include "ops/relu.hpp"
@@ -88,11 +93,23 @@ inline activation elu(real alpha = 1)
 }
 } // namespace activations
 
-/// A cell's input after its project() (Note [Input projection]): one step, (B, G).
+/// A cell's input after its project() (Note [Input projection]): one step (B, G) — block `step`
+/// of a projected sequence (T, B, G), or the whole of `sequence` when step < 0.
 struct projected
 {
-    var value;
+    var sequence;
+    std::ptrdiff_t step = -1;
+
+    /// The step's value (B, G); from a sequence, a copy of its block recorded on the tape.
+    var value() const { return step < 0 ? sequence : select(sequence, step); }
 };
+
+/// The step's value + a · bᵀ (b a PyTorch-layout weight) with one GEMM that reads the step's
+/// block in place: no copy of the block on the tape.
+[[nodiscard]] inline var addmm_transposed(const projected& x, const var& a, const var& b)
+{
+    return apply(addmm_op{true, x.step}, x.sequence, a, b);
+}
 
 /// True when Cell declares project() (Note [Input projection]).
 template <class Cell, class = void>

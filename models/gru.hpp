@@ -67,7 +67,7 @@ struct gru_cell
     state operator()(tape& t, const projected& x, const state& h) const
     {
         const std::size_t H = weight_hh.shape()[1];
-        const var& gx = x.value; // [W_i· x + b_i·] (B, 3H)
+        const var gx = x.value(); // [W_i· x + b_i·] (B, 3H)
         if (reset == gru_reset::after_matmul)
         {
             const var gh = addmm_transposed(t[bias_hh], h, t[weight_hh]); // [W_h· h + b_h·]

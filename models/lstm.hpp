@@ -73,7 +73,7 @@ struct lstm_cell
     state operator()(tape& t, const projected& x, const state& s) const
     {
         const std::size_t H = weight_hh.shape()[1];
-        const var a = addmm_transposed(x.value, s.h, t[weight_hh]); // (B, 4H), one GEMM into x
+        const var a = addmm_transposed(x, s.h, t[weight_hh]); // (B, 4H), one GEMM into x
         // Labels name the gate in anomaly messages (Note [Anomaly mode]).
         const var i = label("input gate",
                             [&] { return sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c)); });

@@ -45,7 +45,7 @@ struct rnn_cell
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& h) const
     {
-        const var a = addmm_transposed(x.value, h, t[weight_hh]); // one GEMM into x
+        const var a = addmm_transposed(x, h, t[weight_hh]); // one GEMM into x
         return label("activation", [&] { return phi(a); }); // Note [Anomaly mode]
     }
 

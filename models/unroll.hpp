@@ -127,7 +127,7 @@ struct step_inputs
     {
         if constexpr (has_projection<Cell>::value)
             if (px.defined())
-                return cell(t, projected{select(px, std::ptrdiff_t(k))}, s);
+                return cell(t, projected{px, std::ptrdiff_t(k)}, s);
         return cell(t, xs[k], s);
     }
 };

@@ -15,6 +15,9 @@ struct addmm_op
     static constexpr const char* name = "addmm";
     static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
     bool transpose_b = false;
+    /// When ≥ 0, c is a sequence (T, ..., n) and block c[block] is added: a projected input step
+    /// read in place, without a copy of it on the tape (Note [Input projection]).
+    std::ptrdiff_t block = -1;
 
     std::size_t k_of(const tensor& b) const { return b.shape()[transpose_b ? 1 : 0]; }
     std::size_t n_of(const tensor& b) const { return b.shape()[transpose_b ? 0 : 1]; }
@@ -28,7 +31,16 @@ struct addmm_op
         shape_type out = a.shape();
         out.back() = n_of(b);
         tensor y = tensor::from_shape(out);
-        if (c.shape() == out)
+        if (block >= 0)
+        {
+            UNFOLD_CHECK(c.dimension() == out.size() + 1 && std::size_t(block) < c.shape()[0] &&
+                             std::equal(out.begin(), out.end(), c.shape().begin() + 1),
+                         "addmm: block {} of c {} is not a block of the product's shape {}",
+                         block, shape_str(c.shape()), shape_str(out));
+            const real* first = c.data() + std::size_t(block) * y.size();
+            std::copy(first, first + y.size(), y.data());
+        }
+        else if (c.shape() == out)
             std::copy(c.data(), c.data() + c.size(), y.data());
         else if (c.size() > 0 && is_suffix_broadcast(out, c.shape()))
             for (real *p = y.data(), *end = p + y.size(); p != end; p += c.size())
@@ -48,7 +60,14 @@ struct addmm_op
     void backward(const tensor& c, const tensor& a, const tensor& b, const tensor&,
                   const tensor& gy, tensor& gc, tensor& ga, tensor& gb) const
     {
-        if (gc.size())
+        if (gc.size() && block >= 0)
+        {
+            real* first = gc.data() + std::size_t(block) * gy.size();
+            const real* g = gy.data();
+            for (std::size_t i = 0, n = gy.size(); i < n; ++i)
+                first[i] += g[i];
+        }
+        else if (gc.size())
             accumulate(gc, gy);
         const auto [m, k] = as_matrix(a.shape());
         const std::size_t n = n_of(b);
@@ -97,6 +116,13 @@ struct addmm_op
             .input({2, 3, 4})
             .input({5, 4})
             .build(transposed)
+            .next("block 1 of a sequence c, transposed b")
+            .input({3, 2, 5})
+            .input({2, 4})
+            .input({5, 4})
+            .build([](const std::vector<var>& x) {
+                return apply(addmm_op{true, 1}, x[0], x[1], x[2]);
+            })
             .next("x + x · x")
             .input({3, 3})
             .build([](const std::vector<var>& x) { return apply(addmm_op{}, x[0], x[0], x[0]); });

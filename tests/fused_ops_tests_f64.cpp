@@ -9,6 +9,7 @@
 #include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/mul.hpp"
+#include "ops/select.hpp"
 #include "test_util.hpp"
 
 using namespace unfold;
@@ -76,6 +77,36 @@ BOOST_AUTO_TEST_CASE(addmm_equals_add_of_matmul)
                            << " of addmm with c " << shape_str(k.c) << ", a " << shape_str(k.a)
                            << ", b " << shape_str(k.b));
     }
+}
+
+BOOST_AUTO_TEST_CASE(addmm_of_a_block_equals_addmm_of_its_select)
+{
+    generator g(17);
+    const std::vector<tensor> inputs{g.uniform({4, 3, 5}, -1, 1), g.uniform({3, 2}, -1, 1),
+                                     g.uniform({5, 2}, -1, 1)};
+    for (std::ptrdiff_t k : {0, 2, 3})
+    {
+        generator seed_fused(5), seed_composed(5);
+        const auto fused = value_and_grads(
+            [&](const std::vector<var>& x) {
+                return apply(addmm_op{true, k}, x[0], x[1], x[2]);
+            },
+            inputs, seed_fused);
+        const auto composed = value_and_grads(
+            [&](const std::vector<var>& x) {
+                return addmm_transposed(select(x[0], k), x[1], x[2]);
+            },
+            inputs, seed_composed);
+        for (std::size_t i = 0; i < fused.size(); ++i)
+            BOOST_TEST(max_abs_diff(fused[i], composed[i]) == 0.0, "output/gradient " << i);
+    }
+    tape t;
+    unfold::testing::expect_error(
+        [&] {
+            (void)apply(addmm_op{true, 4}, t.constant(zeros({4, 3, 5})), t.constant(zeros({3, 2})),
+                        t.constant(zeros({5, 2})));
+        },
+        {"addmm: block 4 of c (4, 3, 5) is not a block of the product's shape (3, 5)"});
 }
 
 BOOST_AUTO_TEST_CASE(addcmul_equals_add_of_mul)
