@@ -6,7 +6,7 @@
 /// owns a value. clear() starts a new generation and destroying the tape ends it; a `var` from an
 /// earlier generation or a destroyed tape throws unfold::error on use instead of reading freed or
 /// recycled memory. References returned by var::value()/grad() stay valid until the tape is
-/// cleared or destroyed (nodes are kept in a deque, so appending never moves them).
+/// cleared or destroyed (nodes are kept in chunks, so appending never moves them).
 ///
 /// Note [Gradient accumulation]
 /// Every backward *adds* into its input gradients (`xt::noalias(gx) += ...`) and the engine hands
@@ -39,9 +39,9 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
+#include <new>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -70,8 +70,24 @@ struct backward_fn
     virtual const char* name() const = 0;
 };
 
+/// A tensor of shape (0) that owns no memory: a default-constructed xarray allocates one element,
+/// which for a gradient slot that may never be used is a malloc and a free per node.
+inline tensor unallocated_tensor()
+{
+    return tensor(tensor::storage_type(), tensor::inner_shape_type{0},
+                  tensor::inner_strides_type{0});
+}
+
 struct node
 {
+    node(tensor value_, bool requires_grad_, std::unique_ptr<backward_fn> fn_, site where_)
+        : value(std::move(value_))
+        , grad(unallocated_tensor())
+        , requires_grad(requires_grad_)
+        , fn(std::move(fn_))
+        , where(where_)
+    {}
+
     tensor value;
     tensor grad;
     bool requires_grad = false;
@@ -99,9 +115,72 @@ struct contribution_recorder
 
 using gradient_hook = std::function<void(const tensor& grad)>;
 
+/// The nodes of a tape in chunks of 128: appending never moves a node, so references into the list
+/// stay valid (Note [Tape lifetime]), and a chunk costs one allocation (a std::deque holds a node
+/// this large in a block of its own, one allocation per node). clear() keeps the chunks.
+class node_list
+{
+public:
+    node_list() = default;
+    node_list(const node_list&) = delete;
+    node_list& operator=(const node_list&) = delete;
+    ~node_list() { clear(); }
+
+    std::size_t size() const { return m_size; }
+    node& operator[](std::size_t i) { return m_chunks[i / chunk].get()[i % chunk]; }
+    const node& operator[](std::size_t i) const { return m_chunks[i / chunk].get()[i % chunk]; }
+    node& back() { return (*this)[m_size - 1]; }
+
+    template <class... Args>
+    node& emplace_back(Args&&... args)
+    {
+        if (m_size == m_chunks.size() * chunk)
+            m_chunks.emplace_back(std::allocator<node>().allocate(chunk));
+        node* slot = &(*this)[m_size];
+        new (slot) node(std::forward<Args>(args)...);
+        ++m_size;
+        return *slot;
+    }
+    void clear()
+    {
+        for (std::size_t i = 0; i < m_size; ++i)
+            (*this)[i].~node();
+        m_size = 0;
+    }
+
+    template <class List, class Node>
+    struct iterator_of
+    {
+        List* list;
+        std::size_t i;
+        Node& operator*() const { return (*list)[i]; }
+        iterator_of& operator++()
+        {
+            ++i;
+            return *this;
+        }
+        bool operator!=(const iterator_of& other) const { return i != other.i; }
+    };
+    using iterator = iterator_of<node_list, node>;
+    using const_iterator = iterator_of<const node_list, const node>;
+    iterator begin() { return {this, 0}; }
+    iterator end() { return {this, m_size}; }
+    const_iterator begin() const { return {this, 0}; }
+    const_iterator end() const { return {this, m_size}; }
+
+private:
+    static constexpr std::size_t chunk = 128;
+    struct release_chunk
+    {
+        void operator()(node* p) const { std::allocator<node>().deallocate(p, chunk); }
+    };
+    std::vector<std::unique_ptr<node, release_chunk>> m_chunks;
+    std::size_t m_size = 0;
+};
+
 struct tape_core
 {
-    std::deque<node> nodes;
+    node_list nodes;
     std::uint64_t generation = next_generation();
     bool alive = true;
     std::unordered_map<const param_data*, std::size_t> bound; // one leaf per parameter
@@ -274,11 +353,12 @@ private:
     friend var apply_n(Op op, const std::vector<var>& inputs);
     friend var detach(const var& x);
 
-    /// Appends `n` to this var's tape and returns its handle.
-    var append(detail::node n) const
+    /// Appends a node to this var's tape and returns its handle.
+    var append(tensor value, bool requires_grad, std::unique_ptr<detail::backward_fn> fn,
+               detail::site where) const
     {
         checked_index();
-        m_core->nodes.push_back(std::move(n));
+        m_core->nodes.emplace_back(std::move(value), requires_grad, std::move(fn), where);
         return var(m_core, m_core->nodes.size() - 1);
     }
 
@@ -430,10 +510,7 @@ public:
 private:
     var leaf(tensor value, bool requires_grad)
     {
-        detail::node n;
-        n.value = std::move(value);
-        n.requires_grad = requires_grad;
-        m_core->nodes.push_back(std::move(n));
+        m_core->nodes.emplace_back(std::move(value), requires_grad, nullptr, detail::site());
         return var(m_core, m_core->nodes.size() - 1);
     }
 
@@ -443,9 +520,7 @@ private:
 /// A constant copy of `x` on the same tape: gradients stop here.
 inline var detach(const var& x)
 {
-    detail::node n;
-    n.value = x.value();
-    return x.append(std::move(n));
+    return x.append(x.value(), false, nullptr, detail::site());
 }
 
 namespace detail
@@ -580,20 +655,20 @@ template <class Op, class... V>
     detail::tape_core& core = first.core();
     UNFOLD_CHECK(((&inputs.core() == &core) && ...), "{}: inputs are recorded on different tapes",
                  Op::name);
-    detail::node n;
-    n.value = op.forward(inputs.value()...);
-    n.where = detail::current_site();
-    if (anomaly_mode() && !detail::all_finite(n.value))
+    tensor value = op.forward(inputs.value()...);
+    const detail::site where = detail::current_site();
+    if (anomaly_mode() && !detail::all_finite(value))
     {
         const std::array<std::size_t, sizeof...(V)> indices{inputs.index()...};
-        detail::forward_anomaly(Op::name, n.where, n.value,
+        detail::forward_anomaly(Op::name, where, value,
                                 detail::operands(core, indices.data(), indices.size()));
     }
-    n.requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
-    if (n.requires_grad)
-        n.fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
+    const bool requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
+    std::unique_ptr<detail::backward_fn> fn;
+    if (requires_grad)
+        fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
             std::move(op), std::array<std::size_t, sizeof...(V)>{inputs.index()...});
-    return first.append(std::move(n));
+    return first.append(std::move(value), requires_grad, std::move(fn), where);
 }
 
 /// apply() for ops over a variable number of inputs; Op::forward takes
@@ -613,16 +688,16 @@ template <class Op>
         indices.push_back(x.index());
         requires_grad = requires_grad || x.requires_grad();
     }
-    detail::node n;
-    n.value = op.forward(values);
-    n.where = detail::current_site();
-    if (anomaly_mode() && !detail::all_finite(n.value))
-        detail::forward_anomaly(Op::name, n.where, n.value,
+    tensor value = op.forward(values);
+    const detail::site where = detail::current_site();
+    if (anomaly_mode() && !detail::all_finite(value))
+        detail::forward_anomaly(Op::name, where, value,
                                 detail::operands(core, indices.data(), indices.size()));
-    n.requires_grad = grad_enabled() && requires_grad;
-    if (n.requires_grad)
-        n.fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
-    return inputs.front().append(std::move(n));
+    requires_grad = grad_enabled() && requires_grad;
+    std::unique_ptr<detail::backward_fn> fn;
+    if (requires_grad)
+        fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
+    return inputs.front().append(std::move(value), requires_grad, std::move(fn), where);
 }
 
 } // namespace unfold
