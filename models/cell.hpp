@@ -54,43 +54,60 @@
 #include "ops/hard_sigmoid.hpp"
 #include "ops/relu.hpp"
 #include "ops/sigmoid.hpp"
+#include "ops/sliced.hpp"
 #include "ops/tanh.hpp"
 
 namespace unfold
 {
 
 /// An elementwise function applied inside a cell (a gate or the state non-linearity). Any
-/// callable var(const var&) works, e.g. a lambda composing ops.
-using activation = std::function<var(const var&)>;
+/// callable var(const var&) works, e.g. a lambda composing ops. The ready-made ones below also
+/// know their op, so on_columns applies them to a gate block as one node.
+class activation
+{
+public:
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, activation> &&
+                                                std::is_invocable_r_v<var, F&, const var&>>>
+    activation(F f)
+        : m_apply(std::move(f))
+    {}
+    /// The activation of an elementwise op (sigmoid_op{}, …).
+    template <class Op>
+    static activation of(Op op)
+    {
+        activation a([op](const var& x) { return apply(op, x); });
+        a.m_on_columns = [op](const var& x, std::ptrdiff_t begin, std::ptrdiff_t end) {
+            return sliced(op, x, begin, end);
+        };
+        return a;
+    }
+
+    var operator()(const var& x) const { return m_apply(x); }
+    /// (*this)(slice_cols(x, begin, end)): a gate's block of a fused pre-activation, as one node
+    /// when the activation knows its op (ops/sliced.hpp).
+    var on_columns(const var& x, std::ptrdiff_t begin, std::ptrdiff_t end) const
+    {
+        return m_on_columns ? m_on_columns(x, begin, end) : m_apply(slice_cols(x, begin, end));
+    }
+
+private:
+    std::function<var(const var&)> m_apply;
+    std::function<var(const var&, std::ptrdiff_t, std::ptrdiff_t)> m_on_columns;
+};
 
 /// Ready-made activations, for cell options: `o.gate = activations::hard_sigmoid();`.
 namespace activations
 {
 /// tanh(x): the usual state activation.
-inline activation tanh()
-{
-    return [](const var& x) { return unfold::tanh(x); };
-}
+inline activation tanh() { return activation::of(tanh_op{}); }
 /// σ(x) = 1 / (1 + e^−x): the usual gate activation.
-inline activation sigmoid()
-{
-    return [](const var& x) { return unfold::sigmoid(x); };
-}
+inline activation sigmoid() { return activation::of(sigmoid_op{}); }
 /// PyTorch's hard sigmoid, clamp(x / 6 + 1/2, 0, 1): a cheap piecewise-linear gate.
-inline activation hard_sigmoid()
-{
-    return [](const var& x) { return unfold::hard_sigmoid(x); };
-}
+inline activation hard_sigmoid() { return activation::of(hard_sigmoid_op{}); }
 /// max(x, 0).
-inline activation relu()
-{
-    return [](const var& x) { return unfold::relu(x); };
-}
+inline activation relu() { return activation::of(relu_op{}); }
 /// x for x > 0, alpha·(eˣ − 1) otherwise.
-inline activation elu(real alpha = 1)
-{
-    return [alpha](const var& x) { return unfold::elu(x, alpha); };
-}
+inline activation elu(real alpha = 1) { return activation::of(elu_op{alpha}); }
 } // namespace activations
 
 /// A cell's input after its project() (Note [Input projection]): one step (B, G) — block `step`

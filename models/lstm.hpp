@@ -72,19 +72,14 @@ struct lstm_cell
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& s) const
     {
-        const std::size_t H = weight_hh.shape()[1];
+        const auto H = static_cast<std::ptrdiff_t>(weight_hh.shape()[1]);
         const var a = addmm_transposed(x, s.h, t[weight_hh]); // (B, 4H), one GEMM into x
         // Labels name the gate in anomaly messages (Note [Anomaly mode]).
-        const var i = label("input gate",
-                            [&] { return sigma(peep(t, slice_cols(a, 0, H), peephole_i, s.c)); });
-        const var f = label("forget gate", [&] {
-            return sigma(peep(t, slice_cols(a, H, 2 * H), peephole_f, s.c));
-        });
-        const var g = label("cell candidate", [&] { return phi(slice_cols(a, 2 * H, 3 * H)); });
+        const var i = label("input gate", [&] { return gate(t, sigma, a, 0, peephole_i, s.c); });
+        const var f = label("forget gate", [&] { return gate(t, sigma, a, 1, peephole_f, s.c); });
+        const var g = label("cell candidate", [&] { return phi.on_columns(a, 2 * H, 3 * H); });
         const var c = label("cell state", [&] { return addcmul(f * s.c, i, g); }); // f⊙c + i⊙g
-        const var o = label("output gate", [&] {
-            return sigma(peep(t, slice_cols(a, 3 * H, 4 * H), peephole_o, c));
-        });
+        const var o = label("output gate", [&] { return gate(t, sigma, a, 3, peephole_o, c); });
         return {label("hidden state", [&] { return o * phi(c); }), c};
     }
 
@@ -118,10 +113,14 @@ struct lstm_cell
     }
 
 private:
-    /// pre + p ⊙ c when the peephole p exists, else pre.
-    static var peep(tape& t, const var& pre, const param& p, const var& c)
+    /// σ(a_k + p ⊙ c) for gate block k of a (B, 4H), with the peephole term when p exists.
+    static var gate(tape& t, const activation& sigma, const var& a, std::ptrdiff_t k,
+                    const param& p, const var& c)
     {
-        return p.defined() ? pre + t[p] * c : pre;
+        const auto H = static_cast<std::ptrdiff_t>(c.shape()[1]);
+        if (!p.defined())
+            return sigma.on_columns(a, k * H, (k + 1) * H);
+        return sigma(slice_cols(a, k * H, (k + 1) * H) + t[p] * c);
     }
 };
 

@@ -1,15 +1,17 @@
-// Parity of the fused ops (addmm, addcmul) with the compositions they replace (STYLE.md: a fused op always has a
+// Parity of the fused ops (addmm, addcmul, sliced) with the compositions they replace (STYLE.md: a fused op always has a
 // parity test against the composition), in double: values and every input's gradient, for the
 // shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
 #include <boost/test/unit_test.hpp>
 
 #include "framework/random.hpp"
+#include "models/cell.hpp"
 #include "ops/add.hpp"
 #include "ops/addcmul.hpp"
 #include "ops/addmm.hpp"
 #include "ops/matmul.hpp"
 #include "ops/mul.hpp"
 #include "ops/select.hpp"
+#include "ops/slice.hpp"
 #include "test_util.hpp"
 
 using namespace unfold;
@@ -107,6 +109,39 @@ BOOST_AUTO_TEST_CASE(addmm_of_a_block_equals_addmm_of_its_select)
                         t.constant(zeros({5, 2})));
         },
         {"addmm: block 4 of c (4, 3, 5) is not a block of the product's shape (3, 5)"});
+}
+
+BOOST_AUTO_TEST_CASE(sliced_equals_the_activation_of_a_slice)
+{
+    generator g(19);
+    const std::vector<tensor> inputs{g.uniform({3, 12}, -4, 4)};
+    auto same = [&](const char* what, auto fused, auto composed) {
+        generator seed_fused(5), seed_composed(5);
+        const auto a = value_and_grads(fused, inputs, seed_fused);
+        const auto b = value_and_grads(composed, inputs, seed_composed);
+        for (std::size_t i = 0; i < a.size(); ++i)
+            BOOST_TEST(max_abs_diff(a[i], b[i]) == 0.0, what << ": output/gradient " << i);
+    };
+    // Every built-in activation, through the cells' own path (activation::on_columns).
+    const std::vector<std::pair<const char*, activation>> cases{
+        {"sigmoid", activations::sigmoid()}, {"tanh", activations::tanh()},
+        {"relu", activations::relu()},       {"hard sigmoid", activations::hard_sigmoid()},
+        {"elu", activations::elu(0.5)}};
+    for (const auto& [what, f] : cases)
+        same(
+            what, [&, f = f](const std::vector<var>& x) { return f.on_columns(x[0], 3, 9); },
+            [&, f = f](const std::vector<var>& x) { return f(slice_cols(x[0], 3, 9)); });
+    // A user's activation (a lambda) has no op to fuse: on_columns slices, then applies it.
+    const activation user = [](const var& x) { return x * x; };
+    tape t;
+    const var x = t.constant(inputs[0]);
+    const std::size_t before = t.size();
+    BOOST_TEST(max_abs_diff(user.on_columns(x, 0, 4).value(),
+                            tensor(xt::square(xt::view(inputs[0], xt::all(), xt::range(0, 4))))) ==
+               0.0);
+    BOOST_TEST(t.size() == before + 2); // slice, then x * x
+    (void)activations::sigmoid().on_columns(x, 0, 4);
+    BOOST_TEST(t.size() == before + 3); // one node
 }
 
 BOOST_AUTO_TEST_CASE(addcmul_equals_add_of_mul)
