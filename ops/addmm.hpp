@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "framework/op.hpp"
+#include "ops/matmul.hpp"
 
 namespace unfold
 {
@@ -19,17 +20,17 @@ struct addmm_op
     /// read in place, without a copy of it on the tape (Note [Input projection]).
     std::ptrdiff_t block = -1;
 
-    std::size_t k_of(const tensor& b) const { return b.shape()[transpose_b ? 1 : 0]; }
-    std::size_t n_of(const tensor& b) const { return b.shape()[transpose_b ? 0 : 1]; }
+    matmul_op product() const { return {transpose_b}; }
 
     tensor forward(const tensor& c, const tensor& a, const tensor& b) const
     {
-        UNFOLD_CHECK(a.dimension() >= 1 && b.dimension() == 2 && a.shape().back() == k_of(b),
+        const matmul_op ab = product();
+        UNFOLD_CHECK(a.dimension() >= 1 && b.dimension() == 2 && a.shape().back() == ab.k_of(b),
                      "addmm: cannot multiply shapes {} and {}{} (needs (..., k) and {})",
                      shape_str(a.shape()), shape_str(b.shape()), transpose_b ? " transposed" : "",
                      transpose_b ? "(n, k)" : "(k, n)");
         shape_type out = a.shape();
-        out.back() = n_of(b);
+        out.back() = ab.n_of(b);
         tensor y = tensor::from_shape(out);
         if (block >= 0)
         {
@@ -53,7 +54,7 @@ struct addmm_op
             xt::noalias(y) = xt::broadcast(c, out);
         }
         const auto [m, k] = as_matrix(a.shape());
-        gemm(false, transpose_b, m, n_of(b), k, 1, a.data(), b.data(), 1, y.data());
+        gemm(false, transpose_b, m, ab.n_of(b), k, 1, a.data(), b.data(), 1, y.data());
         return y;
     }
     // dc = gy (summed over c's broadcast axes), da = gy · op(b)ᵀ, d op(b) = aᵀ · gy
@@ -69,16 +70,7 @@ struct addmm_op
         }
         else if (gc.size())
             accumulate(gc, gy);
-        const auto [m, k] = as_matrix(a.shape());
-        const std::size_t n = n_of(b);
-        if (ga.size())
-            gemm(false, !transpose_b, m, k, n, 1, gy.data(), b.data(), 1, ga.data());
-        if (!gb.size())
-            return;
-        if (transpose_b) // gb (n×k) += gyᵀ · a
-            gemm(true, false, n, k, m, 1, gy.data(), a.data(), 1, gb.data());
-        else // gb (k×n) += aᵀ · gy
-            gemm(true, false, k, n, m, 1, a.data(), gy.data(), 1, gb.data());
+        product().backward(a, b, gy /* y: unused */, gy, ga, gb); // da, d op(b) as for a · op(b)
     }
     static gradcheck_spec check()
     {
