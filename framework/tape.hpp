@@ -42,6 +42,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -80,7 +81,7 @@ inline tensor unallocated_tensor()
 
 struct node
 {
-    node(tensor value_, bool requires_grad_, std::unique_ptr<backward_fn> fn_, site where_)
+    node(tensor&& value_, bool requires_grad_, std::unique_ptr<backward_fn> fn_, site where_)
         : value(std::move(value_))
         , grad(unallocated_tensor())
         , requires_grad(requires_grad_)
@@ -195,10 +196,9 @@ struct tape_core
         node& n = nodes[i];
         if (!n.has_grad)
         {
-            if (!n.grad_released && n.grad.shape() == n.value.shape())
-                n.grad.fill(real(0));
-            else
-                n.grad = pooled_zeros(n.value.shape());
+            if (n.grad_released || n.grad.shape() != n.value.shape())
+                take_buffer(n.grad, n.value.shape());
+            n.grad.fill(real(0));
             n.grad_released = false;
             n.has_grad = true;
         }
@@ -215,16 +215,18 @@ struct tape_core
         n.has_grad = false;
     }
 
-    tensor pooled_zeros(const shape_type& shape)
+    /// Makes `t` a buffer of `shape` (contents unspecified), from the pool when it has one.
+    void take_buffer(tensor& t, const shape_type& shape)
     {
         const auto spare = pool.find(element_count(shape));
         if (spare == pool.end() || spare->second.empty())
-            return zeros(shape);
-        tensor t = std::move(spare->second.back());
+        {
+            t = tensor::from_shape(shape);
+            return;
+        }
+        t = std::move(spare->second.back());
         spare->second.pop_back();
         t.resize(shape); // same size: keeps the buffer
-        t.fill(real(0));
-        return t;
     }
 };
 
@@ -354,7 +356,7 @@ private:
     friend var detach(const var& x);
 
     /// Appends a node to this var's tape and returns its handle.
-    var append(tensor value, bool requires_grad, std::unique_ptr<detail::backward_fn> fn,
+    var append(tensor&& value, bool requires_grad, std::unique_ptr<detail::backward_fn> fn,
                detail::site where) const
     {
         checked_index();
@@ -520,7 +522,7 @@ private:
 /// A constant copy of `x` on the same tape: gradients stop here.
 inline var detach(const var& x)
 {
-    return x.append(x.value(), false, nullptr, detail::site());
+    return x.append(tensor(x.value()), false, nullptr, detail::site());
 }
 
 namespace detail
@@ -543,13 +545,13 @@ struct skips_unneeded_grads<Op, std::void_t<decltype(Op::skips_unneeded_grads)>>
 /// With a recorder set, an op's backward adds a bound parameter's gradient into a scratch slot;
 /// this adds that contribution to the parameter's gradient and reports it with the op's site.
 inline void hand_over(tape_core& core, const site& where, std::size_t input,
-                      const tensor& scratch)
+                      const std::optional<tensor>& scratch)
 {
     node& x = core.nodes[input];
     if (!(x.requires_grad && x.bound.defined()))
         return;
-    xt::noalias(core.grad_slot(input)) += scratch;
-    core.recorder->record(x.bound, where, scratch);
+    xt::noalias(core.grad_slot(input)) += *scratch;
+    core.recorder->record(x.bound, where, *scratch);
 }
 
 /// The recorded backward of an op with N inputs: hands Op::backward the inputs, the output, its
@@ -571,7 +573,7 @@ struct op_node final : backward_fn
     void run(tape_core& core, std::size_t self, std::index_sequence<K...>)
     {
         node& y = core.nodes[self];
-        std::array<tensor, N> scratch;
+        std::array<std::optional<tensor>, N> scratch; // a default xarray would allocate
         std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
         op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
         if (core.recorder)
@@ -579,21 +581,21 @@ struct op_node final : backward_fn
         if (anomaly_mode())
             check_backward(core, self, Op::name, inputs.data(), N);
     }
-    tensor* slot(tape_core& core, std::size_t k, tensor& scratch)
+    tensor* slot(tape_core& core, std::size_t k, std::optional<tensor>& scratch)
     {
         const node& x = core.nodes[inputs[k]];
         if (x.requires_grad && core.recorder && x.bound.defined())
         {
             scratch = zeros(x.value.shape()); // this op's contribution alone, for the recorder
-            return &scratch;
+            return &*scratch;
         }
         if (x.requires_grad)
             return &core.grad_slot(inputs[k]);
         if constexpr (skips_unneeded_grads<Op>::value)
-            scratch = tensor::from_shape({0}); // Note [Unneeded gradients]
+            scratch = unallocated_tensor(); // Note [Unneeded gradients]
         else
             scratch = zeros(core.nodes[inputs[k]].value.shape());
-        return &scratch;
+        return &*scratch;
     }
 
     Op op;
@@ -614,7 +616,7 @@ struct op_node_n final : backward_fn
     {
         std::vector<const tensor*> xs;
         std::vector<tensor*> slots;
-        std::vector<tensor> scratch(inputs.size());
+        std::vector<std::optional<tensor>> scratch(inputs.size());
         for (std::size_t k = 0; k < inputs.size(); ++k)
         {
             node& x = core.nodes[inputs[k]];
@@ -624,7 +626,7 @@ struct op_node_n final : backward_fn
             else
             {
                 scratch[k] = zeros(x.value.shape());
-                slots.push_back(&scratch[k]);
+                slots.push_back(&*scratch[k]);
             }
         }
         node& y = core.nodes[self];
