@@ -107,7 +107,7 @@ inline std::uint64_t next_generation()
 }
 
 /// Receives, in backward, every op's contribution to a bound parameter's gradient together with
-/// the site of that op (see framework/probe.hpp).
+/// the site of that op (see models/probe.hpp).
 struct contribution_recorder
 {
     virtual ~contribution_recorder() = default;
@@ -503,7 +503,7 @@ public:
     std::size_t size() const { return m_core->nodes.size(); }
 
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
-    /// `r` (the gradient probe, framework/probe.hpp); null to stop.
+    /// `r` (the gradient probe, models/probe.hpp); null to stop.
     void set_recorder(detail::contribution_recorder* r) { m_core->recorder = r; }
     /// True while a recorder is set: unroll then computes each step's input product separately,
     /// so every step's share of the input weights is attributed to that step.

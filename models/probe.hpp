@@ -55,6 +55,7 @@ public:
         : m_tape(t)
         , m_records(std::make_shared<records>())
     {
+        UNFOLD_CHECK(!t.attributes_steps(), "gradient_probe: this tape already has a probe");
         t.set_recorder(this);
     }
     ~gradient_probe() { m_tape.set_recorder(nullptr); }

@@ -158,6 +158,7 @@ BOOST_AUTO_TEST_CASE(lstm_cell_norms_and_a_readout_outside_the_steps)
     const tensor x = g.normal({T, B, I});
     tape t;
     gradient_probe probe(t);
+    expect_error([&] { gradient_probe second(t); }, {"this tape already has a probe"});
     const auto states = unroll(cell, t, constants(t, x), lstm_state{t.constant(zeros({B, H})),
                                                                     t.constant(zeros({B, H}))});
     probe.watch(states);
