@@ -209,10 +209,15 @@ struct tape_core
     void release_grad(std::size_t i)
     {
         node& n = nodes[i];
-        if (n.grad.size() > 0)
-            pool[n.grad.size()].push_back(std::move(n.grad));
+        recycle(n.grad);
         n.grad_released = true;
         n.has_grad = false;
+    }
+    /// Moves a buffer into the pool.
+    void recycle(tensor& buffer)
+    {
+        if (buffer.size() > 0)
+            pool[buffer.size()].push_back(std::move(buffer));
     }
 
     /// Makes `t` a buffer of `shape` (contents unspecified), from the pool when it has one.
@@ -492,8 +497,8 @@ public:
     void clear()
     {
         for (detail::node& n : m_core->nodes) // keep the buffers (Note [Released gradients])
-            if (n.has_grad && n.grad.size() > 0)
-                m_core->pool[n.grad.size()].push_back(std::move(n.grad));
+            if (n.has_grad)
+                m_core->recycle(n.grad);
         m_core->nodes.clear();
         m_core->bound.clear();
         m_core->hooks.clear();
