@@ -13,6 +13,7 @@
 
 #include "framework/backend.hpp"
 #include "framework/error.hpp"
+#include "framework/threads.hpp"
 
 namespace unfold
 {
@@ -228,7 +229,8 @@ inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int
 } // namespace detail
 
 /// C = alpha · op(A) · op(B) + beta · C on row-major buffers, op(X) = Xᵀ when the flag is set.
-/// op(A) is m×k, op(B) is k×n, C is m×n. Transposes are never materialised.
+/// op(A) is m×k, op(B) is k×n, C is m×n. Transposes are never materialised. Runs on one BLAS
+/// thread or on num_threads() by its size (Note [BLAS threads] in framework/threads.hpp).
 inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
                  real alpha, const real* a, const real* b, real beta, real* c)
 {
@@ -238,6 +240,7 @@ inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::
     const auto tb = trans_b ? CblasTrans : CblasNoTrans;
     const int lda = static_cast<int>(trans_a ? m : k);
     const int ldb = static_cast<int>(trans_b ? k : n);
+    detail::use_blas_threads_for(m, n, k);
     detail::cblas_gemm(ta, tb, int(m), int(n), int(k), alpha, a, std::max(lda, 1), b,
                        std::max(ldb, 1), beta, c, int(n));
 }

@@ -1,0 +1,256 @@
+/// The sweep behind Note [BLAS threads] (framework/threads.hpp): every GEMM shape of the
+/// benchmarked RNN/GRU/LSTM training steps (bench/recurrent_bench.cpp, gemm_bound_step) timed on
+/// one and on two OpenBLAS threads, alternately, in a process started with OPENBLAS_NUM_THREADS=2
+/// (OpenBLAS started with one thread never uses a second; this program re-executes itself with
+/// the variable set). Shapes per config (B, T, I, H) and gate count g, G = g·H: x·W_ihᵀ
+/// (BT×G×I), h·W_hhᵀ (B×G×H), dh = gy·W_hh (B×H×G), dW_ih = gyᵀ·x (G×I×BT), dW_hh per step
+/// (G×H×B). Prints a table sorted by m·n·k with the 2-thread/1-thread time ratio, what the
+/// policy (threads_for) picks and the load of other processes meanwhile (a shape measured while
+/// they used >10% of a core is measured again). Rerun it after changing OpenBLAS, the machine or
+/// the threshold.
+///
+///     gemm_threads [--quick] [--configs tiny,small] [--reps N]
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "framework/random.hpp"
+#include "framework/tensor.hpp"
+
+namespace
+{
+using namespace unfold;
+using clock_type = std::chrono::steady_clock;
+
+struct config
+{
+    std::string name;
+    std::size_t B, T, I, H;
+};
+
+const std::vector<config> configs = {
+    {"tiny", 1, 100, 16, 32},
+    {"small", 16, 50, 64, 128},
+    {"medium", 32, 35, 256, 256},
+    {"large", 64, 100, 512, 512},
+};
+
+struct shape
+{
+    bool ta, tb;
+    std::size_t m, n, k;
+    bool operator<(const shape& o) const
+    {
+        return std::tie(m, n, k, ta, tb) < std::tie(o.m, o.n, o.k, o.ta, o.tb);
+    }
+};
+
+double median(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string loadavg()
+{
+    std::ifstream in("/proc/loadavg");
+    std::string a, b, c;
+    in >> a >> b >> c;
+    return a + " " + b + " " + c;
+}
+
+/// CPU seconds used by the whole machine (/proc/stat) and by this process (all its threads).
+struct cpu_use
+{
+    double machine, self, wall;
+};
+cpu_use cpu_now()
+{
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    const auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+    return {double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)),
+            sec(r.ru_utime) + sec(r.ru_stime),
+            std::chrono::duration<double>(clock_type::now().time_since_epoch()).count()};
+}
+/// The share of one core that other processes used between two samples.
+double others_busy(const cpu_use& a, const cpu_use& b)
+{
+    return std::max(0.0, (b.machine - a.machine) - (b.self - a.self)) / (b.wall - a.wall);
+}
+
+struct timing
+{
+    double one, two;   // µs per GEMM
+    double others = 0; // the share of a core other processes used meanwhile
+};
+
+/// Median µs per GEMM on one and on two threads, samples of ~4 ms alternating between the two.
+timing time_shape(const shape& s, int reps)
+{
+    generator g(7);
+    const tensor a = g.uniform({s.m * s.k}, -1, 1), b = g.uniform({s.k * s.n}, -1, 1);
+    tensor c = zeros({s.m * s.n});
+    const int lda = int(s.ta ? s.m : s.k), ldb = int(s.tb ? s.k : s.n);
+    auto run = [&](int threads, int times) {
+        openblas_set_num_threads(threads);
+        const auto start = clock_type::now();
+        for (int i = 0; i < times; ++i)
+            detail::cblas_gemm(s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+                               int(s.m), int(s.n), int(s.k), 1, a.data(), lda, b.data(), ldb, 1,
+                               c.data(), int(s.n));
+        return std::chrono::duration<double>(clock_type::now() - start).count() / times * 1e6;
+    };
+    run(1, 1);
+    run(2, 1);
+    const int times = std::max(1, int(4000 / run(1, 3))); // one sample ≈ 4 ms
+    std::vector<double> one, two;
+    for (int r = 0; r < reps; ++r)
+    {
+        one.push_back(run(1, times));
+        two.push_back(run(2, times));
+    }
+    return {median(one), median(two)};
+}
+
+/// time_shape on a quiet machine: a measurement during which other processes used more than 10%
+/// of a core (a compile on the second core makes two threads look 3-4× slower) is repeated after
+/// a pause, up to 6 times; the last one counts, with its load in the table.
+timing time_shape_quietly(const shape& s, int reps)
+{
+    timing t{};
+    for (int attempt = 0; attempt < 6; ++attempt)
+    {
+        if (attempt)
+            std::this_thread::sleep_for(std::chrono::seconds(2));
+        const cpu_use a = cpu_now();
+        t = time_shape(s, reps);
+        const cpu_use b = cpu_now();
+        t.others = others_busy(a, b);
+        if (t.others <= 0.1 && b.wall - a.wall >= 0.05) // /proc/stat counts in 10 ms ticks
+            break;
+    }
+    return t;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (!openblas_set_num_threads || !openblas_get_num_threads)
+    {
+        std::fprintf(stderr, "gemm_threads: the BLAS is not OpenBLAS; nothing to measure\n");
+        return 1;
+    }
+    const char* env = std::getenv("OPENBLAS_NUM_THREADS");
+    if (!env || std::string(env) != "2")
+    {
+        setenv("OPENBLAS_NUM_THREADS", "2", 1);
+        execv("/proc/self/exe", argv);
+        std::perror("execv");
+        return 1;
+    }
+    if (openblas_get_num_threads() < 2)
+    {
+        std::fprintf(stderr, "gemm_threads: OpenBLAS has %d thread(s), needs 2\n",
+                     openblas_get_num_threads());
+        return 1;
+    }
+
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    int reps = 15;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < args.size(); ++i)
+    {
+        if (args[i] == "--quick")
+            reps = 7;
+        else if (args[i] == "--reps" && i + 1 < args.size())
+            reps = std::max(1, std::atoi(args[++i].c_str()));
+        else if (args[i] == "--configs" && i + 1 < args.size())
+        {
+            std::istringstream in(args[++i]);
+            std::string name;
+            while (std::getline(in, name, ','))
+                names.push_back(name);
+        }
+        else
+        {
+            std::fprintf(stderr, "usage: %s [--quick] [--configs tiny,small,medium,large] "
+                                 "[--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (names.empty())
+        names = {"tiny", "small", "medium", "large"};
+
+    // Every shape once, with the places it occurs.
+    std::map<shape, std::vector<std::string>> shapes;
+    for (const auto& name : names)
+    {
+        const auto it = std::find_if(configs.begin(), configs.end(),
+                                     [&](const config& c) { return c.name == name; });
+        if (it == configs.end())
+        {
+            std::fprintf(stderr, "unknown config %s\n", name.c_str());
+            return 2;
+        }
+        const config& c = *it;
+        for (const std::size_t gates : {1, 3, 4})
+        {
+            const std::size_t G = gates * c.H, BT = c.B * c.T;
+            const std::string model = gates == 1 ? "RNN" : gates == 3 ? "GRU" : "LSTM";
+            const std::string where = c.name + " " + model + " ";
+            shapes[{false, true, BT, G, c.I}].push_back(where + "x·W_ihᵀ");
+            shapes[{false, true, c.B, G, c.H}].push_back(where + "h·W_hhᵀ");
+            shapes[{false, false, c.B, c.H, G}].push_back(where + "dh");
+            shapes[{true, false, G, c.I, BT}].push_back(where + "dW_ih");
+            shapes[{true, false, G, c.H, c.B}].push_back(where + "dW_hh/step");
+        }
+    }
+
+    std::printf("GEMM threads sweep, %s, OpenBLAS %d threads at start, %d reps of ~4 ms "
+                "alternating 1 and 2 threads; threshold m·n·k >= %.3g; load average at start: "
+                "%s\n\n",
+                sizeof(real) == 4 ? "float" : "double", openblas_get_num_threads(), reps,
+                parallel_gemm_work, loadavg().c_str());
+    std::printf("| m·n·k | m×n×k (op) | where | 1 thread µs | 2 threads µs | 2t/1t | policy | others' load |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    std::fflush(stdout);
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [s, where] : shapes)
+    {
+        const timing t = time_shape_quietly(s, reps);
+        std::string w;
+        for (const auto& x : where)
+            w += (w.empty() ? "" : ", ") + x;
+        char line[1024];
+        std::snprintf(line, sizeof line, "| %.3g | %zu×%zu×%zu (%s%s) | %s | %.1f | %.1f | %.2f | %d | %.2f |",
+                      double(s.m) * double(s.n) * double(s.k), s.m, s.n, s.k, s.ta ? "T" : "N",
+                      s.tb ? "T" : "N", w.c_str(), t.one, t.two, t.two / t.one,
+                      threads_for(s.m, s.n, s.k, 2), t.others);
+        rows.emplace_back(double(s.m) * double(s.n) * double(s.k), line);
+    }
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& r : rows)
+        std::printf("%s\n", r.second.c_str());
+    std::printf("\nload average at end: %s\n", loadavg().c_str());
+    return 0;
+}

@@ -1,0 +1,88 @@
+// The BLAS thread policy (Note [BLAS threads] in framework/threads.hpp): which GEMMs get more than
+// one thread, the maximum's round trip, and that a GEMM gives the same result on 1 or 2 threads.
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+
+#include "framework/random.hpp"
+#include "framework/tensor.hpp"
+#include "test_util.hpp"
+
+using namespace unfold;
+using unfold::testing::expect_error;
+using unfold::testing::max_abs_diff;
+
+namespace
+{
+/// Restores the maximum a test changes.
+struct restore_num_threads
+{
+    int saved = num_threads();
+    ~restore_num_threads() { set_num_threads(saved); }
+};
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(blas_threads)
+
+BOOST_AUTO_TEST_CASE(only_large_gemms_get_more_than_one_thread)
+{
+    // The per-step GEMMs of the small LSTM config (batch 16, hidden 128) stay on one thread.
+    BOOST_TEST(threads_for(16, 512, 128, 2) == 1);
+    BOOST_TEST(threads_for(512, 128, 16, 2) == 1);
+    BOOST_TEST(threads_for(1, 1, 1, 8) == 1);
+    BOOST_TEST(threads_for(0, 0, 0, 2) == 1);
+    // The large config's (batch 64, hidden 512) and its whole-sequence GEMMs get the maximum.
+    BOOST_TEST(threads_for(64, 2048, 512, 2) == 2);
+    BOOST_TEST(threads_for(64, 2048, 512, 4) == 4);
+    BOOST_TEST(threads_for(6400, 2048, 512, 2) == 2);
+    // With a maximum of one thread, nothing changes.
+    BOOST_TEST(threads_for(6400, 2048, 512, 1) == 1);
+    // The threshold itself: m·n·k at it parallel, one below it not.
+    const auto at = static_cast<std::size_t>(parallel_gemm_work);
+    BOOST_TEST(threads_for(at, 1, 1, 2) == 2);
+    BOOST_TEST(threads_for(at - 1, 1, 1, 2) == 1);
+}
+
+BOOST_AUTO_TEST_CASE(set_num_threads_round_trips)
+{
+    restore_num_threads restore;
+    BOOST_TEST(num_threads() >= 1);
+    set_num_threads(3);
+    BOOST_TEST(num_threads() == 3);
+    set_num_threads(1);
+    BOOST_TEST(num_threads() == 1);
+    expect_error([] { set_num_threads(0); }, {"set_num_threads", "0 threads"});
+    BOOST_TEST(num_threads() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_gemm_gives_the_same_result_on_one_or_two_threads)
+{
+    restore_num_threads restore;
+    // 64×2048×512 (the large LSTM's recurrent product) with Bᵀ, above the threshold.
+    const std::size_t m = 64, n = 2048, k = 512;
+    BOOST_REQUIRE(threads_for(m, n, k, 2) == 2);
+    generator g(3);
+    const tensor a = g.uniform({m, k}, -1, 1), b = g.uniform({n, k}, -1, 1);
+    tensor one = zeros({m, n}), two = zeros({m, n});
+    set_num_threads(1);
+    gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, one.data());
+    set_num_threads(2);
+    gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, two.data());
+    if (openblas_get_num_threads) // the policy did set OpenBLAS's count for this GEMM
+        BOOST_TEST(openblas_get_num_threads() == 2);
+    // Entries are sums of 512 products in [-1, 1] (|entry| up to ~60); threads split rows and
+    // columns, not the k sum, but allow for a different summation order anyway.
+    BOOST_TEST(max_abs_diff(one, two) < 1e-3);
+    // And both are the product: one entry by hand, in double.
+    double c00 = 0;
+    for (std::size_t i = 0; i < k; ++i)
+        c00 += double(a(0, i)) * double(b(0, i));
+    BOOST_TEST(std::abs(double(two(0, 0)) - c00) < 1e-3);
+    BOOST_TEST(std::abs(double(one(m - 1, n - 1)) - double(two(m - 1, n - 1))) < 1e-3);
+    // A small GEMM afterwards goes back to one thread.
+    gemm(false, true, 2, 2, 2, 1, a.data(), b.data(), 0, two.data());
+    if (openblas_get_num_threads)
+        BOOST_TEST(openblas_get_num_threads() == 1);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
