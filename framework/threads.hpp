@@ -1,6 +1,6 @@
 #pragma once
 /// BLAS threads per GEMM (Note [BLAS threads]): the maximum count, set_num_threads/num_threads, and
-/// the policy that gives a GEMM more than one thread only when it is large enough to gain.
+/// the policy that gives a GEMM more than one thread only where it gains.
 
 #include <atomic>
 #include <cstddef>
@@ -19,29 +19,33 @@ namespace unfold
 {
 
 /// Note [BLAS threads]
-/// A second BLAS thread pays only for large GEMMs. On the project's machine (2 cores, OpenBLAS
-/// 0.3.21 pthread, Cooperlake kernel, started with OPENBLAS_NUM_THREADS=2), bench/gemm_threads
-/// timed every GEMM shape of the benchmarked RNN/GRU/LSTM steps on 1 and 2 threads (2-thread time
-/// / 1-thread time, medians):
+/// A second BLAS thread pays only for large GEMMs with a long inner dimension. bench/gemm_threads
+/// timed every GEMM shape of the benchmarked RNN/GRU/LSTM steps on 1 and 2 threads (2 cores,
+/// OpenBLAS 0.3.21 pthread, Cooperlake kernel, started with OPENBLAS_NUM_THREADS=2; 2-thread
+/// time / 1-thread time, range over 3-6 sweeps with the other core idle):
 ///
-///     m·n·k       shape (m×n×k)           2t/1t
-///     262k        16×128×128   (small RNN, per step)        1.00  (OpenBLAS runs ≤ 262k on one)
-///     786k        16×384×128   (small GRU, per step)        1.18
-///     1.05M       16×512×128   (small LSTM, per step)       1.15
-///     2.1M        32×256×256   (medium RNN, per step)       0.93
-///     6.3M        32×768×256   (medium GRU, per step)       0.72
-///     8.4M        32×1024×256  (medium LSTM, per step)      0.66
-///     26M         800×512×64   (small LSTM, whole sequence) 0.61
-///     ≥ 17M       large, every shape                        0.55-0.60
+///     m·n·k       shapes                                            2t/1t
+///     ≤ 262k      tiny (all), small RNN per step                    1.00 (OpenBLAS keeps one)
+///     0.8-1M      small GRU/LSTM per step: h·W_hhᵀ, dh              0.58-1.00
+///                              dW_hh per step (k = 16)              0.98-3.34
+///     2.1-8.4M    medium per step: h·W_hhᵀ, dh                      0.54-0.99
+///                              dW_hh per step (k = 32)              0.60-1.86
+///     6.6M        small RNN whole sequence (800×128×64, 128×64×800) 0.64-1.39
+///     14-19M      hidden 384 per step, dW_hh (k = 32)               0.57-1.32
+///     ≥ 8.4M, k ≥ 64: medium/large per step, all whole-sequence     0.50-0.94
 ///
-/// OpenBLAS itself already keeps GEMMs of m·n·k ≤ 262,144 on one thread, but between that and
-/// ~2M the second thread's wake-up and the split cost more than they save (the small config ran
-/// 8.7 instead of 7.3 ms per step on plain 2 threads). Hence the threshold below, with margin:
-/// below it a GEMM runs on one thread, at or above it on num_threads(). Switching costs
-/// ~0.008 µs per pair of openblas_set_num_threads calls, so it is done per GEMM, and only when the
-/// wanted count differs from OpenBLAS's current one (asked live, since libtorch or user code in
-/// the same process may change it between our GEMMs).
-constexpr double parallel_gemm_work = 4e6;
+/// With k ≤ 32 a GEMM reads and writes C about as much as it computes, and two threads share
+/// one memory bus; below ~8M the wake-up and split cost as much as they save. So a GEMM gets
+/// num_threads() when m·n·k >= 8e6 and k >= 64, else one thread. Training steps (bench
+/// --threads-only, 2-thread/1-thread time): small 0.92-1.01 (only its whole-sequence GEMMs
+/// qualify), medium LSTM 0.69 (0.85 with m·n·k >= 1.6e7 alone; with 4e6 alone it swung between
+/// 0.62 and 0.95 from run to run), large 0.57-0.67. Plain 2 threads made the small config slower
+/// (8.7 instead of 7.3 ms per step). Switching costs ~0.008 µs per pair of
+/// openblas_set_num_threads calls, so it is done per GEMM, only when the wanted count differs
+/// from OpenBLAS's current one (asked live: libtorch or user code in the same process may change
+/// it between our GEMMs).
+constexpr double parallel_gemm_work = 8e6;
+constexpr std::size_t parallel_gemm_min_k = 64;
 
 namespace detail
 {
@@ -68,11 +72,12 @@ inline void set_num_threads(int n)
 }
 
 /// The policy, pure: the threads a GEMM of op(A) m×k times op(B) k×n gets when `max_threads` are
-/// allowed.
+/// allowed (Note [BLAS threads]).
 constexpr int threads_for(std::size_t m, std::size_t n, std::size_t k, int max_threads)
 {
     const double work = double(m) * double(n) * double(k);
-    return work >= parallel_gemm_work && max_threads > 1 ? max_threads : 1;
+    return work >= parallel_gemm_work && k >= parallel_gemm_min_k && max_threads > 1 ? max_threads
+                                                                                     : 1;
 }
 
 namespace detail

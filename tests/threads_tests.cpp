@@ -31,16 +31,25 @@ BOOST_AUTO_TEST_CASE(only_large_gemms_get_more_than_one_thread)
     BOOST_TEST(threads_for(512, 128, 16, 2) == 1);
     BOOST_TEST(threads_for(1, 1, 1, 8) == 1);
     BOOST_TEST(threads_for(0, 0, 0, 2) == 1);
+    // Medium (batch 32, hidden 256): the LSTM's h·W_hhᵀ (8.4M) gets two, its dW_hh per step
+    // (k = batch = 32) one, however large.
+    BOOST_TEST(threads_for(32, 1024, 256, 2) == 2);
+    BOOST_TEST(threads_for(1024, 256, 32, 2) == 1);
+    BOOST_TEST(threads_for(4096, 4096, 32, 2) == 1);
     // The large config's (batch 64, hidden 512) and its whole-sequence GEMMs get the maximum.
     BOOST_TEST(threads_for(64, 2048, 512, 2) == 2);
+    BOOST_TEST(threads_for(2048, 512, 64, 2) == 2);
     BOOST_TEST(threads_for(64, 2048, 512, 4) == 4);
     BOOST_TEST(threads_for(6400, 2048, 512, 2) == 2);
     // With a maximum of one thread, nothing changes.
     BOOST_TEST(threads_for(6400, 2048, 512, 1) == 1);
-    // The threshold itself: m·n·k at it parallel, one below it not.
-    const auto at = static_cast<std::size_t>(parallel_gemm_work);
-    BOOST_TEST(threads_for(at, 1, 1, 2) == 2);
-    BOOST_TEST(threads_for(at - 1, 1, 1, 2) == 1);
+    // The thresholds themselves: m·n·k at 8e6 with k = 64 parallel, one step below either not.
+    const std::size_t k = parallel_gemm_min_k;
+    const auto m = static_cast<std::size_t>(parallel_gemm_work) / k;
+    BOOST_TEST(double(m) * double(k) == parallel_gemm_work);
+    BOOST_TEST(threads_for(m, 1, k, 2) == 2);
+    BOOST_TEST(threads_for(m - 1, 1, k, 2) == 1);
+    BOOST_TEST(threads_for(2 * m, 1, k - 1, 2) == 1);
 }
 
 BOOST_AUTO_TEST_CASE(set_num_threads_round_trips)
