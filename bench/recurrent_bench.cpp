@@ -12,11 +12,22 @@
 /// libtorch), so neither computes dx and the bound leaves out its GEMM (gemm_bound_step includes it
 /// only for an input that requires a gradient).
 ///
-///     unfold_bench_torch [--quick] [--configs tiny,small] [--reps N]
+/// Everything above runs on one thread (children started with OPENBLAS_NUM_THREADS=1, libtorch
+/// at::set_num_threads(1)). A threading section follows: per config, one child started with
+/// OPENBLAS_NUM_THREADS=2 alternates Unfold's RNN/GRU/LSTM steps on one thread
+/// (unfold::set_num_threads(1)) and on two with the per-GEMM policy (set_num_threads(2): only GEMMs
+/// large enough to gain get the second thread, Note [BLAS threads] in framework/threads.hpp), with libtorch's LSTM on 1 and 2 threads (at::set_num_threads and
+/// OpenBLAS's count, which libtorch shares with Unfold in one process) as a reference; it reports
+/// the 2-thread/1-thread time ratio and the share of a core other processes used meanwhile (a
+/// busy second core makes two threads look slower). --no-threads skips the section,
+/// --threads-only runs it alone.
+///
+///     unfold_bench_torch [--quick] [--configs tiny,small] [--reps N] [--no-threads|--threads-only]
 ///
 /// Built without libtorch (unfold_bench), the libtorch columns are skipped.
 
 #include <dlfcn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -349,6 +360,51 @@ void child_time(const config& c, int reps)
 #endif
 }
 
+/// The threading section's child (started with OPENBLAS_NUM_THREADS=2): each model's step on one
+/// thread and on two with the policy, alternately, and libtorch's LSTM on 1 and 2 threads.
+void child_threads(const config& c, int reps)
+{
+    generator g(42);
+    const tensor x = g.normal({c.T, c.B, c.I});
+    param_store s_rnn, s_gru, s_lstm;
+    const auto rnn = rnn_layer(s_rnn, c.I, c.H, g);
+    const auto gru = gru_layer(s_gru, c.I, c.H, g);
+    const auto lstm = lstm_layer(s_lstm, c.I, c.H, g);
+    const auto on = [](int threads, std::function<void()> step) -> std::function<void()> {
+        return [threads, step] {
+            unfold::set_num_threads(threads);
+            step();
+        };
+    };
+    alternate({{"unfold.rnn.1", on(1, unfold_step(rnn, x))},
+               {"unfold.rnn.2", on(2, unfold_step(rnn, x))}},
+              reps);
+    alternate({{"unfold.gru.1", on(1, unfold_step(gru, x))},
+               {"unfold.gru.2", on(2, unfold_step(gru, x))}},
+              reps);
+    alternate({{"unfold.lstm.1", on(1, unfold_step(lstm, x))},
+               {"unfold.lstm.2", on(2, unfold_step(lstm, x))}},
+              reps);
+#ifdef UNFOLD_BENCH_TORCH
+    // After Unfold's steps: libtorch's OpenMP workers, once started, spin after each parallel
+    // region and would take the second core from Unfold's 2-thread GEMMs. libtorch's GEMMs run in
+    // the same OpenBLAS, whose count Unfold's policy may have left at one.
+    torch::manual_seed(0);
+    const torch::Tensor tx = to_torch(x);
+    torch::nn::LSTM t_lstm(torch::nn::LSTMOptions(c.I, c.H));
+    const auto torch_on = [](int threads, std::function<void()> step) -> std::function<void()> {
+        return [threads, step] {
+            at::set_num_threads(threads);
+            set_blas_threads(threads);
+            step();
+        };
+    };
+    alternate({{"torch.lstm.1", torch_on(1, torch_layer_step(t_lstm, tx))},
+               {"torch.lstm.2", torch_on(2, torch_layer_step(t_lstm, tx))}},
+              reps);
+#endif
+}
+
 void child_memory(const config& c, const std::string& impl)
 {
     const double base = status_mb("VmHWM:");
@@ -437,7 +493,8 @@ std::string self_dir()
 }
 
 /// Runs `program args…` and returns its standard output lines.
-std::vector<std::string> run_child(const std::string& program, const std::vector<std::string>& args)
+std::vector<std::string> run_child(const std::string& program, const std::vector<std::string>& args,
+                                   const std::map<std::string, std::string>& env = {})
 {
     int fd[2];
     if (pipe(fd) != 0)
@@ -448,6 +505,8 @@ std::vector<std::string> run_child(const std::string& program, const std::vector
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);
+        for (const auto& [name, value] : env)
+            setenv(name.c_str(), value.c_str(), 1);
         std::vector<char*> argv{const_cast<char*>(program.c_str())};
         for (const auto& a : args)
             argv.push_back(const_cast<char*>(a.c_str()));
@@ -580,18 +639,104 @@ void print_report(const std::vector<std::pair<config, config_result>>& results, 
     }
 }
 
+/// CPU seconds used by the whole machine (/proc/stat) and by finished children, and the time.
+struct cpu_use
+{
+    double machine, children, wall;
+};
+cpu_use cpu_now()
+{
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    rusage r{};
+    getrusage(RUSAGE_CHILDREN, &r);
+    const auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+    return {double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)),
+            sec(r.ru_utime) + sec(r.ru_stime), seconds_since(clock_type::time_point{})};
+}
+
+struct threads_result
+{
+    std::map<std::string, double> time; // name -> seconds
+    double others = 0;                   // share of a core other processes used meanwhile
+};
+
+threads_result run_threads(const config& c, int reps, bool have_torch)
+{
+    const std::string self =
+        self_dir() + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
+    threads_result r;
+    const cpu_use a = cpu_now();
+    for (const auto& line : run_child(self, {"--child-threads", c.name, std::to_string(reps)},
+                                      {{"OPENBLAS_NUM_THREADS", "2"}, {"OMP_NUM_THREADS", "2"}}))
+    {
+        std::istringstream in(line);
+        std::string tag, name;
+        double t;
+        in >> tag >> name >> t;
+        if (tag == "TIME")
+            r.time[name] = t;
+    }
+    const cpu_use b = cpu_now();
+    r.others = std::max(0.0, (b.machine - a.machine) - (b.children - a.children)) /
+               std::max(1e-9, b.wall - a.wall);
+    return r;
+}
+
+void print_threads(const std::vector<std::pair<config, threads_result>>& results, bool have_torch)
+{
+    std::printf("\nTwo threads: one child per config started with OPENBLAS_NUM_THREADS=2; Unfold "
+                "on 1 thread vs 2 with the per-GEMM policy (2 threads when m·n·k >= %.3g and k >= "
+                "%zu), alternating; libtorch's LSTM on 1 and 2 threads for reference. 2t/1t < 1 "
+                "is faster on two; others' load = the share of a core other processes used.\n",
+                parallel_gemm_work, parallel_gemm_min_k);
+    std::printf("\n| config | model | Unfold 1t ms | Unfold 2t ms | Unfold 2t/1t | libtorch 1t ms "
+                "| libtorch 2t ms | libtorch 2t/1t | others' load |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    const std::pair<const char*, const char*> models[] = {
+        {"RNN", "rnn"}, {"GRU", "gru"}, {"LSTM", "lstm"}};
+    for (const auto& [c, r] : results)
+        for (const auto& [label, key] : models)
+        {
+            const auto get = [&r = r](const std::string& name) {
+                return r.time.count(name) ? r.time.at(name) : 0.0;
+            };
+            const double u1 = get(std::string("unfold.") + key + ".1"),
+                         u2 = get(std::string("unfold.") + key + ".2"),
+                         t1 = get(std::string("torch.") + key + ".1"),
+                         t2 = get(std::string("torch.") + key + ".2");
+            char torch_cols[96] = "– | – | –";
+            if (have_torch && t1 > 0 && t2 > 0)
+                std::snprintf(torch_cols, sizeof torch_cols, "%.3g | %.3g | %.2f", t1 * 1e3,
+                              t2 * 1e3, t2 / t1);
+            std::printf("| %s %zu×%zu×%zu×%zu | %s | %.3g | %.3g | **%.2f** | %s | %.2f |\n",
+                        c.name.c_str(), c.B, c.T, c.I, c.H, label, u1 * 1e3, u2 * 1e3,
+                        u1 > 0 ? u2 / u1 : 0.0, torch_cols, r.others);
+        }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    set_blas_threads(1);
 #ifdef UNFOLD_BENCH_TORCH
-    at::set_num_threads(1);
     const bool have_torch = true;
 #else
     const bool have_torch = false;
 #endif
     const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() == 3 && args[0] == "--child-threads")
+    {
+        // Started with OPENBLAS_NUM_THREADS=2: the step functions set their own thread counts.
+        child_threads(config_named(args[1]), std::atoi(args[2].c_str()));
+        return 0;
+    }
+    set_blas_threads(1);
+#ifdef UNFOLD_BENCH_TORCH
+    at::set_num_threads(1);
+#endif
     if (args.size() == 3 && args[0] == "--child-time")
     {
         child_time(config_named(args[1]), std::atoi(args[2].c_str()));
@@ -608,13 +753,17 @@ int main(int argc, char** argv)
         return 0;
     }
 
-    bool quick = false;
+    bool quick = false, threads = true, single = true;
     int reps = 0;
     std::vector<std::string> names;
     for (std::size_t i = 0; i < args.size(); ++i)
     {
         if (args[i] == "--quick")
             quick = true;
+        else if (args[i] == "--no-threads")
+            threads = false;
+        else if (args[i] == "--threads-only")
+            single = false;
         else if (args[i] == "--reps" && i + 1 < args.size())
             reps = std::atoi(args[++i].c_str());
         else if (args[i] == "--configs" && i + 1 < args.size())
@@ -627,7 +776,7 @@ int main(int argc, char** argv)
         else
         {
             std::fprintf(stderr, "usage: %s [--quick] [--configs tiny,small,medium,large] "
-                                 "[--reps N]\n", argv[0]);
+                                 "[--reps N] [--no-threads|--threads-only]\n", argv[0]);
             return 2;
         }
     }
@@ -654,28 +803,48 @@ int main(int argc, char** argv)
                 loadavg().c_str());
     std::fflush(stdout);
 
-    std::vector<std::pair<config, config_result>> results;
-    for (const auto& name : names)
+    if (single)
     {
-        const config& c = config_named(name);
-        const int n = reps > 0 ? reps : (quick ? c.quick_reps : c.reps);
-        std::fprintf(stderr, "running %s (%d repetitions)…\n", name.c_str(), n);
-        results.emplace_back(c, run_config(c, n, have_torch));
-    }
-    print_report(results, have_torch);
+        std::vector<std::pair<config, config_result>> results;
+        for (const auto& name : names)
+        {
+            const config& c = config_named(name);
+            const int n = reps > 0 ? reps : (quick ? c.quick_reps : c.reps);
+            std::fprintf(stderr, "running %s (%d repetitions)…\n", name.c_str(), n);
+            results.emplace_back(c, run_config(c, n, have_torch));
+        }
+        print_report(results, have_torch);
 
-    const std::string self =
-        self_dir() + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
-    std::printf("\nTape per-op cost: a chain of 1,000 elementwise ops on 16-element tensors, "
-                "forward + backward:\n\n| | µs per op |\n|---|---|\n");
-    for (const auto& line : run_child(self, {"--child-ops", quick ? "11" : "31"}))
+        const std::string self =
+            self_dir() + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
+        std::printf("\nTape per-op cost: a chain of 1,000 elementwise ops on 16-element tensors, "
+                    "forward + backward:\n\n| | µs per op |\n|---|---|\n");
+        for (const auto& line : run_child(self, {"--child-ops", quick ? "11" : "31"}))
+        {
+            std::istringstream in(line);
+            std::string tag, name;
+            double s;
+            in >> tag >> name >> s;
+            if (tag == "OPS")
+                std::printf("| %s | %.3f |\n", name == "unfold" ? "Unfold" : "libtorch",
+                            s * 1e6);
+        }
+    }
+
+    if (threads)
     {
-        std::istringstream in(line);
-        std::string tag, name;
-        double s;
-        in >> tag >> name >> s;
-        if (tag == "OPS")
-            std::printf("| %s | %.3f |\n", name == "unfold" ? "Unfold" : "libtorch", s * 1e6);
+        std::printf("\nload average before the threading section: %s\n", loadavg().c_str());
+        std::fflush(stdout);
+        std::vector<std::pair<config, threads_result>> results;
+        for (const auto& name : names)
+        {
+            const config& c = config_named(name);
+            const int n = reps > 0 ? reps : (quick ? c.quick_reps : c.reps);
+            std::fprintf(stderr, "running %s on 1 and 2 threads (%d repetitions)…\n",
+                         name.c_str(), n);
+            results.emplace_back(c, run_threads(c, n, have_torch));
+        }
+        print_threads(results, have_torch);
     }
     std::printf("\nload average at end: %s\n", loadavg().c_str());
     return 0;
