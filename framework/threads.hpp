@@ -37,9 +37,10 @@ namespace unfold
 /// With k ≤ 32 a GEMM reads and writes C about as much as it computes, and two threads share
 /// one memory bus; below ~8M the wake-up and split cost as much as they save. So a GEMM gets
 /// num_threads() when m·n·k >= 8e6 and k >= 64, else one thread. Training steps (bench
-/// --threads-only, 2-thread/1-thread time): small 0.92-1.01 (only its whole-sequence GEMMs
-/// qualify), medium LSTM 0.69 (0.85 with m·n·k >= 1.6e7 alone; with 4e6 alone it swung between
-/// 0.62 and 0.95 from run to run), large 0.57-0.67. Plain 2 threads made the small config slower
+/// --threads-only, 2-thread/1-thread time, medians): small GRU/LSTM 0.92-0.99 (only their
+/// whole-sequence GEMMs qualify; the RNN has none: 0.98-1.01), medium 0.84-0.87, its LSTM 0.69-0.70
+/// (0.85 with m·n·k >= 1.6e7 alone; with 4e6 alone it swung between 0.62 and 0.95 from run to
+/// run), large 0.56-0.67. Plain 2 threads made the small config slower
 /// (8.7 instead of 7.3 ms per step). Switching costs ~0.008 µs per pair of
 /// openblas_set_num_threads calls, so it is done per GEMM, only when the wanted count differs
 /// from OpenBLAS's current one (asked live: libtorch or user code in the same process may change
@@ -63,8 +64,9 @@ inline std::atomic<int>& max_threads_slot()
 /// The most BLAS threads a GEMM may use (like torch::get_num_threads).
 inline int num_threads() { return detail::max_threads_slot().load(std::memory_order_relaxed); }
 
-/// Sets the most BLAS threads a GEMM may use (like torch::set_num_threads). OpenBLAS started with
-/// one thread (OPENBLAS_NUM_THREADS=1) keeps running on one whatever this says.
+/// Sets the most BLAS threads a GEMM may use (like torch::set_num_threads). It may exceed what
+/// OpenBLAS started with: OpenBLAS 0.3.21 then starts the extra threads (a process started with
+/// OPENBLAS_NUM_THREADS=1 ran the medium LSTM step in 26 instead of 38 ms after set_num_threads(2)).
 inline void set_num_threads(int n)
 {
     UNFOLD_CHECK(n >= 1, "set_num_threads: {} threads (needs at least 1)", n);
