@@ -40,7 +40,7 @@ namespace unfold
 /// --threads-only, 2-thread/1-thread time, medians): small GRU/LSTM 0.92-0.99 (only their
 /// whole-sequence GEMMs qualify; the RNN has none: 0.98-1.01), medium 0.84-0.87, its LSTM 0.69-0.70
 /// (0.85 with m·n·k >= 1.6e7 alone; with 4e6 alone it swung between 0.62 and 0.95 from run to
-/// run), large 0.56-0.67. Plain 2 threads made the small config slower
+/// run), large 0.56-0.74. Plain 2 threads made the small config slower
 /// (8.7 instead of 7.3 ms per step). Switching costs ~0.008 µs per pair of
 /// openblas_set_num_threads calls, so it is done per GEMM, only when the wanted count differs
 /// from OpenBLAS's current one (asked live: libtorch or user code in the same process may change
