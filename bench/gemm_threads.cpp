@@ -198,8 +198,10 @@ int main(int argc, char** argv)
         }
         else
         {
-            std::fprintf(stderr, "usage: %s [--quick] [--configs tiny,small,medium,between,large] "
-                                 "[--reps N]\n", argv[0]);
+            std::fprintf(stderr,
+                         "usage: %s [--quick] [--configs tiny,small,medium,between,large] "
+                         "[--reps N]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -236,7 +238,8 @@ int main(int argc, char** argv)
                 "%s\n\n",
                 sizeof(real) == 4 ? "float" : "double", openblas_get_num_threads(), reps,
                 parallel_gemm_work, loadavg().c_str());
-    std::printf("| m·n·k | m×n×k (op) | where | 1 thread µs | 2 threads µs | 2t/1t | policy | others' load |\n");
+    std::printf("| m·n·k | m×n×k (op) | where | 1 thread µs | 2 threads µs | 2t/1t | policy | "
+                "others' load |\n");
     std::printf("|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
     std::vector<std::pair<double, std::string>> rows;
@@ -247,7 +250,8 @@ int main(int argc, char** argv)
         for (const auto& x : where)
             w += (w.empty() ? "" : ", ") + x;
         char line[1024];
-        std::snprintf(line, sizeof line, "| %.3g | %zu×%zu×%zu (%s%s) | %s | %.1f | %.1f | %.2f | %d | %.2f |",
+        std::snprintf(line, sizeof line,
+                      "| %.3g | %zu×%zu×%zu (%s%s) | %s | %.1f | %.1f | %.2f | %d | %.2f |",
                       double(s.m) * double(s.n) * double(s.k), s.m, s.n, s.k, s.ta ? "T" : "N",
                       s.tb ? "T" : "N", w.c_str(), t.one, t.two, t.two / t.one,
                       threads_for(s.m, s.n, s.k, 2), t.others);

@@ -16,8 +16,9 @@
 /// at::set_num_threads(1)). A threading section follows: per config, one child started with
 /// OPENBLAS_NUM_THREADS=2 alternates Unfold's RNN/GRU/LSTM steps on one thread
 /// (unfold::set_num_threads(1)) and on two with the per-GEMM policy (set_num_threads(2): only GEMMs
-/// large enough to gain get the second thread, Note [BLAS threads] in framework/threads.hpp), with libtorch's LSTM on 1 and 2 threads (at::set_num_threads and
-/// OpenBLAS's count, which libtorch shares with Unfold in one process) as a reference; it reports
+/// large enough to gain get the second thread, Note [BLAS threads] in framework/threads.hpp),
+/// with libtorch's LSTM on 1 and 2 threads (at::set_num_threads and OpenBLAS's count, which
+/// libtorch shares with Unfold in one process) as a reference; it reports
 /// the 2-thread/1-thread time ratio and the share of a core other processes used meanwhile (a
 /// busy second core makes two threads look slower). --no-threads skips the section,
 /// --threads-only runs it alone.
@@ -591,10 +592,13 @@ config_result run_config(const config& c, int reps, bool have_torch)
 void print_report(const std::vector<std::pair<config, config_result>>& results, bool have_torch)
 {
     std::printf("\nGEMM bound: the step's GEMMs alone (projection, recurrent product, dh, dW_ih, "
-                "dW_hh; no dx: the input needs no gradient in either implementation).\n");
-    std::printf("\n| config | model | Unfold ms | libtorch ms | libtorch/Unfold | Unfold GFLOP/s "
-                "| GEMM bound ms (GFLOP/s) | Unfold of bound | libtorch of bound |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+                "dW_hh; no dx: the input needs no gradient in either implementation). "
+                "\"at the bound\" = libtorch ms / bound ms, the largest libtorch/Unfold an "
+                "implementation doing these GEMMs with this BLAS could reach.\n");
+    std::printf("\n| config | model | Unfold ms | libtorch ms | libtorch/Unfold | at the bound "
+                "| Unfold GFLOP/s | GEMM bound ms (GFLOP/s) | Unfold of bound | libtorch of bound "
+                "|\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     struct row
     {
         const char *label, *unfold, *torch;
@@ -612,18 +616,20 @@ void print_report(const std::vector<std::pair<config, config_result>>& results, 
             const double t = have_torch && r.time.count(w.torch) ? r.time.at(w.torch) : 0;
             const auto [flops, bound] = r.gemm.count(w.gates) ? r.gemm.at(w.gates)
                                                               : std::pair<double, double>{0, 0};
-            char torch_ms[32] = "–", ratio[32] = "–", torch_frac[32] = "–";
+            char torch_ms[32] = "–", ratio[32] = "–", ceiling[32] = "–", torch_frac[32] = "–";
             if (t > 0)
             {
                 std::snprintf(torch_ms, sizeof torch_ms, "%.3g", t * 1e3);
                 std::snprintf(ratio, sizeof ratio, "**%.2f**", t / u);
+                if (bound > 0)
+                    std::snprintf(ceiling, sizeof ceiling, "%.2f", t / bound);
                 std::snprintf(torch_frac, sizeof torch_frac, "%.0f%%", 100 * bound / t);
             }
-            std::printf("| %s %zu×%zu×%zu×%zu | %s | %.3g | %s | %s | %.1f | %.3g (%.0f) | %.0f%% | "
-                        "%s |\n",
+            std::printf("| %s %zu×%zu×%zu×%zu | %s | %.3g | %s | %s | %s | %.1f | %.3g (%.0f) | "
+                        "%.0f%% | %s |\n",
                         c.name.c_str(), c.B, c.T, c.I, c.H, w.label, u * 1e3, torch_ms, ratio,
-                        flops / u * 1e-9, bound * 1e3, flops / bound * 1e-9, 100 * bound / u,
-                        torch_frac);
+                        ceiling, flops / u * 1e-9, bound * 1e3, flops / bound * 1e-9,
+                        100 * bound / u, torch_frac);
         }
     std::printf("\nPeak RSS (VmHWM) of a process running two LSTM steps; in parentheses the RSS "
                 "before the model ran (libraries loaded):\n\n| config | Unfold MB | libtorch MB "

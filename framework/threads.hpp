@@ -10,9 +10,10 @@
 // OpenBLAS's thread controls, declared weak: with any other CBLAS they stay null, the program
 // still links, and the policy does nothing. (OpenBLAS's cblas.h declares them too; a weak
 // redeclaration before any use is allowed.)
-extern "C" {
-void openblas_set_num_threads(int) __attribute__((weak));
-int openblas_get_num_threads(void) __attribute__((weak));
+extern "C"
+{
+    void openblas_set_num_threads(int) __attribute__((weak));
+    int openblas_get_num_threads(void) __attribute__((weak));
 }
 
 namespace unfold
@@ -66,7 +67,8 @@ inline int num_threads() { return detail::max_threads_slot().load(std::memory_or
 
 /// Sets the most BLAS threads a GEMM may use (like torch::set_num_threads). It may exceed what
 /// OpenBLAS started with: OpenBLAS 0.3.21 then starts the extra threads (a process started with
-/// OPENBLAS_NUM_THREADS=1 ran the medium LSTM step in 26 instead of 38 ms after set_num_threads(2)).
+/// OPENBLAS_NUM_THREADS=1 ran the medium LSTM step in 26 instead of 38 ms after
+/// set_num_threads(2)).
 inline void set_num_threads(int n)
 {
     UNFOLD_CHECK(n >= 1, "set_num_threads: {} threads (needs at least 1)", n);
