@@ -190,6 +190,17 @@ struct tape_core
     /// Released gradient buffers by element count (Note [Released gradients]).
     std::unordered_map<std::size_t, std::vector<tensor>> pool;
 
+    /// The bytes of the values, gradients and pooled buffers the tape holds.
+    std::size_t bytes_held() const
+    {
+        std::size_t n = 0;
+        for (const node& x : nodes)
+            n += x.value.size() + x.grad.size();
+        for (const auto& [size, buffers] : pool)
+            n += size * buffers.size();
+        return n * sizeof(real);
+    }
+
     /// The gradient slot of node i, zeroed on first use in a backward.
     tensor& grad_slot(std::size_t i)
     {
@@ -401,6 +412,7 @@ public:
     }
     ~tape()
     {
+        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/tensor.hpp
         m_core->alive = false;
         m_core->nodes.clear();
         m_core->bound.clear();
@@ -496,6 +508,7 @@ public:
     /// Drops every node; vars recorded so far become stale (Note [Tape lifetime]).
     void clear()
     {
+        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/tensor.hpp
         for (detail::node& n : m_core->nodes) // keep the buffers (Note [Released gradients])
             if (n.has_grad)
                 m_core->recycle(n.grad);

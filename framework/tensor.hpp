@@ -3,8 +3,11 @@
 /// reduction of a broadcast gradient back to its input's shape, and the one GEMM wrapper.
 
 #include <algorithm>
+#include <climits>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <new>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -33,12 +36,15 @@ using real = float;
 namespace allocation
 {
 /// Note [Aligned buffers]
-/// malloc aligns to 16 bytes, so a large tensor's rows start anywhere in a 64-byte cache line, and
-/// where they start changes with the heap's history. OpenBLAS's packing and C updates run up to a
-/// third slower on misaligned buffers: the large GRU step (batch 64, hidden 512) took 729-742 ms
-/// in a process that had run other models first and 563-570 ms with every buffer of 4 KiB or
-/// more aligned to 64 bytes (its GEMMs alone: 517 ms). Small buffers keep malloc's alignment:
-/// over-aligning them would only add padding to the tape's many tiny values.
+/// malloc aligns to 16 bytes, so a large tensor's rows start anywhere in a 64-byte cache line.
+/// OpenBLAS's packing and C updates run slower on such buffers: with every buffer of 4 KiB or
+/// more aligned to 64 bytes, the medium LSTM step (batch 32, hidden 256) took 37.2-38.1 ms
+/// instead of 38.5-39.4 (three alternating runs), the GRU 1-2% less, the RNN the same. Small
+/// buffers keep malloc's alignment: over-aligning them would only pad the tape's many tiny
+/// values. The aligned block is carved out of malloc(bytes + 64) with the raw pointer stored just
+/// before it, rather than taken from posix_memalign: glibc's memalign asks for 64 bytes + a
+/// minimum chunk more than it returns, so a freed block never fits the next request of its own
+/// size, and the heap of the large LSTM config grew by 57 MB (peak RSS 360 -> 414 MB).
 template <class T>
 struct buffer_allocator
 {
@@ -53,22 +59,35 @@ struct buffer_allocator
 
     T* allocate(std::size_t n)
     {
-        if (n > std::size_t(-1) / sizeof(T))
+        if (n > (std::size_t(-1) - alignment) / sizeof(T))
             throw std::bad_array_new_length();
         const std::size_t bytes = n * sizeof(T);
-        void* p = nullptr;
-        if (bytes >= aligned_from)
+        if (bytes < aligned_from)
         {
-            if (posix_memalign(&p, alignment, bytes) != 0)
-                p = nullptr;
+            void* p = std::malloc(bytes ? bytes : 1);
+            if (!p)
+                throw std::bad_alloc();
+            return static_cast<T*>(p);
         }
-        else
-            p = std::malloc(bytes ? bytes : 1);
-        if (!p)
+        void* raw = std::malloc(bytes + alignment);
+        if (!raw)
             throw std::bad_alloc();
-        return static_cast<T*>(p);
+        // malloc's 16-byte alignment leaves 16 to 64 bytes before the aligned block: room for
+        // the raw pointer.
+        const auto at = (reinterpret_cast<std::uintptr_t>(raw) + alignment) & ~(alignment - 1);
+        void** block = reinterpret_cast<void**>(at);
+        block[-1] = raw;
+        return reinterpret_cast<T*>(block);
     }
-    void deallocate(T* p, std::size_t) noexcept { std::free(p); } // both come from malloc's heap
+    /// n is the count allocate() was given (the standard allocator contract), so it tells which
+    /// way the block was made.
+    void deallocate(T* p, std::size_t n) noexcept
+    {
+        if (n * sizeof(T) < aligned_from)
+            std::free(p);
+        else
+            std::free(reinterpret_cast<void**>(p)[-1]);
+    }
 
     template <class U>
     bool operator==(const buffer_allocator<U>&) const noexcept
@@ -258,8 +277,14 @@ namespace detail
 /// A training step allocates and frees the same tensor sizes over and over. glibc serves blocks of
 /// 128 KiB and more with mmap and returns them with munmap, so every such tensor (one (32, 1024)
 /// float gate block) cost page faults and zeroing by the kernel: ~15% of a medium LSTM step. The
-/// first tape raises the mmap and trim thresholds once (64 MiB, 256 MiB) so that freed blocks
-/// stay in the heap for the next step.
+/// first tape raises the mmap threshold once (64 MiB) so that freed blocks stay in the heap for
+/// the next step. glibc also gives the top of the heap back to the kernel once more than
+/// M_TRIM_THRESHOLD is free there — which is what a finished step's tape leaves: with the
+/// threshold at 256 MiB, the large configs (a 330 MB tape) faulted their memory back in every
+/// step, and the GRU step took 721-742 ms instead of 556-566 (357K instead of 215K page faults).
+/// So a tape, before it frees its values, raises the threshold to twice the most any tape has
+/// held (keep_in_heap): a training loop keeps one step's memory, as a caching allocator would,
+/// and memory beyond that is still returned.
 inline void tune_allocator()
 {
 #ifdef __GLIBC__
@@ -269,6 +294,25 @@ inline void tune_allocator()
         return true;
     }();
     (void)once;
+#endif
+}
+
+/// Raises glibc's trim threshold to twice `bytes` (never lowers it; at most INT_MAX, mallopt's
+/// limit) so that the `bytes` a tape is about to free stay in the heap (Note [Allocation]).
+inline void keep_in_heap(std::size_t bytes)
+{
+#ifdef __GLIBC__
+    static std::mutex lock; // once per tape: the lock costs nothing that matters
+    static std::size_t threshold = std::size_t(256) << 20;
+    const std::size_t wanted = std::min<std::size_t>(2 * bytes, INT_MAX);
+    const std::lock_guard<std::mutex> hold(lock);
+    if (wanted > threshold)
+    {
+        threshold = wanted;
+        mallopt(M_TRIM_THRESHOLD, int(wanted));
+    }
+#else
+    (void)bytes;
 #endif
 }
 

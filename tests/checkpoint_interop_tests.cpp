@@ -79,8 +79,12 @@ BOOST_AUTO_TEST_CASE(pytorch_gives_the_same_outputs_from_an_unfold_checkpoint)
                 BOOST_TEST(torch.config("cell") == cell);
                 tape t;
                 const layer_result r = model(t, t.constant(torch["x"]));
-                std::vector<std::pair<const char*, var>> outputs = {{"output", r.output},
-                                                                    {"h_n", r.h_n()}};
+                // Built by emplace_back: from an initializer list, g++ 12 -O3 warned
+                // (-Warray-bounds) about the list's array when a third entry was appended.
+                std::vector<std::pair<const char*, var>> outputs;
+                outputs.reserve(3);
+                outputs.emplace_back("output", r.output);
+                outputs.emplace_back("h_n", r.h_n());
                 if (torch.has("c_n"))
                     outputs.emplace_back("c_n", r.c_n());
                 for (const auto& [key, value] : outputs)
