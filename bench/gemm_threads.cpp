@@ -32,10 +32,12 @@
 #include "framework/random.hpp"
 #include "framework/tensor.hpp"
 
+#include "bench_util.hpp"
+
 namespace
 {
 using namespace unfold;
-using clock_type = std::chrono::steady_clock;
+using namespace unfold::bench;
 
 struct config
 {
@@ -62,45 +64,6 @@ struct shape
         return std::tie(m, n, k, ta, tb) < std::tie(o.m, o.n, o.k, o.ta, o.tb);
     }
 };
-
-double median(std::vector<double> v)
-{
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string loadavg()
-{
-    std::ifstream in("/proc/loadavg");
-    std::string a, b, c;
-    in >> a >> b >> c;
-    return a + " " + b + " " + c;
-}
-
-/// CPU seconds used by the whole machine (/proc/stat) and by this process (all its threads).
-struct cpu_use
-{
-    double machine, self, wall;
-};
-cpu_use cpu_now()
-{
-    std::ifstream in("/proc/stat");
-    std::string cpu;
-    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
-    rusage r{};
-    getrusage(RUSAGE_SELF, &r);
-    const auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
-    return {double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)),
-            sec(r.ru_utime) + sec(r.ru_stime),
-            std::chrono::duration<double>(clock_type::now().time_since_epoch()).count()};
-}
-/// The share of one core that other processes used between two samples.
-double others_busy(const cpu_use& a, const cpu_use& b)
-{
-    return std::max(0.0, (b.machine - a.machine) - (b.self - a.self)) / (b.wall - a.wall);
-}
 
 struct timing
 {
@@ -146,9 +109,9 @@ timing time_shape_quietly(const shape& s, int reps)
     {
         if (attempt)
             std::this_thread::sleep_for(std::chrono::seconds(2));
-        const cpu_use a = cpu_now();
+        const cpu_use a = cpu_now(RUSAGE_SELF);
         t = time_shape(s, reps);
-        const cpu_use b = cpu_now();
+        const cpu_use b = cpu_now(RUSAGE_SELF);
         t.others = others_busy(a, b);
         if (t.others <= 0.1 && b.wall - a.wall >= 0.05) // /proc/stat counts in 10 ms ticks
             break;

@@ -56,6 +56,8 @@
 #include "ops/sum.hpp"
 #include "ops/tanh.hpp"
 
+#include "bench_util.hpp"
+
 #ifdef UNFOLD_BENCH_TORCH
 #include <torch/torch.h>
 #endif
@@ -63,7 +65,7 @@
 namespace
 {
 using namespace unfold;
-using clock_type = std::chrono::steady_clock;
+using namespace unfold::bench;
 
 struct config
 {
@@ -88,20 +90,6 @@ const config& config_named(const std::string& name)
     std::exit(2);
 }
 
-double seconds_since(clock_type::time_point start)
-{
-    return std::chrono::duration<double>(clock_type::now() - start).count();
-}
-
-double median(std::vector<double> v)
-{
-    if (v.empty())
-        return 0;
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /// VmHWM or VmRSS of this process, in MB.
 double status_mb(const char* key)
 {
@@ -111,14 +99,6 @@ double status_mb(const char* key)
         if (line.rfind(key, 0) == 0)
             return std::atof(line.c_str() + std::strlen(key) + 1) / 1024.0;
     return 0;
-}
-
-std::string loadavg()
-{
-    std::ifstream in("/proc/loadavg");
-    std::string a, b, c;
-    in >> a >> b >> c;
-    return a + " " + b + " " + c;
 }
 
 // OpenBLAS's thread controls, looked up at run time so that any CBLAS links.
@@ -645,24 +625,6 @@ void print_report(const std::vector<std::pair<config, config_result>>& results, 
     }
 }
 
-/// CPU seconds used by the whole machine (/proc/stat) and by finished children, and the time.
-struct cpu_use
-{
-    double machine, children, wall;
-};
-cpu_use cpu_now()
-{
-    std::ifstream in("/proc/stat");
-    std::string cpu;
-    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
-    rusage r{};
-    getrusage(RUSAGE_CHILDREN, &r);
-    const auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
-    return {double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)),
-            sec(r.ru_utime) + sec(r.ru_stime), seconds_since(clock_type::time_point{})};
-}
-
 struct threads_result
 {
     std::map<std::string, double> time; // name -> seconds
@@ -674,7 +636,7 @@ threads_result run_threads(const config& c, int reps, bool have_torch)
     const std::string self =
         self_dir() + "/" + (have_torch ? "unfold_bench_torch" : "unfold_bench");
     threads_result r;
-    const cpu_use a = cpu_now();
+    const cpu_use a = cpu_now(RUSAGE_CHILDREN);
     for (const auto& line : run_child(self, {"--child-threads", c.name, std::to_string(reps)},
                                       {{"OPENBLAS_NUM_THREADS", "2"}, {"OMP_NUM_THREADS", "2"}}))
     {
@@ -685,9 +647,8 @@ threads_result run_threads(const config& c, int reps, bool have_torch)
         if (tag == "TIME")
             r.time[name] = t;
     }
-    const cpu_use b = cpu_now();
-    r.others = std::max(0.0, (b.machine - a.machine) - (b.children - a.children)) /
-               std::max(1e-9, b.wall - a.wall);
+    const cpu_use b = cpu_now(RUSAGE_CHILDREN);
+    r.others = others_busy(a, b);
     return r;
 }
 

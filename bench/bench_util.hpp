@@ -1,0 +1,65 @@
+#pragma once
+/// What both benchmark programs need: medians, the load average, and how much of the machine
+/// other processes used while something was measured.
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace unfold::bench
+{
+using clock_type = std::chrono::steady_clock;
+
+inline double seconds_since(clock_type::time_point start)
+{
+    return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+inline double median(std::vector<double> v)
+{
+    if (v.empty())
+        return 0;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+inline std::string loadavg()
+{
+    std::ifstream in("/proc/loadavg");
+    std::string a, b, c;
+    in >> a >> b >> c;
+    return a + " " + b + " " + c;
+}
+
+/// CPU seconds used by the whole machine (/proc/stat) and by the measured processes (getrusage's
+/// `who`: RUSAGE_SELF for this process's threads, RUSAGE_CHILDREN for finished children), and the
+/// wall time.
+struct cpu_use
+{
+    double machine, measured, wall;
+};
+inline cpu_use cpu_now(int who)
+{
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    rusage r{};
+    getrusage(who, &r);
+    const auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+    return {double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)),
+            sec(r.ru_utime) + sec(r.ru_stime), seconds_since(clock_type::time_point{})};
+}
+/// The share of one core that processes other than the measured ones used between two samples.
+inline double others_busy(const cpu_use& a, const cpu_use& b)
+{
+    return std::max(0.0, (b.machine - a.machine) - (b.measured - a.measured)) /
+           std::max(1e-9, b.wall - a.wall);
+}
+} // namespace unfold::bench
