@@ -15,6 +15,26 @@ namespace unfold::bench
 {
 using clock_type = std::chrono::steady_clock;
 
+/// A benchmarked shape (batch, sequence length, input, hidden) and its repetitions.
+struct config
+{
+    std::string name;
+    std::size_t B, T, I, H;
+    int reps, quick_reps;
+};
+
+/// The four configs of issue #6, which both programs measure.
+inline const std::vector<config>& benchmark_configs()
+{
+    static const std::vector<config> configs = {
+        {"tiny", 1, 100, 16, 32, 41, 15},
+        {"small", 16, 50, 64, 128, 21, 9},
+        {"medium", 32, 35, 256, 256, 15, 7},
+        {"large", 64, 100, 512, 512, 5, 3},
+    };
+    return configs;
+}
+
 inline double seconds_since(clock_type::time_point start)
 {
     return std::chrono::duration<double>(clock_type::now() - start).count();

@@ -69,23 +69,9 @@ namespace
 using namespace unfold;
 using namespace unfold::bench;
 
-struct config
-{
-    std::string name;
-    std::size_t B, T, I, H;
-    int reps, quick_reps;
-};
-
-const std::vector<config> configs = {
-    {"tiny", 1, 100, 16, 32, 41, 15},
-    {"small", 16, 50, 64, 128, 21, 9},
-    {"medium", 32, 35, 256, 256, 15, 7},
-    {"large", 64, 100, 512, 512, 5, 3},
-};
-
 const config& config_named(const std::string& name)
 {
-    for (const auto& c : configs)
+    for (const auto& c : benchmark_configs())
         if (c.name == name)
             return c;
     std::fprintf(stderr, "unknown config %s\n", name.c_str());

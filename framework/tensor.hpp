@@ -285,25 +285,14 @@ namespace detail
 /// So a tape, before it frees its values, raises the threshold to twice the most any tape has
 /// held (keep_in_heap): a training loop keeps one step's memory, as a caching allocator would,
 /// and memory beyond that is still returned.
-inline void tune_allocator()
-{
-#ifdef __GLIBC__
-    static const bool once = [] {
-        mallopt(M_MMAP_THRESHOLD, 64 << 20);
-        mallopt(M_TRIM_THRESHOLD, 256 << 20);
-        return true;
-    }();
-    (void)once;
-#endif
-}
 
 /// Raises glibc's trim threshold to twice `bytes` (never lowers it; at most INT_MAX, mallopt's
 /// limit) so that the `bytes` a tape is about to free stay in the heap (Note [Allocation]).
 inline void keep_in_heap(std::size_t bytes)
 {
 #ifdef __GLIBC__
-    static std::mutex lock; // once per tape: the lock costs nothing that matters
-    static std::size_t threshold = std::size_t(256) << 20;
+    static std::mutex lock;           // once per tape: the lock costs nothing that matters
+    static std::size_t threshold = 0; // glibc's default until the first tape sets it
     const std::size_t wanted = std::min<std::size_t>(2 * bytes, INT_MAX);
     const std::lock_guard<std::mutex> hold(lock);
     if (wanted > threshold)
@@ -313,6 +302,18 @@ inline void keep_in_heap(std::size_t bytes)
     }
 #else
     (void)bytes;
+#endif
+}
+
+inline void tune_allocator()
+{
+#ifdef __GLIBC__
+    static const bool once = [] {
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+        keep_in_heap(std::size_t(128) << 20); // trim threshold 256 MiB
+        return true;
+    }();
+    (void)once;
 #endif
 }
 
