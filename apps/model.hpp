@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "apps/tasks.hpp"
-#include "framework/checkpoint.hpp"
-#include "models/decoder.hpp"
-#include "models/gru.hpp"
-#include "models/lstm.hpp"
-#include "models/rnn.hpp"
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/models/decoder.hpp>
+#include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/rnn.hpp>
 
 namespace unfold::app
 {

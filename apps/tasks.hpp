@@ -29,10 +29,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "framework/checkpoint.hpp"
-#include "framework/error.hpp"
-#include "framework/random.hpp"
-#include "models/decoder.hpp"
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/framework/error.hpp>
+#include <unfold/framework/random.hpp>
+#include <unfold/models/decoder.hpp>
 
 namespace unfold::app
 {

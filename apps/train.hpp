@@ -15,11 +15,11 @@
 
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
-#include "framework/checkpoint.hpp"
-#include "framework/clip.hpp"
-#include "framework/optimizer.hpp"
-#include "framework/schedule.hpp"
-#include "models/feeding.hpp"
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/framework/clip.hpp>
+#include <unfold/framework/optimizer.hpp>
+#include <unfold/framework/schedule.hpp>
+#include <unfold/models/feeding.hpp>
 
 namespace unfold::app
 {

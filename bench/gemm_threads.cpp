@@ -29,8 +29,8 @@
 #include <tuple>
 #include <vector>
 
-#include "framework/random.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tensor.hpp>
 
 #include "bench_util.hpp"
 

@@ -46,17 +46,17 @@
 #include <string>
 #include <vector>
 
-#include "models/gru.hpp"
-#include "models/lstm.hpp"
-#include "models/rnn.hpp"
-#include "ops/addcmul.hpp"
-#include "ops/addmm.hpp"
-#include "ops/matmul.hpp"
-#include "ops/sigmoid.hpp"
-#include "ops/slice.hpp"
-#include "ops/sliced.hpp"
-#include "ops/sum.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/rnn.hpp>
+#include <unfold/ops/addcmul.hpp>
+#include <unfold/ops/addmm.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/slice.hpp>
+#include <unfold/ops/sliced.hpp>
+#include <unfold/ops/sum.hpp>
+#include <unfold/ops/tanh.hpp>
 
 #include "bench_util.hpp"
 

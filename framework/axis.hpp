@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "framework/tensor.hpp"
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

@@ -65,9 +65,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "framework/error.hpp"
-#include "framework/param.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/error.hpp>
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/param.hpp"
+#include <unfold/framework/param.hpp>
 
 namespace unfold
 {

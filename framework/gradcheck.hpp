@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "framework/tape.hpp"
+#include <unfold/framework/tape.hpp>
 
 namespace unfold
 {

@@ -11,8 +11,8 @@
 #include <cstddef>
 #include <vector>
 
-#include "framework/param.hpp"
-#include "framework/random.hpp"
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/random.hpp>
 
 namespace unfold::init
 {

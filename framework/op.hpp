@@ -3,6 +3,6 @@
 /// An op is one file, ops/<name>.hpp, defining `<name>_op` and its user-facing function(s); the
 /// build finds it there and enrols it in the gradient-check sweep (tests/gradcheck_sweep.cpp).
 
-#include "framework/gradcheck.hpp"
-#include "framework/tape.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/gradcheck.hpp>
+#include <unfold/framework/tape.hpp>
+#include <unfold/framework/tensor.hpp>

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "framework/param.hpp"
+#include <unfold/framework/param.hpp>
 
 namespace unfold
 {

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "framework/tensor.hpp"
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <random>
 
-#include "framework/tensor.hpp"
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

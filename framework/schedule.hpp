@@ -10,7 +10,7 @@
 #include <functional>
 #include <utility>
 
-#include "framework/error.hpp"
+#include <unfold/framework/error.hpp>
 
 namespace unfold
 {

@@ -49,9 +49,9 @@
 #include <utility>
 #include <vector>
 
-#include "framework/anomaly.hpp"
-#include "framework/param.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/anomaly.hpp>
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

@@ -16,9 +16,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "framework/backend.hpp"
-#include "framework/error.hpp"
-#include "framework/threads.hpp"
+#include <unfold/framework/backend.hpp>
+#include <unfold/framework/error.hpp>
+#include <unfold/framework/threads.hpp>
 
 namespace unfold
 {

@@ -5,7 +5,7 @@
 #include <atomic>
 #include <cstddef>
 
-#include "framework/error.hpp"
+#include <unfold/framework/error.hpp>
 
 // OpenBLAS's thread controls, declared weak: with any other CBLAS they stay null, the program
 // still links, and the policy does nothing. (OpenBLAS's cblas.h declares them too; a weak

@@ -45,17 +45,17 @@
 #include <type_traits>
 #include <utility>
 
-#include "framework/param.hpp"
-#include "framework/random.hpp"
-#include "framework/tape.hpp"
-#include "ops/addmm.hpp"
-#include "ops/select.hpp"
-#include "ops/elu.hpp"
-#include "ops/hard_sigmoid.hpp"
-#include "ops/relu.hpp"
-#include "ops/sigmoid.hpp"
-#include "ops/sliced.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tape.hpp>
+#include <unfold/ops/addmm.hpp>
+#include <unfold/ops/select.hpp>
+#include <unfold/ops/elu.hpp>
+#include <unfold/ops/hard_sigmoid.hpp>
+#include <unfold/ops/relu.hpp>
+#include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/sliced.hpp>
+#include <unfold/ops/tanh.hpp>
 
 namespace unfold
 {

@@ -14,15 +14,15 @@
 #include <utility>
 #include <vector>
 
-#include "framework/tape.hpp"
-#include "models/cell.hpp"
-#include "models/embedding.hpp"
-#include "models/feeding.hpp"
-#include "models/layer.hpp"
-#include "models/linear.hpp"
-#include "models/unroll.hpp"
-#include "ops/cross_entropy.hpp"
-#include "ops/stack.hpp"
+#include <unfold/framework/tape.hpp>
+#include <unfold/models/cell.hpp>
+#include <unfold/models/embedding.hpp>
+#include <unfold/models/feeding.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/models/linear.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/cross_entropy.hpp>
+#include <unfold/ops/stack.hpp>
 
 namespace unfold
 {

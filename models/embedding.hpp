@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "framework/param.hpp"
-#include "framework/random.hpp"
-#include "framework/tape.hpp"
-#include "ops/gather_rows.hpp"
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tape.hpp>
+#include <unfold/ops/gather_rows.hpp>
 
 namespace unfold
 {

@@ -27,8 +27,8 @@
 #include <utility>
 #include <vector>
 
-#include "framework/random.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold
 {

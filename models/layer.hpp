@@ -9,14 +9,14 @@
 #include <utility>
 #include <vector>
 
-#include "framework/random.hpp"
-#include "framework/tape.hpp"
-#include "models/cell.hpp"
-#include "models/unroll.hpp"
-#include "ops/concat.hpp"
-#include "ops/dropout.hpp"
-#include "ops/select.hpp"
-#include "ops/stack.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tape.hpp>
+#include <unfold/models/cell.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/concat.hpp>
+#include <unfold/ops/dropout.hpp>
+#include <unfold/ops/select.hpp>
+#include <unfold/ops/stack.hpp>
 
 namespace unfold
 {

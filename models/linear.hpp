@@ -4,11 +4,11 @@
 #include <cmath>
 #include <string>
 
-#include "framework/param.hpp"
-#include "framework/random.hpp"
-#include "framework/tape.hpp"
-#include "ops/add.hpp"
-#include "ops/matmul.hpp"
+#include <unfold/framework/param.hpp>
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tape.hpp>
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/matmul.hpp>
 
 namespace unfold
 {

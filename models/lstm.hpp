@@ -18,14 +18,14 @@
 #include <optional>
 #include <string>
 
-#include "models/cell.hpp"
-#include "models/layer.hpp"
-#include "ops/add.hpp"
-#include "ops/addcmul.hpp"
-#include "ops/addmm.hpp"
-#include "ops/matmul.hpp"
-#include "ops/mul.hpp"
-#include "ops/slice.hpp"
+#include <unfold/models/cell.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/addcmul.hpp>
+#include <unfold/ops/addmm.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/mul.hpp>
+#include <unfold/ops/slice.hpp>
 
 namespace unfold
 {

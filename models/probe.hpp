@@ -32,8 +32,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "framework/tape.hpp"
-#include "models/cell.hpp"
+#include <unfold/framework/tape.hpp>
+#include <unfold/models/cell.hpp>
 
 namespace unfold
 {

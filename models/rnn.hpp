@@ -9,11 +9,11 @@
 #include <cmath>
 #include <string>
 
-#include "models/cell.hpp"
-#include "models/layer.hpp"
-#include "ops/add.hpp"
-#include "ops/addmm.hpp"
-#include "ops/matmul.hpp"
+#include <unfold/models/cell.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/addmm.hpp>
+#include <unfold/ops/matmul.hpp>
 
 namespace unfold
 {

@@ -28,12 +28,12 @@
 #include <string>
 #include <vector>
 
-#include "framework/tape.hpp"
-#include "models/cell.hpp"
-#include "ops/add.hpp"
-#include "ops/mul.hpp"
-#include "ops/select.hpp"
-#include "ops/stack.hpp"
+#include <unfold/framework/tape.hpp>
+#include <unfold/models/cell.hpp>
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/mul.hpp>
+#include <unfold/ops/select.hpp>
+#include <unfold/ops/stack.hpp>
 
 namespace unfold
 {

@@ -1,8 +1,8 @@
 #pragma once
 #include <algorithm>
 
-#include "framework/op.hpp"
-#include "ops/matmul.hpp"
+#include <unfold/framework/op.hpp>
+#include <unfold/ops/matmul.hpp>
 
 namespace unfold
 {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "framework/op.hpp"
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

@@ -1,6 +1,6 @@
 #pragma once
-#include "framework/op.hpp"
-#include "framework/random.hpp"
+#include <unfold/framework/op.hpp>
+#include <unfold/framework/random.hpp>
 
 namespace unfold
 {

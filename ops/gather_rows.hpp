@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "framework/op.hpp"
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

@@ -1,5 +1,5 @@
 #pragma once
-#include "framework/op.hpp"
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "framework/op.hpp"
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

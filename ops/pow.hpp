@@ -1,6 +1,6 @@
 #pragma once
-#include "framework/op.hpp"
-#include "ops/affine.hpp"
+#include <unfold/framework/op.hpp>
+#include <unfold/ops/affine.hpp>
 
 namespace unfold
 {

@@ -1,11 +1,11 @@
 #pragma once
-#include "framework/op.hpp"
-#include "ops/elu.hpp"
-#include "ops/hard_sigmoid.hpp"
-#include "ops/relu.hpp"
-#include "ops/sigmoid.hpp"
-#include "ops/slice.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/framework/op.hpp>
+#include <unfold/ops/elu.hpp>
+#include <unfold/ops/hard_sigmoid.hpp>
+#include <unfold/ops/relu.hpp>
+#include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/slice.hpp>
+#include <unfold/ops/tanh.hpp>
 
 namespace unfold
 {

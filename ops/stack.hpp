@@ -1,8 +1,8 @@
 #pragma once
 #include <algorithm>
 
-#include "framework/axis.hpp"
-#include "framework/op.hpp"
+#include <unfold/framework/axis.hpp>
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

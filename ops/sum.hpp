@@ -1,7 +1,7 @@
 #pragma once
-#include "framework/axis.hpp"
-#include "framework/op.hpp"
-#include "ops/affine.hpp"
+#include <unfold/framework/axis.hpp>
+#include <unfold/framework/op.hpp>
+#include <unfold/ops/affine.hpp>
 
 namespace unfold
 {

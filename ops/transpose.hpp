@@ -1,7 +1,7 @@
 #pragma once
 #include <vector>
 
-#include "framework/op.hpp"
+#include <unfold/framework/op.hpp>
 
 namespace unfold
 {

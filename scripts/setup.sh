@@ -12,11 +12,12 @@ UNFOLD_PACKAGES=(
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
 )
 
-# What the tutorial notebooks need (scripts/test): the Jupyter kernel over clang-repl-16, nbconvert
-# to execute them, gnuplot for their plots.
-UNFOLD_TUTORIAL_PACKAGES=(
-    clang-16 clang-tools-16 python3-ipykernel jupyter-nbconvert python3-nbformat
-    python3-jupyter-client gnuplot-nox
+# What the test suite needs besides the build (scripts/test): for the tutorial notebooks, the
+# Jupyter kernel over clang-repl-16, nbconvert to execute them (both run by /usr/bin/python3) and
+# jupyter-notebook to open them (README), gnuplot for their plots; doxygen for the API reference.
+UNFOLD_TEST_PACKAGES=(
+    clang-16 clang-tools-16 python3 python3-ipykernel jupyter-nbconvert python3-nbformat
+    python3-jupyter-client jupyter-notebook gnuplot-nox doxygen
 )
 
 # The sanitizer build (scripts/test): clang-14 with AddressSanitizer + UndefinedBehaviorSanitizer,

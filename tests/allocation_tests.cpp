@@ -8,7 +8,7 @@
 #endif
 #include <vector>
 
-#include "framework/tape.hpp"
+#include <unfold/framework/tape.hpp>
 
 using namespace unfold;
 

@@ -5,15 +5,15 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "framework/anomaly.hpp"
-#include "models/gru.hpp"
-#include "models/lstm.hpp"
-#include "ops/exp.hpp"
-#include "ops/log.hpp"
-#include "ops/neg.hpp"
-#include "ops/pow.hpp"
-#include "ops/sqrt.hpp"
-#include "ops/sum.hpp"
+#include <unfold/framework/anomaly.hpp>
+#include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/ops/exp.hpp>
+#include <unfold/ops/log.hpp>
+#include <unfold/ops/neg.hpp>
+#include <unfold/ops/pow.hpp>
+#include <unfold/ops/sqrt.hpp>
+#include <unfold/ops/sum.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -8,9 +8,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fixture.hpp"
-#include "framework/checkpoint.hpp"
-#include "models/gru.hpp"
-#include "models/lstm.hpp"
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -10,7 +10,7 @@
 
 #include <unistd.h>
 
-#include "framework/checkpoint.hpp"
+#include <unfold/framework/checkpoint.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

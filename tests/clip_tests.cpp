@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "framework/clip.hpp"
+#include <unfold/framework/clip.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

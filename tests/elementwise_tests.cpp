@@ -4,22 +4,22 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "ops/add.hpp"
-#include "ops/affine.hpp"
-#include "ops/div.hpp"
-#include "ops/elu.hpp"
-#include "ops/exp.hpp"
-#include "ops/hard_sigmoid.hpp"
-#include "ops/log.hpp"
-#include "ops/mul.hpp"
-#include "ops/neg.hpp"
-#include "ops/pow.hpp"
-#include "ops/relu.hpp"
-#include "ops/sigmoid.hpp"
-#include "ops/softplus.hpp"
-#include "ops/sqrt.hpp"
-#include "ops/square.hpp"
-#include "ops/sub.hpp"
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/affine.hpp>
+#include <unfold/ops/div.hpp>
+#include <unfold/ops/elu.hpp>
+#include <unfold/ops/exp.hpp>
+#include <unfold/ops/hard_sigmoid.hpp>
+#include <unfold/ops/log.hpp>
+#include <unfold/ops/mul.hpp>
+#include <unfold/ops/neg.hpp>
+#include <unfold/ops/pow.hpp>
+#include <unfold/ops/relu.hpp>
+#include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/softplus.hpp>
+#include <unfold/ops/sqrt.hpp>
+#include <unfold/ops/square.hpp>
+#include <unfold/ops/sub.hpp>
 #include "test_util.hpp"
 
 // Unqualified calls resolve to the var overloads inside namespace unfold, where std::exp and

@@ -1,10 +1,10 @@
 // The tape itself: accumulation, repeatability, deep graphs, stale handles, parameter sharing.
 #include <boost/test/unit_test.hpp>
 
-#include "ops/add.hpp"
-#include "ops/matmul.hpp"
-#include "ops/mul.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/mul.hpp>
+#include <unfold/ops/tanh.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "framework/error.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/error.hpp>
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold::testing
 {

@@ -3,15 +3,15 @@
 // shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
 #include <boost/test/unit_test.hpp>
 
-#include "framework/random.hpp"
-#include "models/cell.hpp"
-#include "ops/add.hpp"
-#include "ops/addcmul.hpp"
-#include "ops/addmm.hpp"
-#include "ops/matmul.hpp"
-#include "ops/mul.hpp"
-#include "ops/select.hpp"
-#include "ops/slice.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/models/cell.hpp>
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/addcmul.hpp>
+#include <unfold/ops/addmm.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/mul.hpp>
+#include <unfold/ops/select.hpp>
+#include <unfold/ops/slice.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

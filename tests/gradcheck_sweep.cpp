@@ -3,7 +3,7 @@
 // nodes. Adding ops/<name>.hpp adds a case here with no other edit.
 #include <boost/test/unit_test.hpp>
 
-#include "unfold/all_ops.hpp"
+#include <unfold/all_ops.hpp>
 
 static_assert(std::is_same_v<unfold::real, double>, "the sweep runs in the double build");
 

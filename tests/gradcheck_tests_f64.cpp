@@ -2,9 +2,9 @@
 // assigns its gradient instead of accumulating it (correct on trees, wrong on reuse).
 #include <boost/test/unit_test.hpp>
 
-#include "ops/add.hpp"
-#include "ops/matmul.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/tanh.hpp>
 
 using namespace unfold;
 

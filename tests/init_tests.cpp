@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/init.hpp"
+#include <unfold/framework/init.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -8,9 +8,9 @@
 #include <boost/test/unit_test.hpp>
 #include <pthread.h>
 
-#include "models/gru.hpp"
-#include "models/unroll.hpp"
-#include "ops/sum.hpp"
+#include <unfold/models/gru.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/sum.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

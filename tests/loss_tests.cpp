@@ -7,11 +7,11 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "framework/random.hpp"
-#include "ops/cross_entropy.hpp"
-#include "ops/dropout.hpp"
-#include "ops/log_softmax.hpp"
-#include "ops/mse.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/ops/cross_entropy.hpp>
+#include <unfold/ops/dropout.hpp>
+#include <unfold/ops/log_softmax.hpp>
+#include <unfold/ops/mse.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -3,13 +3,13 @@
 // error messages of the layers.
 #include <boost/test/unit_test.hpp>
 
-#include "models/embedding.hpp"
-#include "models/gru.hpp"
-#include "models/layer.hpp"
-#include "models/linear.hpp"
-#include "models/lstm.hpp"
-#include "models/rnn.hpp"
-#include "models/unroll.hpp"
+#include <unfold/models/embedding.hpp>
+#include <unfold/models/gru.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/models/linear.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/rnn.hpp>
+#include <unfold/models/unroll.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -3,14 +3,14 @@
 // only from ops, so these checks prove that unrolling them on one tape is exact BPTT.
 #include <boost/test/unit_test.hpp>
 
-#include "models/gru.hpp"
-#include "models/layer.hpp"
-#include "models/linear.hpp"
-#include "models/lstm.hpp"
-#include "models/rnn.hpp"
-#include "models/unroll.hpp"
-#include "ops/sigmoid.hpp"
-#include "ops/sub.hpp"
+#include <unfold/models/gru.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/models/linear.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/rnn.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/sub.hpp>
 
 using namespace unfold;
 

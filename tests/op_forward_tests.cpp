@@ -1,7 +1,7 @@
 // Forward values against hand-computed numbers, for the ops with a closed form.
 #include <boost/test/unit_test.hpp>
 
-#include "ops/matmul.hpp"
+#include <unfold/ops/matmul.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

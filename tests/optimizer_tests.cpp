@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "framework/optimizer.hpp"
+#include <unfold/framework/optimizer.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

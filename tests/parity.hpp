@@ -21,11 +21,11 @@
 #include <boost/test/unit_test.hpp>
 
 #include "fixture.hpp"
-#include "framework/random.hpp"
-#include "models/gru.hpp"
-#include "models/layer.hpp"
-#include "models/lstm.hpp"
-#include "models/rnn.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/models/gru.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/rnn.hpp>
 
 namespace unfold::testing
 {

@@ -2,14 +2,14 @@
 // intermediate gradients, retain_grad, gradient hooks and per-op parameter contributions.
 #include <boost/test/unit_test.hpp>
 
-#include "models/linear.hpp"
-#include "models/lstm.hpp"
-#include "models/probe.hpp"
-#include "models/rnn.hpp"
-#include "models/unroll.hpp"
-#include "ops/matmul.hpp"
-#include "ops/sum.hpp"
-#include "ops/tanh.hpp"
+#include <unfold/models/linear.hpp>
+#include <unfold/models/lstm.hpp>
+#include <unfold/models/probe.hpp>
+#include <unfold/models/rnn.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/sum.hpp>
+#include <unfold/ops/tanh.hpp>
 #include "tests/test_util.hpp"
 
 using namespace unfold;

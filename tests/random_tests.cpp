@@ -3,7 +3,7 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "framework/random.hpp"
+#include <unfold/framework/random.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

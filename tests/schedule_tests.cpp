@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "framework/optimizer.hpp"
-#include "framework/schedule.hpp"
+#include <unfold/framework/optimizer.hpp>
+#include <unfold/framework/schedule.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

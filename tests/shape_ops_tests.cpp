@@ -3,15 +3,15 @@
 // case run in the double sweep (gradcheck_sweep.cpp).
 #include <boost/test/unit_test.hpp>
 
-#include "ops/add.hpp"
-#include "ops/concat.hpp"
-#include "ops/gather_rows.hpp"
-#include "ops/reshape.hpp"
-#include "ops/select.hpp"
-#include "ops/slice.hpp"
-#include "ops/stack.hpp"
-#include "ops/sum.hpp"
-#include "ops/transpose.hpp"
+#include <unfold/ops/add.hpp>
+#include <unfold/ops/concat.hpp>
+#include <unfold/ops/gather_rows.hpp>
+#include <unfold/ops/reshape.hpp>
+#include <unfold/ops/select.hpp>
+#include <unfold/ops/slice.hpp>
+#include <unfold/ops/stack.hpp>
+#include <unfold/ops/sum.hpp>
+#include <unfold/ops/transpose.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

@@ -7,7 +7,7 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "framework/tensor.hpp"
+#include <unfold/framework/tensor.hpp>
 
 namespace unfold::testing
 {

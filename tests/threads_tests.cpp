@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "framework/random.hpp"
-#include "framework/tensor.hpp"
+#include <unfold/framework/random.hpp>
+#include <unfold/framework/tensor.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

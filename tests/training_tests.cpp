@@ -22,9 +22,9 @@
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
 #include "apps/train.hpp"
-#include "models/decoder.hpp"
-#include "models/feeding.hpp"
-#include "models/gru.hpp"
+#include <unfold/models/decoder.hpp>
+#include <unfold/models/feeding.hpp>
+#include <unfold/models/gru.hpp>
 #include "tests/test_util.hpp"
 
 using namespace unfold;

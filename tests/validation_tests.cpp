@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "apps/tasks.hpp"
-#include "framework/checkpoint.hpp"
-#include "models/decoder.hpp"
-#include "models/gru.hpp"
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/models/decoder.hpp>
+#include <unfold/models/gru.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;

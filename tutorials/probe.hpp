@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "models/probe.hpp"
-#include "models/unroll.hpp"
+#include <unfold/models/probe.hpp>
+#include <unfold/models/unroll.hpp>
 #include "tutorials/plot.hpp"
 
 namespace unfold::tutorial

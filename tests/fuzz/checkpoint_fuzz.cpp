@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "framework/checkpoint.hpp"
+#include <unfold/framework/checkpoint.hpp>
 
 namespace
 {

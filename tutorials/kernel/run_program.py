@@ -98,7 +98,7 @@ def main():
     binary = os.path.join(workdir, name)
     with open(source, "w") as f:
         f.write(program_source(notebook))
-    generated = os.environ.get("UNFOLD_GENERATED", os.path.join(ROOT, "build", "generated"))
+    generated = os.environ.get("UNFOLD_INCLUDE_DIR", os.path.join(ROOT, "build", "include"))
     compile_cmd = [args.cxx, "-std=c++17", *args.cxxflags.split(), "-I" + ROOT,
                    *(["-I" + generated] if os.path.isdir(generated) else []),
                    source, "-o", binary, "-lopenblas", "-lfmt"]

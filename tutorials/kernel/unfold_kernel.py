@@ -8,7 +8,7 @@ both markers arrive is the cell's output; marker lines from tutorials/notebook.h
 carries on after them. If the interpreter dies (a crash, or an exception thrown while
 initialising a variable), the cell fails with the reason and the next cell starts a fresh one.
 
-Facts this relies on (measured, see /work/shared/notes/cpp-notebooks.md and tutorials/README.md):
+Facts this relies on (measured; tutorials/README.md lists them):
 clang-repl-16 needs -fno-spell-checking for xtensor; a thread_local variable crashes it when used
 from a later input, so Unfold is built with UNFOLD_NO_THREAD_LOCAL (its per-thread state becomes
 static; a notebook runs one thread). Cells are compiled with -O1 -fno-strict-aliasing: at -O1
@@ -44,7 +44,7 @@ def interpreter_command():
         "-Wno-duplicate-decl-specifier", "-Wno-keyword-macro", "-O1", "-fno-strict-aliasing",
         "-I" + ROOT,
     ]
-    generated = os.environ.get("UNFOLD_GENERATED", os.path.join(ROOT, "build", "generated"))
+    generated = os.environ.get("UNFOLD_INCLUDE_DIR", os.path.join(ROOT, "build", "include"))
     if os.path.isdir(generated):
         flags.append("-I" + generated)
     flags += os.environ.get("UNFOLD_KERNEL_FLAGS", "").split()
