@@ -91,7 +91,7 @@ def main():
 
     with open(args.notebook) as f:
         notebook = json.load(f)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="unfold-notebook-")
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="unfold-notebook-"))
     os.makedirs(workdir, exist_ok=True)
     name = os.path.splitext(os.path.basename(args.notebook))[0]
     source = os.path.join(workdir, name + ".cpp")
