@@ -90,7 +90,7 @@ inline activation activation_named(const std::string& name)
         return activations::relu();
     if (name == "elu")
         return activations::elu();
-    unfold::detail::fail(fmt::format("unknown activation '{}'", name));
+    unfold::fail(fmt::format("unknown activation '{}'", name));
 }
 
 /// What one decoding run gives back, with the state as plain tensors (every part of every layer,
@@ -224,7 +224,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
                 return lstm_layer(s, in, hidden, g, lo, o);
             });
     }
-    unfold::detail::fail(fmt::format("unknown cell '{}' (expected rnn, gru or lstm)", c.cell));
+    unfold::fail(fmt::format("unknown cell '{}' (expected rnn, gru or lstm)", c.cell));
 }
 
 /// How well a model answers a task's held-out examples, by free-running greedy generation.

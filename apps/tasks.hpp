@@ -127,7 +127,7 @@ public:
         }
         catch (const nlohmann::json::exception&)
         {
-            unfold::detail::fail("the checkpoint's vocabulary is not a JSON array of strings");
+            unfold::fail("the checkpoint's vocabulary is not a JSON array of strings");
         }
         UNFOLD_CHECK(j.is_array(), "the checkpoint's vocabulary is not a JSON array of strings");
         std::vector<std::string> chars;
@@ -572,7 +572,7 @@ inline std::unique_ptr<task> make_task(const std::string& name, std::size_t digi
         return std::make_unique<copy_task>();
     if (name == "reber")
         return std::make_unique<reber_task>();
-    unfold::detail::fail(fmt::format("unknown task '{}' (expected addition, copy or reber)", name));
+    unfold::fail(fmt::format("unknown task '{}' (expected addition, copy or reber)", name));
 }
 
 } // namespace unfold::app

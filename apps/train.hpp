@@ -160,7 +160,7 @@ inline std::unique_ptr<optimizer> make_optimizer(const std::string& name,
         o.lr = lr;
         return std::make_unique<adagrad>(params, o);
     }
-    unfold::detail::fail(fmt::format("unknown optimizer '{}'", name));
+    unfold::fail(fmt::format("unknown optimizer '{}'", name));
 }
 
 /// The default learning rate of `optimizer` for these models.
@@ -210,7 +210,7 @@ inline std::unique_ptr<feeding_policy> make_feeding(const train_options& o, std:
         // by default ε crosses 1/2 at 60% of the run: k / (k + e^{0.6 n / k}) = 1/2
         s = teacher_schedules::inverse_sigmoid(o.decay_k > 0 ? o.decay_k : half_way_k(0.6 * n));
     else
-        unfold::detail::fail(fmt::format("unknown teacher-forcing decay '{}'", o.decay));
+        unfold::fail(fmt::format("unknown teacher-forcing decay '{}'", o.decay));
     const sampling_unit unit =
         o.sampling_unit == "sequence" ? sampling_unit::sequence : sampling_unit::token;
     return std::make_unique<scheduled_sampling>(s, g, unit);

@@ -5,7 +5,7 @@ set -euo pipefail
 doxyfile=$1 log=$2
 command -v doxygen >/dev/null || { echo "doxygen is missing: run scripts/test (it installs it)" >&2; exit 1; }
 rm -f "$log"
-(cd "$(dirname "$doxyfile")" && doxygen "$doxyfile")
+(cd "$(dirname "$doxyfile")" && doxygen "$(basename "$doxyfile")")
 count=$(grep -c 'warning:' "$log" || true)
 if [ "$count" -ne 0 ]; then
     cat "$log"

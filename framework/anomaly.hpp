@@ -160,6 +160,7 @@ inline void set_anomaly_mode(bool on) { detail::anomaly_flag().store(on); }
 class anomaly_guard
 {
 public:
+    /// Sets anomaly mode to `on` until the guard ends.
     explicit anomaly_guard(bool on = true)
         : m_previous(anomaly_mode())
     {
@@ -177,6 +178,7 @@ private:
 class step_scope
 {
 public:
+    /// Labels with `step` until the scope ends, then restores the previous label.
     explicit step_scope(std::size_t step)
         : m_previous(detail::current_site().step)
     {
@@ -195,6 +197,7 @@ private:
 class layer_scope
 {
 public:
+    /// Labels with `layer` and the direction until the scope ends, then restores the previous.
     layer_scope(std::size_t layer, bool reverse)
         : m_layer(detail::current_site().layer)
         , m_direction(detail::current_site().direction)

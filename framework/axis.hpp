@@ -27,10 +27,11 @@ inline std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const sha
 /// n = shape[axis], inner = Π shape[axis+1:].
 struct axis_blocks
 {
-    std::size_t outer;
-    std::size_t n;
-    std::size_t inner;
+    std::size_t outer; ///< Π shape[:axis]
+    std::size_t n;     ///< shape[axis]
+    std::size_t inner; ///< Π shape[axis+1:]
 };
+/// The (outer, n, inner) view of `shape` around `axis`, which must be in [0, rank).
 inline axis_blocks blocks_around(const shape_type& shape, std::size_t axis)
 {
     axis_blocks b{1, shape[axis], 1};

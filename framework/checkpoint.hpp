@@ -3,7 +3,6 @@
 /// configuration), so a model trained in Unfold loads into PyTorch and back.
 ///
 /// Note [Checkpoint format]
-/// ~~~~~~~~~~~~~~~~~~~~~~~~
 /// Exactly safetensors (https://github.com/huggingface/safetensors):
 ///
 ///     8 bytes    N, the header length, unsigned little-endian
@@ -22,7 +21,6 @@
 /// Other safetensors dtypes (F16, BF16, integers, ...) are rejected.
 ///
 /// Note [Checkpoint loading never trusts the file]
-/// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 /// A checkpoint may be truncated, corrupt or hostile. Loading reads and checks everything before
 /// it touches the model: the length prefix against the file and a 100 MB cap (checked before
 /// anything is allocated), the header as strict UTF-8 and JSON without duplicate keys, every
@@ -36,7 +34,6 @@
 /// tensor and both shapes where that applies).
 ///
 /// Note [Checkpoint saving never destroys the previous one]
-/// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 /// Saving writes a temporary file in the target's directory (".<name>.tmp-<pid>-<n>"), fsyncs it,
 /// renames it over the target (atomic on POSIX) and fsyncs the directory. On any failure the
 /// temporary is removed and unfold::error is thrown, so the previous checkpoint is intact; a
@@ -79,8 +76,8 @@ using checkpoint_metadata = std::map<std::string, std::string>;
 /// Every tensor of a checkpoint, converted to unfold::real, with its metadata.
 struct checkpoint_contents
 {
-    checkpoint_metadata metadata;
-    std::map<std::string, tensor> tensors;
+    checkpoint_metadata metadata;          ///< the file's "__metadata__"
+    std::map<std::string, tensor> tensors; ///< every tensor, by name
 };
 
 /// What load_checkpoint does with a tensor of the file that the store has no parameter for.

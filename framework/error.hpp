@@ -18,10 +18,12 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-namespace detail
-{
+/// Throws unfold::error(message): for checks UNFOLD_CHECK cannot express (a message built by a
+/// loop, an unknown name after a search).
 [[noreturn]] inline void fail(const std::string& message) { throw error(message); }
 
+namespace detail
+{
 [[noreturn]] inline void assertion_failed(const char* condition, const char* file, int line)
 {
     throw std::logic_error(fmt::format("internal error in Unfold: {} ({}:{}); please report it",
@@ -36,7 +38,7 @@ namespace detail
     do                                                                                             \
     {                                                                                              \
         if (!(condition))                                                                          \
-            ::unfold::detail::fail(fmt::format(__VA_ARGS__));                                      \
+            ::unfold::fail(fmt::format(__VA_ARGS__));                                              \
     } while (false)
 
 /// An internal invariant: failing it is a bug in Unfold, not in the caller.

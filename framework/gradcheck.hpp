@@ -17,21 +17,28 @@
 namespace unfold
 {
 
+/// How gradcheck and check_op compare: a derivative passes when
+/// |numeric − analytic| ≤ atol + rtol · |numeric|. The defaults depend on the build's `real`.
 struct gradcheck_options
 {
+    /// The central-difference step, in input units (1e-6 in double, 1e-2 in float).
     real eps = std::is_same_v<real, double> ? real(1e-6) : real(1e-2);
+    /// The absolute tolerance (1e-5 in double, 1e-2 in float).
     real atol = std::is_same_v<real, double> ? real(1e-5) : real(1e-2);
+    /// The tolerance relative to |numeric| (1e-3 in double, 5e-2 in float).
     real rtol = std::is_same_v<real, double> ? real(1e-3) : real(5e-2);
-    std::uint64_t seed = 1234;
-    std::size_t max_reported = 6;
+    std::uint64_t seed = 1234;    ///< seeds the output weighting (and check_op's inputs)
+    std::size_t max_reported = 6; ///< about how many mismatch lines the report keeps (≥ 1)
 };
 
+/// The outcome of a gradient check; converts to `passed`.
 struct gradcheck_result
 {
-    bool passed = true;
-    std::size_t checked = 0;  // number of scalar derivatives compared
-    double max_abs_error = 0; // largest |numeric - analytic|
-    std::string report;       // one line per mismatch (first few), empty when passed
+    bool passed = true;       ///< every compared derivative was within tolerance
+    std::size_t checked = 0;  ///< number of scalar derivatives compared
+    double max_abs_error = 0; ///< largest |numeric - analytic|
+    std::string report;       ///< one line per mismatch (first few), empty when passed
+    /// passed.
     explicit operator bool() const { return passed; }
 };
 
@@ -145,11 +152,11 @@ inline gradcheck_result gradcheck(const std::function<var(tape&, const std::vect
 /// (kinks), and optionally how to build the op from its inputs (ops with attributes).
 struct gradcheck_case
 {
-    std::string label;
-    std::vector<shape_type> shapes;
-    std::vector<std::pair<real, real>> ranges;
-    std::vector<real> kinks;
-    std::function<var(const std::vector<var>&)> build; // empty: apply(Op{}, inputs...)
+    std::string label;                                 ///< names the case in reports
+    std::vector<shape_type> shapes;                    ///< one shape per input
+    std::vector<std::pair<real, real>> ranges;         ///< [lo, hi) per input, sampled uniformly
+    std::vector<real> kinks;                           ///< points every input keeps 0.05 away from
+    std::function<var(const std::vector<var>&)> build; ///< empty: apply(Op{}, inputs...)
 };
 
 /// What an op's `static gradcheck_spec check()` returns: one or more cases, built fluently:
@@ -157,6 +164,7 @@ struct gradcheck_case
 class gradcheck_spec
 {
 public:
+    /// A spec whose first case is named `label`.
     explicit gradcheck_spec(std::string label = "default") { next(std::move(label)); }
 
     /// Adds an input of `shape` with values drawn uniformly from [lo, hi].
@@ -185,6 +193,7 @@ public:
         m_cases.back().label = std::move(label);
         return *this;
     }
+    /// The cases, in the order given.
     const std::vector<gradcheck_case>& cases() const { return m_cases; }
 
 private:
@@ -226,7 +235,7 @@ var apply_default(const std::vector<var>& xs)
     }
     else
     {
-        detail::fail(fmt::format("{}: gradcheck case needs .build(...) for this op", Op::name));
+        fail(fmt::format("{}: gradcheck case needs .build(...) for this op", Op::name));
     }
 }
 

@@ -70,11 +70,14 @@ public:
 
     /// The number of step() calls so far (PyTorch's per-parameter `step`, t in the formulas).
     std::size_t steps() const { return m_steps; }
+    /// The parameters this optimiser updates, in the order given (the order of its state).
     const std::vector<param>& params() const { return m_params; }
     /// The optimiser's name, for error messages ("sgd", "adam", ...).
     virtual const char* name() const = 0;
 
 protected:
+    /// Takes the parameters (handles: updates reach every copy) and the initial learning rate;
+    /// throws on an empty handle.
     optimizer(std::vector<param> params, double lr)
         : m_params(std::move(params))
     {
@@ -107,9 +110,9 @@ private:
 /// Options of sgd (PyTorch's defaults, except that lr, required there, defaults to 0.01).
 struct sgd_options
 {
-    double lr = 0.01;
-    double momentum = 0;
-    double dampening = 0;
+    double lr = 0.01;        ///< γ, the initial learning rate; ≥ 0
+    double momentum = 0;     ///< μ, ≥ 0; 0 keeps no momentum buffer
+    double dampening = 0;    ///< τ: the new gradient enters the momentum buffer scaled by 1 − τ
     double weight_decay = 0; ///< L2 penalty: g ← g + λθ
     bool nesterov = false;   ///< needs momentum > 0 and dampening = 0
 };
@@ -119,6 +122,7 @@ struct sgd_options
 class sgd : public optimizer
 {
 public:
+    /// Throws on negative options, or Nesterov without momentum or with dampening.
     explicit sgd(std::vector<param> params, const sgd_options& options = {})
         : optimizer(std::move(params), options.lr)
         , m_options(options)
@@ -165,11 +169,11 @@ private:
 /// PyTorch: construct adamw with adamw_options() to get the latter.
 struct adam_options
 {
-    double lr = 1e-3;
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double weight_decay = 0;
+    double lr = 1e-3;        ///< γ, the initial learning rate; ≥ 0
+    double beta1 = 0.9;      ///< β₁, decay of the first moment m; in [0, 1)
+    double beta2 = 0.999;    ///< β₂, decay of the second moment v; in [0, 1)
+    double eps = 1e-8;       ///< ε, added to the denominator; ≥ 0
+    double weight_decay = 0; ///< λ, ≥ 0: L2 in the gradient (adam), decoupled (adamw)
 };
 
 /// adam_options with AdamW's default weight decay (0.01).
@@ -217,6 +221,7 @@ inline void check_adam_options(const char* name, const adam_options& o)
 class adam : public optimizer
 {
 public:
+    /// Throws on negative options or betas outside [0, 1).
     explicit adam(std::vector<param> params, const adam_options& options = {})
         : optimizer(std::move(params), options.lr)
         , m_options(options)
@@ -244,6 +249,7 @@ private:
 class adamw : public optimizer
 {
 public:
+    /// Throws on negative options or betas outside [0, 1).
     explicit adamw(std::vector<param> params, const adam_options& options = adamw_options())
         : optimizer(std::move(params), options.lr)
         , m_options(options)
@@ -272,12 +278,12 @@ private:
 /// Options of rmsprop (PyTorch's defaults).
 struct rmsprop_options
 {
-    double lr = 1e-2;
-    double alpha = 0.99;
-    double eps = 1e-8;
+    double lr = 1e-2;        ///< γ, the initial learning rate; ≥ 0
+    double alpha = 0.99;     ///< α, decay of the squared-gradient average v; ≥ 0
+    double eps = 1e-8;       ///< ε, added to the denominator; ≥ 0
     double weight_decay = 0; ///< L2 penalty: g ← g + λθ
-    double momentum = 0;
-    bool centered = false;
+    double momentum = 0;     ///< μ, ≥ 0; 0 keeps no momentum buffer
+    bool centered = false;   ///< divide by √(v − a²), a the running mean gradient, not √v
 };
 
 /// RMSProp (torch.optim.RMSprop):
@@ -286,6 +292,7 @@ struct rmsprop_options
 class rmsprop : public optimizer
 {
 public:
+    /// Throws on negative options.
     explicit rmsprop(std::vector<param> params, const rmsprop_options& options = {})
         : optimizer(std::move(params), options.lr)
         , m_options(options)
@@ -344,11 +351,11 @@ private:
 /// Options of adagrad (PyTorch's defaults).
 struct adagrad_options
 {
-    double lr = 1e-2;
-    double lr_decay = 0;
-    double weight_decay = 0; ///< L2 penalty: g ← g + λθ
-    double initial_accumulator_value = 0;
-    double eps = 1e-10;
+    double lr = 1e-2;                     ///< γ, the initial learning rate; ≥ 0
+    double lr_decay = 0;                  ///< η: step t uses γ / (1 + (t − 1)η); ≥ 0
+    double weight_decay = 0;              ///< L2 penalty: g ← g + λθ
+    double initial_accumulator_value = 0; ///< where the sum of squares s starts; ≥ 0
+    double eps = 1e-10;                   ///< ε, added to the denominator; ≥ 0
 };
 
 /// Adagrad (torch.optim.Adagrad):
@@ -357,6 +364,7 @@ struct adagrad_options
 class adagrad : public optimizer
 {
 public:
+    /// Throws on negative options.
     explicit adagrad(std::vector<param> params, const adagrad_options& options = {})
         : optimizer(std::move(params), options.lr)
         , m_options(options)

@@ -29,6 +29,7 @@ class param
 {
 public:
     param() = default;
+    /// A new parameter holding `value`, whose shape becomes its declared shape; gradient zeros.
     param(std::string name, tensor value)
         : m_data(std::make_shared<detail::param_data>())
     {
@@ -38,14 +39,19 @@ public:
         m_data->value = std::move(value);
     }
 
+    /// False for a default-constructed handle, which throws on every other use.
     bool defined() const { return m_data != nullptr; }
+    /// The name given at creation (a checkpoint's tensor name).
     const std::string& name() const { return data().name; }
+    /// The declared shape, fixed at creation.
     const shape_type& shape() const { return data().shape; }
+    /// The element count of the declared shape.
     std::size_t size() const { return element_count(data().shape); }
 
     /// The current value. The mutable overload is for in-place updates (optimisers); the shape
     /// must not change (checked when the parameter is next bound to a tape).
     const tensor& value() const { return data().value; }
+    /// The value, for in-place updates: keep its shape.
     tensor& value() { return data().value; }
     /// Replaces the value; throws unless `v` has the declared shape.
     void assign(const tensor& v)
@@ -59,10 +65,14 @@ public:
 
     /// The gradient summed over every backward since the last zero_grad().
     const tensor& grad() const { return data().grad; }
+    /// The gradient, writable (backward adds into it; clipping scales it in place).
     tensor& grad() { return data().grad; }
+    /// Sets the gradient to zeros.
     void zero_grad() { data().grad.fill(real(0)); }
 
+    /// The identity shared by every copy of this handle (tapes key their leaves by it).
     const detail::param_data* id() const { return m_data.get(); }
+    /// True when both handles refer to the same parameter (not equal values).
     friend bool operator==(const param& a, const param& b) { return a.m_data == b.m_data; }
 
 private:
@@ -85,6 +95,7 @@ public:
         m_params.emplace_back(std::move(name), std::move(value));
         return m_params.back();
     }
+    /// True when a parameter is named `name`.
     bool contains(const std::string& name) const
     {
         for (const auto& p : m_params)
@@ -92,18 +103,21 @@ public:
                 return true;
         return false;
     }
+    /// The parameter named `name`; throws if there is none.
     param get(const std::string& name) const
     {
         for (const auto& p : m_params)
             if (p.name() == name)
                 return p;
-        detail::fail(fmt::format("param_store: no parameter named '{}'", name));
+        fail(fmt::format("param_store: no parameter named '{}'", name));
     }
+    /// Zeroes the gradient of every parameter.
     void zero_grad()
     {
         for (auto& p : m_params)
             p.zero_grad();
     }
+    /// The number of parameters.
     std::size_t size() const { return m_params.size(); }
     /// Total number of scalar parameters.
     std::size_t count() const
@@ -113,8 +127,11 @@ public:
             n += p.size();
         return n;
     }
+    /// Parameter i in the order added; throws std::out_of_range past the end.
     const param& operator[](std::size_t i) const { return m_params.at(i); }
+    /// Iteration over the parameters in the order added.
     auto begin() const { return m_params.begin(); }
+    /// The end of that iteration.
     auto end() const { return m_params.end(); }
 
 private:

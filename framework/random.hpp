@@ -22,6 +22,7 @@ namespace unfold
 class generator
 {
 public:
+    /// A stream starting from `seed`.
     explicit generator(std::uint64_t seed)
         : m_engine(seed)
     {

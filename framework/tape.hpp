@@ -337,10 +337,16 @@ public:
         m_core->hooks[i].push_back(std::move(hook));
         return *this;
     }
+    /// The value's shape.
     const shape_type& shape() const { return node().value.shape(); }
+    /// The value's rank.
     std::size_t dimension() const { return shape().size(); }
+    /// The value's element count.
     std::size_t size() const { return node().value.size(); }
+    /// True when backward computes a gradient for this value (false for constants, detached
+    /// values, and everything recorded under no_grad_guard).
     bool requires_grad() const { return node().requires_grad; }
+    /// False for a default-constructed handle; true even once the handle is stale.
     bool defined() const { return m_core != nullptr; }
     /// The value of a one-element tensor.
     real item() const
@@ -351,7 +357,9 @@ public:
         return v.data()[0];
     }
 
+    /// The node's position on its tape.
     std::size_t index() const { return checked_index(); }
+    /// The tape's internals, for the engine (apply); not for user code.
     detail::tape_core& core() const
     {
         checked_index();
@@ -518,6 +526,7 @@ public:
         m_core->generation = detail::next_generation();
     }
 
+    /// The number of nodes recorded since construction or the last clear().
     std::size_t size() const { return m_core->nodes.size(); }
 
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
@@ -665,7 +674,10 @@ struct op_node_n final : backward_fn
 /// Op provides `static constexpr const char* name`, `tensor forward(const tensor&...)` and
 /// `void backward(const tensor&... x, const tensor& y, const tensor& gy, tensor&... gx)`, which
 /// must *add* into every gx (Note [Gradient accumulation]). forward may keep state in the op
-/// (a dropout mask): the op object is stored with the node after forward has run.
+/// (a dropout mask): the op object is stored with the node after forward has run. An op file
+/// also gives its op `static gradcheck_spec check()`, the cases check_op tests, and may declare
+/// `static constexpr bool skips_unneeded_grads = true` to receive an empty gx (size 0), which
+/// backward must leave alone, for an input that needs no gradient (Note [Unneeded gradients]).
 template <class Op, class... V>
 [[nodiscard]] var apply(Op op, const V&... inputs)
 {

@@ -48,15 +48,17 @@ namespace allocation
 template <class T>
 struct buffer_allocator
 {
-    using value_type = T;
-    static constexpr std::size_t alignment = 64;
-    static constexpr std::size_t aligned_from = 4096; // bytes
+    using value_type = T;                             ///< the element type
+    static constexpr std::size_t alignment = 64;      ///< bytes, for large buffers
+    static constexpr std::size_t aligned_from = 4096; ///< bytes: smaller buffers keep malloc's
 
     buffer_allocator() noexcept = default;
+    /// Stateless: any two allocators are interchangeable.
     template <class U>
     buffer_allocator(const buffer_allocator<U>&) noexcept
     {}
 
+    /// Room for n elements, uninitialised; throws std::bad_alloc when memory runs out.
     T* allocate(std::size_t n)
     {
         if (n > (std::size_t(-1) - alignment) / sizeof(T))
@@ -89,11 +91,13 @@ struct buffer_allocator
             std::free(reinterpret_cast<void**>(p)[-1]);
     }
 
+    /// Always true: memory from one allocator may be freed by any other.
     template <class U>
     bool operator==(const buffer_allocator<U>&) const noexcept
     {
         return true;
     }
+    /// Always false.
     template <class U>
     bool operator!=(const buffer_allocator<U>&) const noexcept
     {
@@ -105,6 +109,7 @@ struct buffer_allocator
 /// An owning, row-major, dynamic-rank tensor. Sequences are (time, batch, features). Buffers of
 /// 4 KiB and more are 64-byte aligned (Note [Aligned buffers]).
 using tensor = xt::xarray<real, xt::layout_type::row_major, allocation::buffer_allocator<real>>;
+/// A tensor's shape: one extent per axis, outermost first.
 using shape_type = tensor::shape_type;
 
 /// "(3, 4)" — the format every error message uses for shapes.
@@ -117,6 +122,7 @@ std::string shape_str(const S& shape)
     return out + (shape.size() == 1 ? ",)" : ")");
 }
 
+/// The number of elements of `shape`: the product of its extents (1 for rank 0).
 inline std::size_t element_count(const shape_type& shape)
 {
     std::size_t n = 1;
@@ -125,7 +131,9 @@ inline std::size_t element_count(const shape_type& shape)
     return n;
 }
 
+/// A tensor of `shape` filled with zeros.
 inline tensor zeros(const shape_type& shape) { return tensor(shape, real(0)); }
+/// A tensor of `shape` filled with `value`.
 inline tensor full(const shape_type& shape, real value) { return tensor(shape, value); }
 
 /// NumPy broadcasting of two shapes; throws naming `op` when they are incompatible.
@@ -260,9 +268,10 @@ void transform_simd(const real* x, real* y, std::size_t n, F f)
 /// A tensor seen as a row-major matrix: its last axis is the columns, all others the rows.
 struct matrix_dims
 {
-    std::size_t rows;
-    std::size_t cols;
+    std::size_t rows; ///< the product of every axis but the last (1 for rank 0)
+    std::size_t cols; ///< the last axis (1 for rank 0)
 };
+/// `shape` as a matrix_dims: (T, B, F) is (T·B, F).
 inline matrix_dims as_matrix(const shape_type& shape)
 {
     if (shape.empty())

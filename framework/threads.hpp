@@ -47,6 +47,8 @@ namespace unfold
 /// from OpenBLAS's current one (asked live: libtorch or user code in the same process may change
 /// it between our GEMMs).
 constexpr double parallel_gemm_work = 8e6;
+/// The shortest inner dimension k for which a GEMM gets more than one thread (Note [BLAS
+/// threads]).
 constexpr std::size_t parallel_gemm_min_k = 64;
 
 namespace detail

@@ -68,6 +68,7 @@ class activation
 public:
     template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, activation> &&
                                                 std::is_invocable_r_v<var, F&, const var&>>>
+    /// Wraps a callable var(const var&); on_columns then slices first (two nodes).
     activation(F f)
         : m_apply(std::move(f))
     {}
@@ -82,6 +83,7 @@ public:
         return a;
     }
 
+    /// The activation applied to x.
     var operator()(const var& x) const { return m_apply(x); }
     /// (*this)(slice_cols(x, begin, end)): a gate's block of a fused pre-activation, as one node
     /// when the activation knows its op (ops/sliced.hpp).
@@ -114,8 +116,8 @@ inline activation elu(real alpha = 1) { return activation::of(elu_op{alpha}); }
 /// of a projected sequence (T, B, G), or the whole of `sequence` when step < 0.
 struct projected
 {
-    var sequence;
-    std::ptrdiff_t step = -1;
+    var sequence;             ///< (T, B, G) when step ≥ 0, else the step's own (B, G)
+    std::ptrdiff_t step = -1; ///< the block of `sequence` this step reads; < 0: all of it
 
     /// The step's value (B, G); from a sequence, a copy of its block recorded on the tape.
     var value() const { return step < 0 ? sequence : select(sequence, step); }
@@ -143,9 +145,12 @@ struct has_projection<Cell, std::void_t<decltype(std::declval<const Cell&>().pro
 template <class S, class = void>
 struct state_traits
 {
+    /// std::array<var, N>, as S::parts() returns it.
     using parts_type = std::decay_t<decltype(std::declval<const S&>().parts())>;
-    static constexpr std::size_t size = std::tuple_size<parts_type>::value;
+    static constexpr std::size_t size = std::tuple_size<parts_type>::value; ///< N
+    /// s.parts(): h first.
     static parts_type parts(const S& s) { return s.parts(); }
+    /// S::from_parts(p), the inverse of parts.
     static S from_parts(const parts_type& p) { return S::from_parts(p); }
 };
 
@@ -153,9 +158,11 @@ struct state_traits
 template <>
 struct state_traits<var>
 {
-    using parts_type = std::array<var, 1>;
-    static constexpr std::size_t size = 1;
+    using parts_type = std::array<var, 1>; ///< {h}
+    static constexpr std::size_t size = 1; ///< one part
+    /// {s}.
     static parts_type parts(const var& s) { return {s}; }
+    /// p[0].
     static var from_parts(const parts_type& p) { return p[0]; }
 };
 
@@ -180,8 +187,9 @@ S zero_state(tape& t, std::size_t batch, std::size_t hidden_size)
 /// "encoder." + "weight_ih" + "_l1_reverse". The default names layer 0, forward direction.
 struct param_name
 {
-    std::string prefix;
-    std::string suffix = "_l0";
+    std::string prefix;         ///< the model's part, e.g. "encoder." (empty: none)
+    std::string suffix = "_l0"; ///< layer and direction, see of_layer
+    /// prefix + base + suffix.
     std::string operator()(const std::string& base) const { return prefix + base + suffix; }
     /// The suffix PyTorch gives layer l in direction d: "_l{l}", plus "_reverse" for d = 1.
     static param_name of_layer(const std::string& prefix, std::size_t l, bool reverse)
@@ -207,6 +215,7 @@ S map_state(const S& s, F&& f)
         v = f(v);
     return state_traits<S>::from_parts(p);
 }
+/// The pairwise form: part k of the result is f(part k of a, part k of b).
 template <class S, class F>
 S zip_state(const S& a, const S& b, F&& f)
 {

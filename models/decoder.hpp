@@ -34,12 +34,14 @@ struct token_batch
     /// The target of a position that carries no loss (a prompt, padding).
     static constexpr std::int64_t ignore_index = -100;
 
-    std::size_t steps = 0;
-    std::size_t batch = 0;
+    std::size_t steps = 0;             ///< T
+    std::size_t batch = 0;             ///< B
     std::vector<std::size_t> inputs;   ///< (T, B) row-major: x_t, the observed token of step t
     std::vector<std::int64_t> targets; ///< (T, B) row-major: y_t, or ignore_index
 
+    /// The input of sequence b at step t.
     std::size_t input(std::size_t t, std::size_t b) const { return inputs[t * batch + b]; }
+    /// The target of sequence b at step t.
     std::int64_t target(std::size_t t, std::size_t b) const { return targets[t * batch + b]; }
     /// The B inputs of step t.
     std::vector<std::size_t> inputs_at(std::size_t t) const
@@ -60,9 +62,9 @@ struct token_batch
 template <class State>
 struct decode_result
 {
-    std::vector<var> logits;
-    std::vector<std::vector<std::size_t>> fed;
-    State final_state;
+    std::vector<var> logits;                   ///< per step, (B, V)
+    std::vector<std::vector<std::size_t>> fed; ///< per step, the B tokens fed
+    State final_state;                         ///< the state after the last step
 };
 
 /// The mean cross-entropy over every counted target of `batch`, from a run's logits.
@@ -84,7 +86,7 @@ template <class Cell>
 class decoder
 {
 public:
-    using cell_state = typename Cell::state;
+    using cell_state = typename Cell::state; ///< one layer's state
     /// One cell state per stacked layer, bottom first.
     using state = std::vector<cell_state>;
 
@@ -105,9 +107,13 @@ public:
                      shape_str(m_head.weight.shape()), m_cells.hidden_size(), vocab_size());
     }
 
+    /// V, the embedding's rows.
     std::size_t vocab_size() const { return m_embed.weight.shape()[0]; }
+    /// H of every layer.
     std::size_t hidden_size() const { return m_cells.hidden_size(); }
+    /// The stacked layers.
     std::size_t num_layers() const { return m_cells.num_layers(); }
+    /// The stacked cells, stepped one at a time by step().
     const layer<Cell>& cells() const { return m_cells; }
 
     /// Zeros for every layer, batch B, recorded on `t` as constants.

@@ -15,7 +15,7 @@ namespace unfold
 /// weight (V, D): row v is the vector of token v. Gradients of repeated tokens add up.
 struct embedding
 {
-    param weight;
+    param weight; ///< (V, D): row v is the vector of token v
 
     /// The vectors of `indices` (each < V), shape (n, D).
     var operator()(tape& t, const std::vector<std::size_t>& indices) const

@@ -114,6 +114,7 @@ public:
 class free_running final : public feeding_policy
 {
 public:
+    /// Sampling needs `g` (it must outlive the policy's use); throws without it.
     explicit free_running(token_choice how = token_choice::greedy, generator* g = nullptr,
                           double temperature = 1)
         : m_how(how)
@@ -183,6 +184,7 @@ enum class sampling_unit
 class scheduled_sampling final : public feeding_policy
 {
 public:
+    /// Coins, per-sequence draws and samples come from `g`, which must outlive the policy.
     scheduled_sampling(teacher_schedule schedule, generator& g,
                        sampling_unit unit = sampling_unit::token,
                        token_choice how = token_choice::greedy, double temperature = 1)
@@ -235,9 +237,11 @@ public:
 
     /// ε at the current batch.
     double probability() const { return m_probability; }
-    /// Open positions fed the observed token / the model's output since the last reset_counts().
+    /// Open positions fed the observed token since the last reset_counts().
     std::size_t teacher_fed() const { return m_teacher_fed; }
+    /// Open positions fed the model's output since the last reset_counts().
     std::size_t model_fed() const { return m_model_fed; }
+    /// Zeroes both counts.
     void reset_counts() { m_teacher_fed = m_model_fed = 0; }
 
 private:
@@ -255,7 +259,9 @@ private:
 class feeding_function final : public feeding_policy
 {
 public:
+    /// What choose() calls: the B tokens for a request.
     using function = std::function<std::vector<std::size_t>(const feed_request&)>;
+    /// The policy that calls `f`, named `name` in messages.
     explicit feeding_function(function f, std::string name = "custom")
         : m_f(std::move(f))
         , m_name(std::move(name))

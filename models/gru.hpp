@@ -40,18 +40,23 @@ struct gru_options
 {
     activation gate = activations::sigmoid(); ///< σ, for r and z
     activation state = activations::tanh();   ///< φ, for n
+    /// Where r multiplies in n.
     gru_reset reset = gru_reset::after_matmul;
 };
 
 /// One GRU step (equations above), x (B, I), h (B, H).
 struct gru_cell
 {
-    using state = var;
+    using state = var; ///< h (B, H)
+    ///@{
+    /// weight_ih (3H, I), weight_hh (3H, H), bias_ih and bias_hh (3H): the header's layout.
     param weight_ih, weight_hh, bias_ih, bias_hh;
-    activation sigma = activations::sigmoid();
-    activation phi = activations::tanh();
-    gru_reset reset = gru_reset::after_matmul;
+    ///@}
+    activation sigma = activations::sigmoid(); ///< σ, for r and z
+    activation phi = activations::tanh();      ///< φ, for n
+    gru_reset reset = gru_reset::after_matmul; ///< where r multiplies in n
 
+    /// One step: h' from x (B, I) and h (B, H), recorded on `t`.
     state operator()(tape& t, const var& x, const state& h) const
     {
         return (*this)(t, projected{project(t, x)}, h);

@@ -24,8 +24,8 @@ namespace unfold
 /// The shape of a layer: how many cells are stacked, in how many directions.
 struct layer_options
 {
-    std::size_t num_layers = 1;
-    bool bidirectional = false;
+    std::size_t num_layers = 1; ///< L, the stacked layers; ≥ 1
+    bool bidirectional = false; ///< D = 2: a reverse-direction cell beside each forward one
     /// Dropout probability on the outputs of every stacked layer but the last, applied only while
     /// the layer is training (see layer::train), as in PyTorch.
     real dropout = 0;
@@ -59,9 +59,9 @@ template <class Cell>
 class layer
 {
 public:
-    using cell_type = Cell;
-    using state = typename Cell::state;
-    static constexpr std::size_t state_size = state_traits<state>::size;
+    using cell_type = Cell;             ///< the cell of every layer and direction
+    using state = typename Cell::state; ///< one cell's state
+    static constexpr std::size_t state_size = state_traits<state>::size; ///< parts of a state
 
     /// Creates the cell of one layer and direction, adding its parameters to the store under
     /// the given names (param_name::of_layer: "_l{l}", "_l{l}_reverse").
@@ -122,6 +122,7 @@ public:
     void train(generator& g) { m_generator = &g; }
     /// Evaluation mode: no dropout.
     void eval() { m_generator = nullptr; }
+    /// True between train() and eval().
     bool training() const { return m_generator != nullptr; }
 
     /// The parameters of every cell, in creation order (layer, then direction, then the cell's
@@ -135,10 +136,15 @@ public:
                      d == direction::reverse ? " (reverse)" : "");
         return m_cells[k];
     }
+    /// I, the features of the input.
     std::size_t input_size() const { return m_input_size; }
+    /// H, the features of each cell's state.
     std::size_t hidden_size() const { return m_hidden_size; }
+    /// L.
     std::size_t num_layers() const { return m_options.num_layers; }
+    /// D: 2 if bidirectional, else 1.
     std::size_t directions() const { return m_options.bidirectional ? 2 : 1; }
+    /// The name in error messages ("lstm").
     const std::string& kind() const { return m_kind; }
 
 private:

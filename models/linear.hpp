@@ -17,9 +17,10 @@ namespace unfold
 /// a row, so a whole (T, B, in) sequence is one GEMM giving (T, B, out).
 struct linear
 {
-    param weight;
-    param bias;
+    param weight; ///< W (out, in)
+    param bias;   ///< b (out)
 
+    /// x Wᵀ + b for x (…, in), binding the parameters on `t`: (…, out).
     var operator()(tape& t, const var& x) const
     {
         return matmul_transposed(x, t[weight]) + t[bias];

@@ -33,9 +33,11 @@ namespace unfold
 /// The state of an LSTM: output h and cell c, each (B, H).
 struct lstm_state
 {
-    var h;
-    var c;
+    var h; ///< the output (B, H)
+    var c; ///< the cell (B, H)
+    /// {h, c} (Note [Cell contract]).
     std::array<var, 2> parts() const { return {h, c}; }
+    /// The state {p[0], p[1]}.
     static lstm_state from_parts(const std::array<var, 2>& p) { return {p[0], p[1]}; }
 };
 
@@ -53,12 +55,19 @@ struct lstm_options
 /// One LSTM step (equations above), x (B, I), state {h, c} each (B, H).
 struct lstm_cell
 {
-    using state = lstm_state;
+    using state = lstm_state; ///< {h, c}
+    ///@{
+    /// weight_ih (4H, I), weight_hh (4H, H), bias_ih and bias_hh (4H): the header's layout.
     param weight_ih, weight_hh, bias_ih, bias_hh;
-    param peephole_i, peephole_f, peephole_o; ///< undefined handles: no peepholes
-    activation sigma = activations::sigmoid();
-    activation phi = activations::tanh();
+    ///@}
+    ///@{
+    /// p_i, p_f, p_o, each (H); undefined handles: no peepholes.
+    param peephole_i, peephole_f, peephole_o;
+    ///@}
+    activation sigma = activations::sigmoid(); ///< σ, for i, f, o
+    activation phi = activations::tanh();      ///< φ, for g and the output φ(c')
 
+    /// One step: {h', c'} from x (B, I) and s = {h, c}, recorded on `t`.
     state operator()(tape& t, const var& x, const state& s) const
     {
         return (*this)(t, projected{project(t, x)}, s);

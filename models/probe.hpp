@@ -47,6 +47,8 @@ inline double l2_norm(const tensor& g)
     return std::sqrt(s);
 }
 
+/// Records, in every backward of its tape, each step's share of every bound parameter's gradient
+/// and the norms of watched states' gradients (Note [Gradient probe]). Must not outlive the tape.
 class gradient_probe final : private detail::contribution_recorder
 {
 public:

@@ -28,10 +28,14 @@ struct rnn_options
 /// h' = φ(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh), x (B, I), h (B, H).
 struct rnn_cell
 {
-    using state = var;
+    using state = var; ///< h (B, H)
+    ///@{
+    /// weight_ih (H, I), weight_hh (H, H), bias_ih and bias_hh (H).
     param weight_ih, weight_hh, bias_ih, bias_hh;
-    activation phi = activations::tanh();
+    ///@}
+    activation phi = activations::tanh(); ///< φ
 
+    /// One step: h' from x (B, I) and h (B, H), recorded on `t`.
     state operator()(tape& t, const var& x, const state& h) const
     {
         return (*this)(t, projected{project(t, x)}, h);

@@ -285,7 +285,7 @@ std::vector<var> masked_outputs(tape& t, const std::vector<S>& states,
 template <class S>
 struct saved_state
 {
-    std::array<tensor, state_traits<S>::size> values;
+    std::array<tensor, state_traits<S>::size> values; ///< the parts' values, h first
 
     /// The saved state recorded on `t` as constants: gradients stop here.
     S on(tape& t) const

@@ -7,8 +7,9 @@ namespace unfold
 /// y = a + b, with NumPy broadcasting (a bias row added to every row of a batch)
 struct add_op
 {
-    static constexpr const char* name = "add";
-    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
+    static constexpr const char* name = "add";         ///< in error and anomaly messages
+    static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    /// a + b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
         return broadcast_apply(a, b, [](real x, real y) { return x + y; }, [&] {
@@ -16,7 +17,7 @@ struct add_op
             return tensor(a + b);
         });
     }
-    // da = gy, db = gy, each summed over the axes it was broadcast along
+    /// da = gy, db = gy, each summed over the axes it was broadcast along
     void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
@@ -25,6 +26,7 @@ struct add_op
         if (gb.size())
             accumulate(gb, gy);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("same shape")
@@ -42,7 +44,9 @@ struct add_op
     }
 };
 
+/// a + b with NumPy broadcasting (either operand may be broadcast, e.g. a bias row).
 [[nodiscard]] inline var add(const var& a, const var& b) { return apply(add_op{}, a, b); }
+/// a + b: add(a, b).
 [[nodiscard]] inline var operator+(const var& a, const var& b) { return add(a, b); }
 
 } // namespace unfold

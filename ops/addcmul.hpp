@@ -9,9 +9,10 @@ namespace unfold
 /// multiply-add (FMA), so results can differ from `x + a * b` in the last bit.
 struct addcmul_op
 {
-    static constexpr const char* name = "addcmul";
-    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
+    static constexpr const char* name = "addcmul";     ///< in error and anomaly messages
+    static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
 
+    /// x + a ⊙ b; throws unless the three shapes are equal
     tensor forward(const tensor& x, const tensor& a, const tensor& b) const
     {
         UNFOLD_CHECK(a.shape() == x.shape() && b.shape() == x.shape(),
@@ -24,7 +25,7 @@ struct addcmul_op
             py[i] = px[i] + pa[i] * pb[i];
         return y;
     }
-    // dx = gy, da = gy ⊙ b, db = gy ⊙ a
+    /// dx = gy, da = gy ⊙ b, db = gy ⊙ a
     void backward(const tensor& x, const tensor& a, const tensor& b, const tensor&,
                   const tensor& gy, tensor& gx, tensor& ga, tensor& gb) const
     {
@@ -48,6 +49,7 @@ struct addcmul_op
                 p[i] += pg[i] * pa[i];
         }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("matrix")

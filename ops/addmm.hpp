@@ -13,15 +13,17 @@ namespace unfold
 /// `c + matmul(a, b)` costs one result tensor instead of two and one pass less.
 struct addmm_op
 {
-    static constexpr const char* name = "addmm";
-    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
-    bool transpose_b = false;
+    static constexpr const char* name = "addmm";       ///< in error and anomaly messages
+    static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    bool transpose_b = false; ///< multiply by bᵀ: b is (n, k), PyTorch's weight layout
     /// When ≥ 0, c is a sequence (T, ..., n) and block c[block] is added: a projected input step
     /// read in place, without a copy of it on the tape (Note [Input projection]).
     std::ptrdiff_t block = -1;
 
+    /// The product a · op(b) that c is added to.
     matmul_op product() const { return {transpose_b}; }
 
+    /// c (or its block) + a · op(b); throws if the shapes do not fit
     tensor forward(const tensor& c, const tensor& a, const tensor& b) const
     {
         const matmul_op ab = product();
@@ -57,7 +59,7 @@ struct addmm_op
         gemm(false, transpose_b, m, ab.n_of(b), k, 1, a.data(), b.data(), 1, y.data());
         return y;
     }
-    // dc = gy (summed over c's broadcast axes), da = gy · op(b)ᵀ, d op(b) = aᵀ · gy
+    /// dc = gy (summed over c's broadcast axes), da = gy · op(b)ᵀ, d op(b) = aᵀ · gy
     void backward(const tensor& c, const tensor& a, const tensor& b, const tensor&,
                   const tensor& gy, tensor& gc, tensor& ga, tensor& gb) const
     {
@@ -72,6 +74,7 @@ struct addmm_op
             accumulate(gc, gy);
         product().backward(a, b, gy /* y: unused */, gy, ga, gb); // da, d op(b) as for a · op(b)
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto plain = [](const std::vector<var>& x) { return apply(addmm_op{}, x[0], x[1], x[2]); };

@@ -8,10 +8,11 @@ namespace unfold
 /// `s / x` (a reciprocal, not affine) lives in ops/pow.hpp.
 struct affine_op
 {
-    static constexpr const char* name = "affine";
-    real scale = 1;
-    real shift = 0;
+    static constexpr const char* name = "affine"; ///< in error and anomaly messages
+    real scale = 1;                               ///< multiplies x
+    real shift = 0;                               ///< added after scaling
 
+    /// scale · x + shift, elementwise
     tensor forward(const tensor& x) const
     {
         tensor y = tensor::from_shape(x.shape());
@@ -21,7 +22,7 @@ struct affine_op
             py[i] = scale * px[i] + shift;
         return y;
     }
-    // dy/dx = scale
+    /// dy/dx = scale
     void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
     {
         const real* pg = gy.data();
@@ -29,6 +30,7 @@ struct affine_op
         for (std::size_t i = 0, n = gx.size(); i < n; ++i)
             px[i] += scale * pg[i];
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("2.5 x − 1")
@@ -40,6 +42,7 @@ struct affine_op
     }
 };
 
+/// scale · x + shift for scalars scale and shift, one node.
 [[nodiscard]] inline var affine(const var& x, real scale, real shift)
 {
     return apply(affine_op{scale, shift}, x);
@@ -47,11 +50,17 @@ struct affine_op
 
 // Scalar operators. They take `real`, so int and double literals convert (1 - f, 0.5 * x) in
 // both the float and the double build without ambiguity.
+/// x + s
 [[nodiscard]] inline var operator+(const var& x, real s) { return affine(x, 1, s); }
+/// s + x
 [[nodiscard]] inline var operator+(real s, const var& x) { return affine(x, 1, s); }
+/// x − s
 [[nodiscard]] inline var operator-(const var& x, real s) { return affine(x, 1, -s); }
+/// s − x
 [[nodiscard]] inline var operator-(real s, const var& x) { return affine(x, -1, s); }
+/// x · s
 [[nodiscard]] inline var operator*(const var& x, real s) { return affine(x, s, 0); }
+/// s · x
 [[nodiscard]] inline var operator*(real s, const var& x) { return affine(x, s, 0); }
 /// x · (1/s): may differ from an exact division in the last bit.
 [[nodiscard]] inline var operator/(const var& x, real s) { return affine(x, 1 / s, 0); }

@@ -10,9 +10,10 @@ namespace unfold
 /// y = [x_0, x_1, ...] joined along one axis; every other axis must agree
 struct concat_op
 {
-    static constexpr const char* name = "concat";
-    std::ptrdiff_t axis = 0;
+    static constexpr const char* name = "concat"; ///< in error and anomaly messages
+    std::ptrdiff_t axis = 0; ///< the axis joined along; negative counts from the end
 
+    /// The inputs joined along `axis`; throws if the axis or the other axes do not fit
     tensor forward(const std::vector<const tensor*>& xs) const
     {
         const shape_type& first = xs.front()->shape();
@@ -39,7 +40,7 @@ struct concat_op
             }
         return y;
     }
-    // dx_k = the block of gy that x_k was copied into
+    /// dx_k = the block of gy that x_k was copied into
     void backward(const std::vector<const tensor*>& xs, const tensor&, const tensor& gy,
                   const std::vector<tensor*>& gxs) const
     {
@@ -57,6 +58,7 @@ struct concat_op
                 src += run;
             }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto along = [](std::ptrdiff_t axis) {

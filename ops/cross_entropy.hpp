@@ -27,11 +27,12 @@ enum class loss_reduction
 /// parameter into NaN.
 struct cross_entropy_op
 {
-    static constexpr const char* name = "cross_entropy";
-    std::vector<std::int64_t> targets;
-    std::int64_t ignore_index = -100;
-    loss_reduction reduction = loss_reduction::mean;
+    static constexpr const char* name = "cross_entropy"; ///< in error and anomaly messages
+    std::vector<std::int64_t> targets; ///< one class in [0, C) per row, row-major, or ignore_index
+    std::int64_t ignore_index = -100;  ///< the target of a row that carries no loss
+    loss_reduction reduction = loss_reduction::mean; ///< mean over the counted rows, or sum
 
+    /// The rank-0 loss; throws unless logits have rank ≥ 2 and one valid target per row
     tensor forward(const tensor& logits) const
     {
         UNFOLD_CHECK(logits.dimension() >= 2 && logits.shape().back() > 0,
@@ -60,8 +61,8 @@ struct cross_entropy_op
             total = n ? total / double(n) : 0.0;
         return full({}, real(total));
     }
-    // dx_r = s · (softmax(x_r) − onehot(t_r)) for counted rows, 0 for ignored ones;
-    // s = gy / (number of counted rows) for the mean, gy for the sum
+    /// dx_r = s · (softmax(x_r) − onehot(t_r)) for counted rows, 0 for ignored ones;
+    /// s = gy / (number of counted rows) for the mean, gy for the sum
     void backward(const tensor& logits, const tensor&, const tensor& gy, tensor& gx) const
     {
         const auto [rows, classes] = as_matrix(logits.shape());
@@ -82,6 +83,7 @@ struct cross_entropy_op
             g[targets[r]] -= real(scale);
         }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto with = [](std::vector<std::int64_t> targets, std::int64_t ignore, loss_reduction red) {

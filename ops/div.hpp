@@ -7,19 +7,21 @@ namespace unfold
 /// y = a / b (elementwise, NumPy broadcasting); division by zero gives ±inf or NaN, as in PyTorch
 struct div_op
 {
-    static constexpr const char* name = "div";
+    static constexpr const char* name = "div"; ///< in error and anomaly messages
+    /// a / b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
         broadcast_shape(name, a.shape(), b.shape());
         return a / b;
     }
-    // da = gy / b, db = −gy · a / b² = −gy · y / b
+    /// da = gy / b, db = −gy · a / b² = −gy · y / b
     void backward(const tensor&, const tensor& b, const tensor& y, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
         accumulate(ga, gy / b);
         accumulate(gb, -gy * y / b);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("same shape")
@@ -46,7 +48,9 @@ struct div_op
     }
 };
 
+/// a / b elementwise, with NumPy broadcasting.
 [[nodiscard]] inline var div(const var& a, const var& b) { return apply(div_op{}, a, b); }
+/// a / b: div(a, b).
 [[nodiscard]] inline var operator/(const var& a, const var& b) { return div(a, b); }
 
 } // namespace unfold

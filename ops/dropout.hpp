@@ -10,11 +10,12 @@ namespace unfold
 /// the op for backward; `rng` is used during forward only and cleared after.
 struct dropout_op
 {
-    static constexpr const char* name = "dropout";
-    real p = 0;
-    generator* rng = nullptr;
-    tensor mask; // m / (1 − p), drawn by forward; unused when p = 0 (identity)
+    static constexpr const char* name = "dropout"; ///< in error and anomaly messages
+    real p = 0;               ///< the probability of zeroing an element, in [0, 1)
+    generator* rng = nullptr; ///< draws the mask in forward (needed when p > 0); null after
+    tensor mask;              ///< m / (1 − p), drawn by forward; unused when p = 0 (identity)
 
+    /// x ⊙ mask with a new mask from `rng` (then cleared); throws unless 0 ≤ p < 1
     tensor forward(const tensor& x)
     {
         UNFOLD_CHECK(p >= 0 && p < 1, "dropout: p = {} is outside [0, 1) (input of shape {})", p,
@@ -27,7 +28,7 @@ struct dropout_op
         rng = nullptr;
         return x * mask;
     }
-    // dx = gy ⊙ m / (1 − p)
+    /// dx = gy ⊙ m / (1 − p)
     void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
     {
         if (p == 0)
@@ -35,6 +36,7 @@ struct dropout_op
         else
             xt::noalias(gx) += gy * mask;
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto with = [](real p) {

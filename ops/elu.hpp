@@ -7,19 +7,21 @@ namespace unfold
 /// y = x for x > 0, α (eˣ − 1) otherwise
 struct elu_op
 {
-    static constexpr const char* name = "elu";
-    real alpha = 1;
+    static constexpr const char* name = "elu"; ///< in error and anomaly messages
+    real alpha = 1;                            ///< α: y tends to −α as x → −∞
 
     // expm1 of min(x, 0): accurate near 0 and no overflow in the branch that is discarded
+    /// x for x > 0, α (eˣ − 1) otherwise
     tensor forward(const tensor& x) const
     {
         return xt::where(x > real(0), x, alpha * xt::expm1(xt::minimum(x, real(0))));
     }
-    // dy/dx = 1 for x > 0, α eˣ = y + α otherwise
+    /// dy/dx = 1 for x > 0, α eˣ = y + α otherwise
     void backward(const tensor& x, const tensor& y, const tensor& gy, tensor& gx) const
     {
         xt::noalias(gx) += xt::where(x > real(0), gy, gy * (y + alpha));
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto with = [](real alpha) {
@@ -30,6 +32,7 @@ struct elu_op
     }
 };
 
+/// x for x > 0, alpha · (eˣ − 1) otherwise (PyTorch's ELU).
 [[nodiscard]] inline var elu(const var& x, real alpha = 1) { return apply(elu_op{alpha}, x); }
 
 } // namespace unfold

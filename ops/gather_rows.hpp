@@ -11,10 +11,11 @@ namespace unfold
 /// table (V, D) → y (grid..., D)
 struct gather_rows_op
 {
-    static constexpr const char* name = "gather_rows";
-    std::vector<std::size_t> indices;
-    shape_type grid; // the shape of the index grid, e.g. (n,) or (T, B)
+    static constexpr const char* name = "gather_rows"; ///< in error and anomaly messages
+    std::vector<std::size_t> indices; ///< table rows, one per grid position, row-major
+    shape_type grid;                  ///< the shape of the index grid, e.g. (n,) or (T, B)
 
+    /// The rows `indices` of table (V, D) as (grid..., D); throws on a bad shape or index
     tensor forward(const tensor& table) const
     {
         UNFOLD_CHECK(table.dimension() == 2, "gather_rows: the table must be (V, D), got shape {}",
@@ -37,7 +38,7 @@ struct gather_rows_op
         }
         return y;
     }
-    // dtable[indices[p]] += gy[p] for every p (scatter-add: a repeated index sums its rows)
+    /// dtable[indices[p]] += gy[p] for every p (scatter-add: a repeated index sums its rows)
     void backward(const tensor& table, const tensor&, const tensor& gy, tensor& gtable) const
     {
         const std::size_t d = table.shape()[1];
@@ -62,6 +63,7 @@ struct gather_rows_op
         }
         return shape_str(at);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto lookup = [](std::vector<std::size_t> indices, shape_type grid) {

@@ -12,7 +12,8 @@ namespace unfold
 /// y = (x − m) − log Σ_j exp(x_j − m) with m the row maximum, so ±1000 logits stay finite.
 struct log_softmax_op
 {
-    static constexpr const char* name = "log_softmax";
+    static constexpr const char* name = "log_softmax"; ///< in error and anomaly messages
+    /// log softmax over the last axis; throws for a rank-0 x
     tensor forward(const tensor& x) const
     {
         UNFOLD_CHECK(x.dimension() >= 1, "log_softmax: needs at least one axis, got shape {}",
@@ -33,7 +34,7 @@ struct log_softmax_op
         }
         return y;
     }
-    // dx = gy − softmax(x) · Σ_j gy_j, softmax(x) = exp(y), per row
+    /// dx = gy − softmax(x) · Σ_j gy_j, softmax(x) = exp(y), per row
     void backward(const tensor&, const tensor& y, const tensor& gy, tensor& gx) const
     {
         const auto [rows, cols] = as_matrix(y.shape());
@@ -47,6 +48,7 @@ struct log_softmax_op
                 gxr[j] += gyr[j] - std::exp(yr[j]) * total;
         }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("matrix")

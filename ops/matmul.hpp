@@ -9,13 +9,16 @@ namespace unfold
 /// (time, batch, features) sequence is projected with one GEMM.
 struct matmul_op
 {
-    static constexpr const char* name = "matmul";
-    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
-    bool transpose_b = false;
+    static constexpr const char* name = "matmul";      ///< in error and anomaly messages
+    static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    bool transpose_b = false; ///< multiply by bᵀ: b is (n, k), PyTorch's weight layout
 
+    /// k, the rows of op(b).
     std::size_t k_of(const tensor& b) const { return b.shape()[transpose_b ? 1 : 0]; }
+    /// n, the columns of op(b).
     std::size_t n_of(const tensor& b) const { return b.shape()[transpose_b ? 0 : 1]; }
 
+    /// a · op(b); throws unless a is (..., k) and op(b) is (k, n)
     tensor forward(const tensor& a, const tensor& b) const
     {
         UNFOLD_CHECK(a.dimension() >= 1 && b.dimension() == 2 && a.shape().back() == k_of(b),
@@ -29,7 +32,7 @@ struct matmul_op
         gemm(false, transpose_b, m, n_of(b), k, 1, a.data(), b.data(), 0, y.data());
         return y;
     }
-    // da = gy · op(b)ᵀ, d op(b) = aᵀ · gy: GEMMs with transpose flags, accumulating (beta = 1)
+    /// da = gy · op(b)ᵀ, d op(b) = aᵀ · gy: GEMMs with transpose flags, accumulating (beta = 1)
     void backward(const tensor& a, const tensor& b, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
@@ -44,6 +47,7 @@ struct matmul_op
         else // gb (k×n) += aᵀ · gy
             gemm(true, false, k, n, m, 1, a.data(), gy.data(), 1, gb.data());
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto transposed = [](const std::vector<var>& x) {

@@ -7,7 +7,8 @@ namespace unfold
 /// y = (1/n) Σ_i (p_i − t_i)², the mean over all n elements; p and t must have the same shape
 struct mse_op
 {
-    static constexpr const char* name = "mse";
+    static constexpr const char* name = "mse"; ///< in error and anomaly messages
+    /// The rank-0 mean of (p − t)²; throws unless the shapes are equal and not empty
     tensor forward(const tensor& prediction, const tensor& target) const
     {
         UNFOLD_CHECK(prediction.shape() == target.shape(),
@@ -24,7 +25,7 @@ struct mse_op
         }
         return full({}, real(total / double(prediction.size())));
     }
-    // dp = gy · 2 (p − t) / n, dt = −dp
+    /// dp = gy · 2 (p − t) / n, dt = −dp
     void backward(const tensor& prediction, const tensor& target, const tensor&, const tensor& gy,
                   tensor& gp, tensor& gt) const
     {
@@ -32,6 +33,7 @@ struct mse_op
         xt::noalias(gp) += scale * (prediction - target);
         xt::noalias(gt) -= scale * (prediction - target);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("matrix")

@@ -7,8 +7,9 @@ namespace unfold
 /// y = a ⊙ b (elementwise, NumPy broadcasting)
 struct mul_op
 {
-    static constexpr const char* name = "mul";
-    static constexpr bool skips_unneeded_grads = true; // Note [Unneeded gradients]
+    static constexpr const char* name = "mul";         ///< in error and anomaly messages
+    static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    /// a ⊙ b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
         return broadcast_apply(a, b, [](real x, real y) { return x * y; }, [&] {
@@ -16,7 +17,7 @@ struct mul_op
             return tensor(a * b);
         });
     }
-    // da = gy ⊙ b, db = gy ⊙ a
+    /// da = gy ⊙ b, db = gy ⊙ a
     void backward(const tensor& a, const tensor& b, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
@@ -35,6 +36,7 @@ struct mul_op
         if (gb.size())
             accumulate(gb, tensor(gy * a));
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("same shape")
@@ -52,7 +54,9 @@ struct mul_op
     }
 };
 
+/// a ⊙ b elementwise, with NumPy broadcasting.
 [[nodiscard]] inline var mul(const var& a, const var& b) { return apply(mul_op{}, a, b); }
+/// a ⊙ b: mul(a, b).
 [[nodiscard]] inline var operator*(const var& a, const var& b) { return mul(a, b); }
 
 } // namespace unfold

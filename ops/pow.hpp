@@ -8,16 +8,18 @@ namespace unfold
 /// y = x^p for a scalar exponent p. A non-integer p needs x ≥ 0 (NaN otherwise, as in PyTorch).
 struct pow_op
 {
-    static constexpr const char* name = "pow";
-    real exponent = 1;
+    static constexpr const char* name = "pow"; ///< in error and anomaly messages
+    real exponent = 1;                         ///< p
 
+    /// x^exponent, elementwise
     tensor forward(const tensor& x) const { return xt::pow(x, exponent); }
-    // dy/dx = p · x^(p−1); zero for p = 0 (PyTorch's convention, also at x = 0)
+    /// dy/dx = p · x^(p−1); zero for p = 0 (PyTorch's convention, also at x = 0)
     void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
     {
         if (exponent != 0)
             xt::noalias(gx) += gy * exponent * xt::pow(x, exponent - 1);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto with = [](real p) {
@@ -32,6 +34,7 @@ struct pow_op
     }
 };
 
+/// x^exponent elementwise; a non-integer exponent needs x ≥ 0 (NaN otherwise).
 [[nodiscard]] inline var pow(const var& x, real exponent) { return apply(pow_op{exponent}, x); }
 /// s / x = s · x⁻¹ (two nodes: pow and affine).
 [[nodiscard]] inline var operator/(real s, const var& x) { return affine(pow(x, -1), s, 0); }

@@ -9,9 +9,10 @@ namespace unfold
 /// y = x with the same elements in row-major order, seen as `shape`
 struct reshape_op
 {
-    static constexpr const char* name = "reshape";
-    shape_type shape;
+    static constexpr const char* name = "reshape"; ///< in error and anomaly messages
+    shape_type shape;                              ///< the output shape, with as many elements as x
 
+    /// x's elements seen as `shape`; throws if the element counts differ
     tensor forward(const tensor& x) const
     {
         UNFOLD_CHECK(element_count(shape) == x.size(),
@@ -21,7 +22,7 @@ struct reshape_op
         std::copy(x.data(), x.data() + x.size(), y.data());
         return y;
     }
-    // dx = gy seen in x's shape
+    /// dx = gy seen in x's shape
     void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
     {
         real* pg = gx.data();
@@ -29,6 +30,7 @@ struct reshape_op
         for (std::size_t j = 0; j < gx.size(); ++j)
             pg[j] += pgy[j];
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto to = [](shape_type shape) {

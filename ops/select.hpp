@@ -9,13 +9,15 @@ namespace unfold
 /// y = x[index]: one entry of axis 0, which is dropped ((T, B, F) → (B, F), time step t)
 struct select_op
 {
-    static constexpr const char* name = "select";
-    std::ptrdiff_t index = 0;
+    static constexpr const char* name = "select"; ///< in error and anomaly messages
+    std::ptrdiff_t index = 0; ///< the entry of axis 0; negative counts from the end
 
+    /// index as a position in [0, x.shape()[0]).
     std::size_t position(const tensor& x) const
     {
         return static_cast<std::size_t>(index < 0 ? index + std::ptrdiff_t(x.shape()[0]) : index);
     }
+    /// x[index] along axis 0; throws if the index is out of range
     tensor forward(const tensor& x) const
     {
         const auto n = x.dimension() ? static_cast<std::ptrdiff_t>(x.shape()[0]) : 0;
@@ -28,13 +30,14 @@ struct select_op
         std::copy(src, src + y.size(), y.data());
         return y;
     }
-    // dx[index] += gy; zero elsewhere
+    /// dx[index] += gy; zero elsewhere
     void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
     {
         real* dst = gx.data() + position(x) * gy.size();
         for (std::size_t j = 0; j < gy.size(); ++j)
             dst[j] += gy.data()[j];
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto at = [](std::ptrdiff_t index) {

@@ -7,9 +7,10 @@ namespace unfold
 /// y = 1 / (1 + e⁻ˣ)
 struct sigmoid_op
 {
-    static constexpr const char* name = "sigmoid";
+    static constexpr const char* name = "sigmoid"; ///< in error and anomaly messages
     // With e = exp(−|x|) ≤ 1: y = 1 / (1 + e) for x ≥ 0 and e / (1 + e) for x < 0, so nothing
     // overflows and x = ±1000 gives exactly 1 and 0.
+    /// 1 / (1 + e⁻ˣ), elementwise
     tensor forward(const tensor& x) const
     {
         tensor y = tensor::from_shape(x.shape());
@@ -22,7 +23,7 @@ struct sigmoid_op
         });
         return y;
     }
-    // dy/dx = y (1 − y)
+    /// dy/dx = y (1 − y)
     void backward(const tensor&, const tensor& y, const tensor& gy, tensor& gx) const
     {
         const real *py = y.data(), *pg = gy.data();
@@ -30,9 +31,11 @@ struct sigmoid_op
         for (std::size_t i = 0, n = gx.size(); i < n; ++i)
             px[i] += pg[i] * py[i] * (real(1) - py[i]);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check() { return gradcheck_spec().input({3, 4}, -6, 6); }
 };
 
+/// 1 / (1 + e⁻ˣ) elementwise, without overflow for any x.
 [[nodiscard]] inline var sigmoid(const var& x) { return apply(sigmoid_op{}, x); }
 
 } // namespace unfold

@@ -12,11 +12,12 @@ namespace unfold
 /// elements.
 struct slice_op
 {
-    static constexpr const char* name = "slice";
-    std::ptrdiff_t axis = 0;
-    std::ptrdiff_t begin = 0;
-    std::ptrdiff_t end = 0;
+    static constexpr const char* name = "slice"; ///< in error and anomaly messages
+    std::ptrdiff_t axis = 0;                     ///< the sliced axis; negative counts from the end
+    std::ptrdiff_t begin = 0;                    ///< the first index kept
+    std::ptrdiff_t end = 0;                      ///< one past the last index kept
 
+    /// x[..., begin:end, ...] along `axis`; throws unless 0 ≤ begin ≤ end ≤ its size
     tensor forward(const tensor& x) const
     {
         const std::size_t a = normalize_axis(name, axis, x.shape());
@@ -38,7 +39,7 @@ struct slice_op
         }
         return y;
     }
-    // dx[..., begin:end, ...] += gy; zero elsewhere
+    /// dx[..., begin:end, ...] += gy; zero elsewhere
     void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
     {
         const std::size_t a = normalize_axis(name, axis, x.shape());
@@ -53,6 +54,7 @@ struct slice_op
                 dst[j] += src[j];
         }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto range = [](std::ptrdiff_t axis, std::ptrdiff_t b, std::ptrdiff_t e) {

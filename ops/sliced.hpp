@@ -19,14 +19,16 @@ namespace unfold
 template <class F>
 struct sliced_elementwise_op
 {
-    static constexpr const char* name = F::name;
-    F f;
-    std::ptrdiff_t begin = 0;
-    std::ptrdiff_t end = 0;
+    static constexpr const char* name = F::name; ///< f's, so messages name the activation
+    F f;                                         ///< the elementwise op applied to the block
+    std::ptrdiff_t begin = 0;                    ///< the block's first column of the last axis
+    std::ptrdiff_t end = 0;                      ///< one past the block's last column
 
+    /// The slice that cuts the block out of x.
     slice_op block() const { return {-1, begin, end}; }
+    /// f of columns [begin, end) of x's last axis; throws as slice does
     tensor forward(const tensor& x) const { return f.forward(block().forward(x)); }
-    // dx[..., begin:end] += f'(block) gy
+    /// dx[..., begin:end] += f'(block) gy
     void backward(const tensor& x, const tensor& y, const tensor& gy, tensor& gx) const
     {
         const tensor xb = block().forward(x);
@@ -34,6 +36,7 @@ struct sliced_elementwise_op
         f.backward(xb, y, gy, gb);
         block().backward(x, y, gb, gx);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto of = [](auto op, std::ptrdiff_t b, std::ptrdiff_t e) {

@@ -10,8 +10,9 @@ namespace unfold
 /// y[k] = x_k: inputs of one shape stacked along a new axis 0 ((B, F) × T → (T, B, F))
 struct stack_op
 {
-    static constexpr const char* name = "stack";
+    static constexpr const char* name = "stack"; ///< in error and anomaly messages
 
+    /// The inputs stacked along a new axis 0; throws if their shapes differ
     tensor forward(const std::vector<const tensor*>& xs) const
     {
         const shape_type& first = xs.front()->shape();
@@ -26,7 +27,7 @@ struct stack_op
             dst = std::copy(x->data(), x->data() + x->size(), dst);
         return y;
     }
-    // dx_k = gy[k]
+    /// dx_k = gy[k]
     void backward(const std::vector<const tensor*>& xs, const tensor&, const tensor& gy,
                   const std::vector<tensor*>& gxs) const
     {
@@ -39,6 +40,7 @@ struct stack_op
             src += gx->size();
         }
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto stacked = [](const std::vector<var>& x) { return apply_n(stack_op{}, x); };

@@ -7,7 +7,8 @@ namespace unfold
 /// y = a − b, with NumPy broadcasting
 struct sub_op
 {
-    static constexpr const char* name = "sub";
+    static constexpr const char* name = "sub"; ///< in error and anomaly messages
+    /// a − b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
         return broadcast_apply(a, b, [](real x, real y) { return x - y; }, [&] {
@@ -15,13 +16,14 @@ struct sub_op
             return tensor(a - b);
         });
     }
-    // da = gy, db = −gy, each summed over the axes it was broadcast along
+    /// da = gy, db = −gy, each summed over the axes it was broadcast along
     void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
         accumulate(ga, gy);
         accumulate(gb, tensor(-gy));
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         return gradcheck_spec("same shape")
@@ -45,7 +47,9 @@ struct sub_op
     }
 };
 
+/// a − b with NumPy broadcasting (either operand may be broadcast).
 [[nodiscard]] inline var sub(const var& a, const var& b) { return apply(sub_op{}, a, b); }
+/// a − b: sub(a, b).
 [[nodiscard]] inline var operator-(const var& a, const var& b) { return sub(a, b); }
 
 } // namespace unfold

@@ -9,11 +9,12 @@ namespace unfold
 /// y = Σ x over every element (a rank-0 result) or along one axis (dropped, or kept as size 1)
 struct sum_op
 {
-    static constexpr const char* name = "sum";
-    bool all = true;
-    std::ptrdiff_t axis = 0;
-    bool keepdims = false;
+    static constexpr const char* name = "sum"; ///< in error and anomaly messages
+    bool all = true;         ///< sum every element into a rank-0 result (axis, keepdims unused)
+    std::ptrdiff_t axis = 0; ///< the summed axis when not `all`; negative counts from the end
+    bool keepdims = false;   ///< keep the summed axis with size 1 instead of dropping it
 
+    /// Σ x over every element or along `axis`; throws if the axis is out of range
     tensor forward(const tensor& x) const
     {
         if (all)
@@ -41,7 +42,7 @@ struct sum_op
                     py[o * inner + i] += px[(o * n + k) * inner + i];
         return y;
     }
-    // dx = gy broadcast back along the summed axis (every element of x gets its sum's gradient)
+    /// dx = gy broadcast back along the summed axis (every element of x gets its sum's gradient)
     void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
     {
         real* pg = gx.data();
@@ -59,6 +60,7 @@ struct sum_op
                 for (std::size_t i = 0; i < inner; ++i)
                     pg[(o * n + k) * inner + i] += pgy[o * inner + i];
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto along = [](std::ptrdiff_t axis, bool keepdims) {

@@ -9,9 +9,10 @@ namespace unfold
 /// y = xᵀ for a matrix, or y = x with its axes permuted: y.shape[d] = x.shape[permutation[d]]
 struct transpose_op
 {
-    static constexpr const char* name = "transpose";
-    std::vector<std::size_t> permutation; // empty: swap the two axes of a matrix
+    static constexpr const char* name = "transpose"; ///< in error and anomaly messages
+    std::vector<std::size_t> permutation;            ///< empty: swap the two axes of a matrix
 
+    /// xᵀ or x with permuted axes; throws on a bad rank or permutation
     tensor forward(const tensor& x) const
     {
         if (permutation.empty())
@@ -39,7 +40,7 @@ struct transpose_op
                      fmt::join(permutation, ", "), shape_str(x.shape()));
         return xt::transpose(x, permutation);
     }
-    // dx = gy with the inverse permutation applied
+    /// dx = gy with the inverse permutation applied
     void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
     {
         if (permutation.empty())
@@ -55,6 +56,7 @@ struct transpose_op
             inverse[permutation[d]] = d;
         xt::noalias(gx) += xt::transpose(gy, inverse);
     }
+    /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
         auto permuted = [](std::vector<std::size_t> p) {
