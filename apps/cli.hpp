@@ -13,6 +13,7 @@
 
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
+#include "apps/text.hpp"
 #include "apps/train.hpp"
 
 namespace unfold::app

@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "apps/tasks.hpp"
+#include "apps/batching.hpp"
+#include "apps/reber_task.hpp"
+#include "apps/task.hpp"
+#include "apps/vocabulary.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>

@@ -13,8 +13,11 @@
 
 #include <unistd.h>
 
+#include "apps/batching.hpp"
 #include "apps/model.hpp"
+#include "apps/task.hpp"
 #include "apps/tasks.hpp"
+#include "apps/text.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/framework/clip.hpp>
 #include <unfold/framework/optimizer.hpp>
@@ -289,7 +292,7 @@ inline train_result train(train_options o, std::FILE* out)
                      "unfold train: task %s, %s × %zu layer(s), hidden %zu, %zu parameters; "
                      "feeding %s, %s lr %g (%s), clip %g, batch %zu, %zu epochs × %zu steps\n",
                      o.model.task.c_str(), o.model.cell.c_str(), o.model.layers, o.model.hidden,
-                     m.store().count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
+                     m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
                      o.lr_schedule.c_str(), o.clip, o.batch, o.epochs, o.steps);
 
     interrupted = 0;

@@ -1,5 +1,5 @@
 /// The sweep behind Note [BLAS threads] (framework/threads.hpp): every GEMM shape of the
-/// benchmarked RNN/GRU/LSTM training steps (bench/recurrent_bench.cpp, gemm_bound_step) timed on
+/// benchmarked RNN/GRU/LSTM training steps (bench/gemm_bound.hpp, gemm_bound_step) timed on
 /// one and on two OpenBLAS threads, alternately, in a process started with OPENBLAS_NUM_THREADS=2
 /// (OpenBLAS started with one thread never uses a second; this program re-executes itself with
 /// the variable set). Shapes per config (B, T, I, H) and gate count g, G = g·H: x·W_ihᵀ
@@ -73,7 +73,7 @@ timing time_shape(const shape& s, int reps)
     tensor c = zeros({s.m * s.n});
     const int lda = int(s.ta ? s.m : s.k), ldb = int(s.tb ? s.k : s.n);
     auto run = [&](int threads, int times) {
-        openblas_set_num_threads(threads);
+        unfold::set_blas_threads(threads);
         const auto start = clock_type::now();
         for (int i = 0; i < times; ++i)
             detail::cblas_gemm(s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,

@@ -1,7 +1,6 @@
 #pragma once
-/// Anomaly mode and node labels: where in a recurrent model an op was recorded (time step, layer,
-/// direction, gate), and the check that turns the first non-finite value into an error naming the
-/// op, its inputs' shapes and that place.
+/// Anomaly mode: the check that turns the first non-finite value into an error naming the op, its
+/// inputs' shapes and the site where it was recorded (Note [Sites] in framework/site.hpp).
 ///
 /// Note [Anomaly mode]
 /// set_anomaly_mode(true) (or an anomaly_guard) makes every apply() check its output and every
@@ -9,17 +8,9 @@
 /// unfold::error, e.g.
 ///     NaN in backward of exp at step 37, layer 1, forget gate: the gradient of input 0 (4, 1)
 ///     is not finite (first at (2, 0)); inputs: (4, 1)
-/// Off (the default) it costs one relaxed atomic load per op and per backward step.
-///
-/// Labels are a *scope*, not a tag attached afterwards: unroll sets the step, layer sets the layer
-/// and direction, and a cell wraps each gate in label("forget gate", [&] { ... }). Every op
-/// recorded meanwhile copies this thread's site (a pointer and three ints, no strings) into its
-/// node. A tag attached to an op's result would come too late: the op's forward has already run
-/// (and, in anomaly mode, already thrown) when the tag arrives. With a scope the forward error is
-/// raised by the op that produced the value, at once, and already names the gate; and every op a
-/// gate is composed of (a user's activation built from exp and div) carries the gate's name.
-/// Sites are recorded whether or not anomaly mode is on, so a backward run in anomaly mode names
-/// the gate of a forward that was recorded without it.
+/// Off (the default) it costs one relaxed atomic load per op and per backward step. Sites are
+/// recorded whether or not it is on, so a backward run in anomaly mode names the site of a
+/// forward that was recorded without it.
 
 #include <atomic>
 #include <cmath>
@@ -29,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include <unfold/framework/site.hpp>
 #include <unfold/framework/tensor.hpp>
 
 namespace unfold
@@ -36,22 +28,6 @@ namespace unfold
 
 namespace detail
 {
-/// Where an op was recorded: -1 (or null) for "not inside one". Copied into every node.
-struct site
-{
-    const char* gate = nullptr;
-    std::int64_t step = -1;
-    std::int32_t layer = -1;
-    std::int32_t direction = -1; ///< 0 forward, 1 reverse
-};
-
-/// This thread's current site (set by the scopes below).
-inline site& current_site()
-{
-    UNFOLD_THREAD_LOCAL site current;
-    return current;
-}
-
 inline std::atomic<bool>& anomaly_flag()
 {
     static std::atomic<bool> on{false};
@@ -66,22 +42,6 @@ inline bool all_finite(const tensor& x)
         if (!std::isfinite(p[i]))
             return false;
     return true;
-}
-
-/// " at step 37, layer 1 (reverse), forget gate", or "" outside any model.
-inline std::string site_str(const site& s)
-{
-    std::string out;
-    auto add = [&](const std::string& part) { out += (out.empty() ? " at " : ", ") + part; };
-    if (s.step >= 0)
-        add("step " + std::to_string(s.step));
-    if (s.layer >= 0)
-        add("layer " + std::to_string(s.layer) + (s.direction == 1 ? " (reverse)" : ""));
-    else if (s.direction == 1)
-        add("reverse direction");
-    if (s.gate)
-        add(s.gate);
-    return out;
 }
 
 /// An op's input as an anomaly message describes it.
@@ -135,7 +95,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
 {
     const auto [kind, at] = first_non_finite(y);
     fail(fmt::format("{} in forward of {}{}: the output {} is not finite (first at {}); inputs: {}",
-                     kind, op, site_str(where), shape_str(y.shape()), at,
+                     kind, op, at_site(where), shape_str(y.shape()), at,
                      operands_str(inputs)));
 }
 
@@ -145,7 +105,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
     const auto [kind, at] = first_non_finite(gx);
     fail(fmt::format("{} in backward of {}{}: the gradient of input {} {} is not finite (first at "
                      "{}); inputs: {}",
-                     kind, op, site_str(where), k, shape_str(gx.shape()), at,
+                     kind, op, at_site(where), k, shape_str(gx.shape()), at,
                      operands_str(inputs)));
 }
 } // namespace detail
@@ -173,63 +133,5 @@ public:
 private:
     bool m_previous;
 };
-
-/// While alive, ops recorded on this thread are labelled with time step `step` (set by unroll).
-class step_scope
-{
-public:
-    /// Labels with `step` until the scope ends, then restores the previous label.
-    explicit step_scope(std::size_t step)
-        : m_previous(detail::current_site().step)
-    {
-        detail::current_site().step = static_cast<std::int64_t>(step);
-    }
-    ~step_scope() { detail::current_site().step = m_previous; }
-    step_scope(const step_scope&) = delete;
-    step_scope& operator=(const step_scope&) = delete;
-
-private:
-    std::int64_t m_previous;
-};
-
-/// While alive, ops recorded on this thread are labelled with `layer` and direction (0 forward,
-/// 1 reverse); set by layer<Cell>.
-class layer_scope
-{
-public:
-    /// Labels with `layer` and the direction until the scope ends, then restores the previous.
-    layer_scope(std::size_t layer, bool reverse)
-        : m_layer(detail::current_site().layer)
-        , m_direction(detail::current_site().direction)
-    {
-        detail::current_site().layer = static_cast<std::int32_t>(layer);
-        detail::current_site().direction = reverse ? 1 : 0;
-    }
-    ~layer_scope()
-    {
-        detail::current_site().layer = m_layer;
-        detail::current_site().direction = m_direction;
-    }
-    layer_scope(const layer_scope&) = delete;
-    layer_scope& operator=(const layer_scope&) = delete;
-
-private:
-    std::int32_t m_layer;
-    std::int32_t m_direction;
-};
-
-/// Runs f() with every op it records labelled `gate` (a string literal: only the pointer is
-/// kept), and returns its result: `var f = label("forget gate", [&] { return sigma(...); });`.
-template <class F>
-auto label(const char* gate, F&& f)
-{
-    struct restore
-    {
-        const char* previous;
-        ~restore() { detail::current_site().gate = previous; }
-    } r{detail::current_site().gate};
-    detail::current_site().gate = gate;
-    return std::forward<F>(f)();
-}
 
 } // namespace unfold

@@ -1,6 +1,8 @@
 #pragma once
-/// Gradient checks: compare the tape's gradients with central finite differences.
-/// Meaningful in the double build (UNFOLD_DOUBLE); the float build uses loose defaults.
+/// Gradient checks: compare the tape's gradients with central finite differences, in double
+/// precision only (UNFOLD_DOUBLE, the target Unfold::unfold_f64): in float, rounding hides a
+/// backward that is a few percent wrong, so a float build refuses to compile a check. A cell's
+/// check over a short unroll, check_cell, is in models/check_cell.hpp.
 ///
 /// The loss is L = Σ_k <w_k, y_k> with a random weighting w_k of every output, so every element
 /// of every output's gradient is exercised, not just their sum.
@@ -12,21 +14,20 @@
 #include <type_traits>
 #include <vector>
 
+#include <unfold/framework/gradcheck_spec.hpp>
+#include <unfold/framework/op.hpp>
 #include <unfold/framework/tape.hpp>
 
 namespace unfold
 {
 
 /// How gradcheck and check_op compare: a derivative passes when
-/// |numeric − analytic| ≤ atol + rtol · |numeric|. The defaults depend on the build's `real`.
+/// |numeric − analytic| ≤ atol + rtol · |numeric|.
 struct gradcheck_options
 {
-    /// The central-difference step, in input units (1e-6 in double, 1e-2 in float).
-    real eps = std::is_same_v<real, double> ? real(1e-6) : real(1e-2);
-    /// The absolute tolerance (1e-5 in double, 1e-2 in float).
-    real atol = std::is_same_v<real, double> ? real(1e-5) : real(1e-2);
-    /// The tolerance relative to |numeric| (1e-3 in double, 5e-2 in float).
-    real rtol = std::is_same_v<real, double> ? real(1e-3) : real(5e-2);
+    real eps = real(1e-6);  ///< the central-difference step, in input units
+    real atol = real(1e-5); ///< the absolute tolerance
+    real rtol = real(1e-3); ///< the tolerance relative to |numeric|
     std::uint64_t seed = 1234;    ///< seeds the output weighting (and check_op's inputs)
     std::size_t max_reported = 6; ///< about how many mismatch lines the report keeps (≥ 1)
 };
@@ -42,9 +43,6 @@ struct gradcheck_result
     explicit operator bool() const { return passed; }
 };
 
-/// Builds outputs from input vars on a tape; must be deterministic (seed any randomness inside).
-using graph_fn = std::function<std::vector<var>(tape&, const std::vector<var>&)>;
-
 namespace detail
 {
 inline tensor uniform(const shape_type& shape, real lo, real hi, std::mt19937_64& rng)
@@ -57,11 +55,33 @@ inline tensor uniform(const shape_type& shape, real lo, real hi, std::mt19937_64
 }
 } // namespace detail
 
-/// Checks d(Σ_k <w_k, f_k>)/d(inputs and params) against central differences. Every element of
-/// every input and parameter is perturbed. Parameter gradients are restored afterwards.
-inline gradcheck_result gradcheck(const graph_fn& f, const std::vector<tensor>& inputs,
-                                  std::vector<param> params = {}, gradcheck_options options = {})
+namespace detail
 {
+/// Always true in a double build; false (and a compile error) in a float one, but only where a
+/// check is instantiated, so the checker's header stays includable everywhere.
+template <class T>
+constexpr bool checks_in_double = std::is_same_v<real, double> && sizeof(T) > 0;
+#define UNFOLD_GRADCHECK_IN_DOUBLE(T)                                                              \
+    static_assert(::unfold::detail::checks_in_double<T>,                                           \
+                  "Unfold's gradient checks run in double precision only: compile this check "     \
+                  "with UNFOLD_DOUBLE defined (link Unfold::unfold_f64). In float, rounding hides " \
+                  "a backward that is a few percent wrong.")
+} // namespace detail
+
+/// Checks d(Σ_k <w_k, f_k>)/d(inputs and params) against central differences. Every element of
+/// every input and parameter is perturbed. Parameter gradients are restored afterwards. `f` builds
+/// one var or a vector of vars from the inputs, deterministically (seed any randomness inside).
+template <class F>
+gradcheck_result gradcheck(const F& build, const std::vector<tensor>& inputs,
+                           std::vector<param> params = {}, gradcheck_options options = {})
+{
+    UNFOLD_GRADCHECK_IN_DOUBLE(F);
+    auto f = [&build](tape& t, const std::vector<var>& xs) {
+        if constexpr (std::is_convertible_v<std::invoke_result_t<const F&, tape&, const std::vector<var>&>, var>)
+            return std::vector<var>{build(t, xs)};
+        else
+            return std::vector<var>(build(t, xs));
+    };
     std::mt19937_64 rng(options.seed);
     gradcheck_result result;
 
@@ -138,68 +158,6 @@ inline gradcheck_result gradcheck(const graph_fn& f, const std::vector<tensor>& 
     return result;
 }
 
-/// One-output convenience overload.
-inline gradcheck_result gradcheck(const std::function<var(tape&, const std::vector<var>&)>& f,
-                                  const std::vector<tensor>& inputs, std::vector<param> params = {},
-                                  gradcheck_options options = {})
-{
-    return gradcheck(
-        [&](tape& t, const std::vector<var>& xs) { return std::vector<var>{f(t, xs)}; }, inputs,
-        std::move(params), options);
-}
-
-/// One gradient-check case of an op: input shapes and sampling ranges, points to stay away from
-/// (kinks), and optionally how to build the op from its inputs (ops with attributes).
-struct gradcheck_case
-{
-    std::string label;                                 ///< names the case in reports
-    std::vector<shape_type> shapes;                    ///< one shape per input
-    std::vector<std::pair<real, real>> ranges;         ///< [lo, hi) per input, sampled uniformly
-    std::vector<real> kinks;                           ///< points every input keeps 0.05 away from
-    std::function<var(const std::vector<var>&)> build; ///< empty: apply(Op{}, inputs...)
-};
-
-/// What an op's `static gradcheck_spec check()` returns: one or more cases, built fluently:
-///   gradcheck_spec("same shape").input({3, 4}).input({3, 4}).next("bias").input({3, 4}).input({4})
-class gradcheck_spec
-{
-public:
-    /// A spec whose first case is named `label`.
-    explicit gradcheck_spec(std::string label = "default") { next(std::move(label)); }
-
-    /// Adds an input of `shape` with values drawn uniformly from [lo, hi].
-    gradcheck_spec& input(shape_type shape, real lo = -1, real hi = 1)
-    {
-        m_cases.back().shapes.push_back(std::move(shape));
-        m_cases.back().ranges.emplace_back(lo, hi);
-        return *this;
-    }
-    /// Keeps inputs at least 0.05 away from `point`, where the op is not differentiable.
-    gradcheck_spec& avoid(real point)
-    {
-        m_cases.back().kinks.push_back(point);
-        return *this;
-    }
-    /// How to build the op from its input vars, for ops with attributes or many inputs.
-    gradcheck_spec& build(std::function<var(const std::vector<var>&)> f)
-    {
-        m_cases.back().build = std::move(f);
-        return *this;
-    }
-    /// Starts a new case.
-    gradcheck_spec& next(std::string label)
-    {
-        m_cases.push_back({});
-        m_cases.back().label = std::move(label);
-        return *this;
-    }
-    /// The cases, in the order given.
-    const std::vector<gradcheck_case>& cases() const { return m_cases; }
-
-private:
-    std::vector<gradcheck_case> m_cases;
-};
-
 namespace detail
 {
 template <class Op, class = void>
@@ -256,6 +214,7 @@ inline tensor sample_input(const gradcheck_case& c, std::size_t k, std::mt19937_
 template <class Op>
 gradcheck_result check_op(gradcheck_options options = {})
 {
+    UNFOLD_GRADCHECK_IN_DOUBLE(Op);
     gradcheck_result total;
     std::mt19937_64 rng(options.seed);
     const gradcheck_spec spec = Op::check();

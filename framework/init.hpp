@@ -125,22 +125,13 @@ inline void normal(param p, double mean, double stddev, generator& gen)
 /// Fills `p` with `value`.
 inline void constant(param p, double value) { p.value().fill(real(value)); }
 
-/// PyTorch's default for every weight and bias of nn.RNN / nn.GRU / nn.LSTM (and their cells):
-/// U[−1/√H, 1/√H) with H the hidden size. Throws if hidden_size is 0.
-inline void recurrent_uniform(param p, std::size_t hidden_size, generator& gen)
+/// U[−bound, bound) with bound = 1/√fan (PyTorch's default for the weights and biases of its
+/// recurrent layers and nn.Linear, with fan = H or in_features). Throws if fan is 0.
+inline void inverse_sqrt_uniform(param p, std::size_t fan, generator& gen)
 {
-    UNFOLD_CHECK(hidden_size > 0, "init::recurrent_uniform: parameter '{}': hidden size is 0",
-                 p.name());
-    const double k = 1 / std::sqrt(double(hidden_size));
-    uniform(p, -k, k, gen);
-}
-
-/// recurrent_uniform on every parameter in `params`, in order (a layer's reset).
-inline void recurrent_uniform(const std::vector<param>& params, std::size_t hidden_size,
-                              generator& gen)
-{
-    for (const auto& p : params)
-        recurrent_uniform(p, hidden_size, gen);
+    UNFOLD_CHECK(fan > 0, "init::inverse_sqrt_uniform: parameter '{}': fan is 0", p.name());
+    const real bound = real(1) / std::sqrt(real(fan));
+    uniform(p, -bound, bound, gen);
 }
 
 /// Glorot/Xavier uniform: U[−a, a) with a = gain · √(6 / (fan_in + fan_out)), so the variance is
@@ -191,22 +182,6 @@ inline void orthogonal(param p, generator& gen, double gain = 1, std::size_t blo
             for (std::size_t j = 0; j < cols; ++j)
                 out[i * cols + j] = real(gain * (tall ? q[i * n + j] : q[j * n + i]));
     }
-}
-
-/// Sets the forget-gate block of an LSTM bias of shape (4H,), gate order (i, f, g, o) as in
-/// PyTorch: elements [H, 2H) become `value`, the i, g and o blocks are left untouched.
-/// PyTorch's LSTM has two biases, b_ih and b_hh, whose sum is the effective bias: for a total
-/// forget bias of 1, call this with 1 on one of them and with 0 on the other (1 on both gives 2).
-/// Throws unless `p` is 1-D with a size divisible by 4.
-inline void lstm_forget_bias(param p, double value = 1)
-{
-    UNFOLD_CHECK(p.shape().size() == 1 && p.size() % 4 == 0 && p.size() > 0,
-                 "init::lstm_forget_bias: parameter '{}' of shape {} is not an LSTM bias (4H,)",
-                 p.name(), shape_str(p.shape()));
-    const std::size_t h = p.size() / 4;
-    real* data = p.value().data();
-    for (std::size_t j = h; j < 2 * h; ++j)
-        data[j] = real(value);
 }
 
 } // namespace unfold::init

@@ -71,7 +71,7 @@ public:
     void zero_grad() { data().grad.fill(real(0)); }
 
     /// The identity shared by every copy of this handle (tapes key their leaves by it).
-    const detail::param_data* id() const { return m_data.get(); }
+    const void* id() const { return m_data.get(); }
     /// True when both handles refer to the same parameter (not equal values).
     friend bool operator==(const param& a, const param& b) { return a.m_data == b.m_data; }
 
@@ -119,8 +119,8 @@ public:
     }
     /// The number of parameters.
     std::size_t size() const { return m_params.size(); }
-    /// Total number of scalar parameters.
-    std::size_t count() const
+    /// The number of scalars in all the parameters (PyTorch's sum of numel()).
+    std::size_t element_count() const
     {
         std::size_t n = 0;
         for (const auto& p : m_params)

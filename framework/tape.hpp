@@ -1,5 +1,6 @@
 #pragma once
 /// The tape: an append-only record of ops, and `var`, the cheap handle to one recorded value.
+/// How an op is recorded (apply) is framework/op.hpp.
 ///
 /// Note [Tape lifetime]
 /// A tape owns its nodes. A `var` is (tape, index, generation): copying it is cheap and it never
@@ -32,24 +33,23 @@
 /// backward is one reverse loop over indices: no recursion, so a 200,000-step chain is as safe as
 /// a 10-step one.
 ///
-/// Every node also records its site (step, layer, gate) for error messages, and in anomaly mode
-/// apply and backward check for non-finite values: see Note [Anomaly mode] in
-/// framework/anomaly.hpp.
+/// Every node also records its site (Note [Sites] in framework/site.hpp), and in anomaly mode
+/// apply and backward check for non-finite values (Note [Anomaly mode] in framework/anomaly.hpp).
 
-#include <array>
-#include <cmath>
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <new>
 #include <optional>
-#include <tuple>
-#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <unfold/framework/anomaly.hpp>
+#include <unfold/framework/grad_mode.hpp>
+#include <unfold/framework/heap.hpp>
+#include <unfold/framework/node.hpp>
 #include <unfold/framework/param.hpp>
 #include <unfold/framework/tensor.hpp>
 
@@ -59,132 +59,34 @@ namespace unfold
 class tape;
 class var;
 
-namespace detail
-{
-struct tape_core;
-
-/// The type-erased backward of one recorded op (see op_node below).
-struct backward_fn
-{
-    virtual ~backward_fn() = default;
-    virtual void backward(tape_core& core, std::size_t self) = 0;
-    virtual const char* name() const = 0;
-};
-
-/// A tensor of shape (0) that owns no memory: a default-constructed xarray allocates one element,
-/// which for a gradient slot that may never be used is a malloc and a free per node.
-inline tensor unallocated_tensor()
-{
-    return tensor(tensor::storage_type(), tensor::inner_shape_type{0},
-                  tensor::inner_strides_type{0});
-}
-
-struct node
-{
-    node(tensor&& value_, bool requires_grad_, std::unique_ptr<backward_fn> fn_, site where_)
-        : value(std::move(value_))
-        , grad(unallocated_tensor())
-        , requires_grad(requires_grad_)
-        , fn(std::move(fn_))
-        , where(where_)
-    {}
-
-    tensor value;
-    tensor grad;
-    bool requires_grad = false;
-    bool has_grad = false;      // grad holds this backward's (zero-initialised) sum
-    bool keeps_grad = false;    // retain_grad(): not released (Note [Released gradients])
-    bool grad_released = false; // grad's buffer went to the pool
-    std::unique_ptr<backward_fn> fn;
-    param bound; // set for a parameter leaf
-    site where;  // where it was recorded (Note [Anomaly mode])
-};
-
-inline std::uint64_t next_generation()
-{
-    static std::uint64_t counter = 0; // guarded by being touched only on tape creation/clear
-    return ++counter;
-}
+/// Called with a value's gradient during backward (var::register_hook).
+using gradient_hook = std::function<void(const tensor& grad)>;
 
 /// Receives, in backward, every op's contribution to a bound parameter's gradient together with
-/// the site of that op (see models/probe.hpp).
+/// the site of that op (tape::set_recorder; the gradient probe of models/probe.hpp is one).
 struct contribution_recorder
 {
     virtual ~contribution_recorder() = default;
+    /// One op's contribution to the gradient of parameter `p`, recorded at `where`.
     virtual void record(const param& p, const site& where, const tensor& contribution) = 0;
 };
 
 using gradient_hook = std::function<void(const tensor& grad)>;
 
-/// The nodes of a tape in chunks of 128: appending never moves a node, so references into the list
-/// stay valid (Note [Tape lifetime]), and a chunk costs one allocation (a std::deque holds a node
-/// this large in a block of its own, one allocation per node). clear() keeps the chunks.
-class node_list
+namespace detail
 {
-public:
-    node_list() = default;
-    node_list(const node_list&) = delete;
-    node_list& operator=(const node_list&) = delete;
-    ~node_list() { clear(); }
-
-    std::size_t size() const { return m_size; }
-    node& operator[](std::size_t i) { return m_chunks[i / chunk].get()[i % chunk]; }
-    const node& operator[](std::size_t i) const { return m_chunks[i / chunk].get()[i % chunk]; }
-    node& back() { return (*this)[m_size - 1]; }
-
-    template <class... Args>
-    node& emplace_back(Args&&... args)
-    {
-        if (m_size == m_chunks.size() * chunk)
-            m_chunks.emplace_back(std::allocator<node>().allocate(chunk));
-        node* slot = &(*this)[m_size];
-        new (slot) node(std::forward<Args>(args)...);
-        ++m_size;
-        return *slot;
-    }
-    void clear()
-    {
-        for (std::size_t i = 0; i < m_size; ++i)
-            (*this)[i].~node();
-        m_size = 0;
-    }
-
-    template <class List, class Node>
-    struct iterator_of
-    {
-        List* list;
-        std::size_t i;
-        Node& operator*() const { return (*list)[i]; }
-        iterator_of& operator++()
-        {
-            ++i;
-            return *this;
-        }
-        bool operator!=(const iterator_of& other) const { return i != other.i; }
-    };
-    using iterator = iterator_of<node_list, node>;
-    using const_iterator = iterator_of<const node_list, const node>;
-    iterator begin() { return {this, 0}; }
-    iterator end() { return {this, m_size}; }
-    const_iterator begin() const { return {this, 0}; }
-    const_iterator end() const { return {this, m_size}; }
-
-private:
-    static constexpr std::size_t chunk = 128;
-    struct release_chunk
-    {
-        void operator()(node* p) const { std::allocator<node>().deallocate(p, chunk); }
-    };
-    std::vector<std::unique_ptr<node, release_chunk>> m_chunks;
-    std::size_t m_size = 0;
-};
+inline std::uint64_t next_generation()
+{
+    static std::atomic<std::uint64_t> counter{0}; // tapes may be made on several threads
+    return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 
 struct tape_core
 {
     node_list nodes;
     std::uint64_t generation = next_generation();
     bool alive = true;
-    std::unordered_map<const param_data*, std::size_t> bound; // one leaf per parameter
+    std::unordered_map<const void*, std::size_t> bound;   // one leaf per parameter
     std::unordered_map<std::size_t, std::vector<gradient_hook>> hooks; // by node index
     contribution_recorder* recorder = nullptr;
     /// Released gradient buffers by element count (Note [Released gradients]).
@@ -246,60 +148,9 @@ struct tape_core
     }
 };
 
-/// The inputs of an op as anomaly messages describe them (only built for a message).
-inline std::vector<operand> operands(const tape_core& core, const std::size_t* inputs,
-                                     std::size_t count)
-{
-    std::vector<operand> out;
-    for (std::size_t k = 0; k < count; ++k)
-    {
-        const node& x = core.nodes[inputs[k]];
-        out.push_back({&x.value, x.bound.defined() ? x.bound.name() : std::string()});
-    }
-    return out;
-}
-
-/// Anomaly mode's backward check: throws if an input gradient op `self` just accumulated into is
-/// not finite (Note [Anomaly mode]).
-inline void check_backward(const tape_core& core, std::size_t self, const char* op,
-                           const std::size_t* inputs, std::size_t count)
-{
-    for (std::size_t k = 0; k < count; ++k)
-    {
-        const node& x = core.nodes[inputs[k]];
-        if (x.requires_grad && !all_finite(x.grad))
-            backward_anomaly(op, core.nodes[self].where, k, x.grad,
-                             operands(core, inputs, count));
-    }
-}
-
-inline bool& grad_mode_flag()
-{
-    UNFOLD_THREAD_LOCAL bool enabled = true;
-    return enabled;
-}
+/// The internals of the tape `x` is recorded on (for apply and the engine's own tests).
+tape_core& core_of(const var& x);
 } // namespace detail
-
-/// True unless a no_grad_guard is alive on this thread.
-inline bool grad_enabled() { return detail::grad_mode_flag(); }
-
-/// While alive, ops record values only: no node requires a gradient and no backward is kept
-/// (evaluation, sampling, finite differences).
-class no_grad_guard
-{
-public:
-    no_grad_guard()
-        : m_previous(detail::grad_mode_flag())
-    {
-        detail::grad_mode_flag() = false;
-    }
-    ~no_grad_guard() { detail::grad_mode_flag() = m_previous; }
-    no_grad_guard(const no_grad_guard&) = delete;
-    no_grad_guard& operator=(const no_grad_guard&) = delete;
-
-private:
-    bool m_previous;
-};
 
 /// A handle to one value recorded on a tape. See Note [Tape lifetime].
 class var
@@ -320,7 +171,7 @@ public:
                      "grad(): the gradient of an intermediate value (the output of {}{}) is "
                      "released during backward; call retain_grad() on it before backward(), or "
                      "register_hook() to see it",
-                     n.fn->name(), detail::site_str(n.where));
+                     n.fn->name(), at_site(n.where));
         return m_core->grad_slot(i);
     }
     /// Keeps this value's gradient after backward (leaves always keep theirs).
@@ -331,7 +182,7 @@ public:
     }
     /// Calls `hook` with d(output)/d(this) during every later backward() that reaches this value,
     /// once its gradient is complete (before it flows on to this value's inputs).
-    const var& register_hook(detail::gradient_hook hook) const
+    const var& register_hook(gradient_hook hook) const
     {
         const std::size_t i = checked_index();
         m_core->hooks[i].push_back(std::move(hook));
@@ -359,15 +210,9 @@ public:
 
     /// The node's position on its tape.
     std::size_t index() const { return checked_index(); }
-    /// The tape's internals, for the engine (apply); not for user code.
-    detail::tape_core& core() const
-    {
-        checked_index();
-        return *m_core;
-    }
-
 private:
     friend class tape;
+    friend detail::tape_core& detail::core_of(const var& x);
     var(std::shared_ptr<detail::tape_core> core, std::size_t index)
         : m_core(std::move(core))
         , m_index(index)
@@ -381,7 +226,7 @@ private:
 
     /// Appends a node to this var's tape and returns its handle.
     var append(tensor&& value, bool requires_grad, std::unique_ptr<detail::backward_fn> fn,
-               detail::site where) const
+               site where) const
     {
         checked_index();
         m_core->nodes.emplace_back(std::move(value), requires_grad, std::move(fn), where);
@@ -416,11 +261,11 @@ public:
     tape()
         : m_core(std::make_shared<detail::tape_core>())
     {
-        detail::tune_allocator(); // Note [Allocation] in framework/tensor.hpp
+        detail::tune_allocator(); // Note [Allocation] in framework/heap.hpp
     }
     ~tape()
     {
-        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/tensor.hpp
+        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
         m_core->alive = false;
         m_core->nodes.clear();
         m_core->bound.clear();
@@ -478,7 +323,7 @@ public:
         for (std::size_t k = 0; k < outputs.size(); ++k)
         {
             const var& y = outputs[k];
-            UNFOLD_CHECK(&y.core() == m_core.get(), "backward: output {} is not on this tape", k);
+            UNFOLD_CHECK(&detail::core_of(y) == m_core.get(), "backward: output {} is not on this tape", k);
             UNFOLD_CHECK(seeds[k].shape() == y.shape(),
                          "backward: the seed has shape {} but the output has shape {}",
                          shape_str(seeds[k].shape()), shape_str(y.shape()));
@@ -516,7 +361,7 @@ public:
     /// Drops every node; vars recorded so far become stale (Note [Tape lifetime]).
     void clear()
     {
-        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/tensor.hpp
+        detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
         for (detail::node& n : m_core->nodes) // keep the buffers (Note [Released gradients])
             if (n.has_grad)
                 m_core->recycle(n.grad);
@@ -531,205 +376,35 @@ public:
 
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
     /// `r` (the gradient probe, models/probe.hpp); null to stop.
-    void set_recorder(detail::contribution_recorder* r) { m_core->recorder = r; }
-    /// True while a recorder is set: unroll then computes each step's input product separately,
-    /// so every step's share of the input weights is attributed to that step.
-    bool attributes_steps() const { return m_core->recorder != nullptr; }
+    void set_recorder(contribution_recorder* r) { m_core->recorder = r; }
+    /// True while a recorder is set: code that fuses ops across sites (unroll's whole-sequence
+    /// input projection) records them one site at a time instead, so that every contribution is
+    /// reported with its own site.
+    bool records_contributions() const { return m_core->recorder != nullptr; }
 
 private:
     var leaf(tensor value, bool requires_grad)
     {
-        m_core->nodes.emplace_back(std::move(value), requires_grad, nullptr, detail::site());
+        m_core->nodes.emplace_back(std::move(value), requires_grad, nullptr, site());
         return var(m_core, m_core->nodes.size() - 1);
     }
 
     std::shared_ptr<detail::tape_core> m_core;
 };
 
+namespace detail
+{
+inline tape_core& core_of(const var& x)
+{
+    x.checked_index();
+    return *x.m_core;
+}
+} // namespace detail
+
 /// A constant copy of `x` on the same tape: gradients stop here.
 inline var detach(const var& x)
 {
-    return x.append(tensor(x.value()), false, nullptr, detail::site());
-}
-
-namespace detail
-{
-/// Note [Unneeded gradients]
-/// An input that does not require a gradient (data, a constant, a detached state) still gets a
-/// gradient slot, a zeroed scratch tensor, so that an op's backward can always add into it. An op
-/// whose unneeded gradients are costly (a GEMM) declares
-///     static constexpr bool skips_unneeded_grads = true;
-/// and then receives an *empty* slot (size 0) for such an input, which its backward must leave
-/// alone (`if (ga.size())`); the sequence data fed to a recurrent layer costs no dX this way.
-template <class Op, class = void>
-struct skips_unneeded_grads : std::false_type
-{};
-template <class Op>
-struct skips_unneeded_grads<Op, std::void_t<decltype(Op::skips_unneeded_grads)>>
-    : std::bool_constant<Op::skips_unneeded_grads>
-{};
-
-/// With a recorder set, an op's backward adds a bound parameter's gradient into a scratch slot;
-/// this adds that contribution to the parameter's gradient and reports it with the op's site.
-inline void hand_over(tape_core& core, const site& where, std::size_t input,
-                      const std::optional<tensor>& scratch)
-{
-    node& x = core.nodes[input];
-    if (!(x.requires_grad && x.bound.defined()))
-        return;
-    xt::noalias(core.grad_slot(input)) += *scratch;
-    core.recorder->record(x.bound, where, *scratch);
-}
-
-/// The recorded backward of an op with N inputs: hands Op::backward the inputs, the output, its
-/// gradient and one zeroed gradient slot per input (a scratch slot for inputs that need none).
-template <class Op, std::size_t N>
-struct op_node final : backward_fn
-{
-    op_node(Op op_, std::array<std::size_t, N> inputs_)
-        : op(std::move(op_))
-        , inputs(inputs_)
-    {}
-    const char* name() const override { return Op::name; }
-    void backward(tape_core& core, std::size_t self) override
-    {
-        run(core, self, std::make_index_sequence<N>{});
-    }
-
-    template <std::size_t... K>
-    void run(tape_core& core, std::size_t self, std::index_sequence<K...>)
-    {
-        node& y = core.nodes[self];
-        std::array<std::optional<tensor>, N> scratch; // a default xarray would allocate
-        std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
-        op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
-        if (core.recorder)
-            (hand_over(core, y.where, inputs[K], scratch[K]), ...);
-        if (anomaly_mode())
-            check_backward(core, self, Op::name, inputs.data(), N);
-    }
-    tensor* slot(tape_core& core, std::size_t k, std::optional<tensor>& scratch)
-    {
-        const node& x = core.nodes[inputs[k]];
-        if (x.requires_grad && core.recorder && x.bound.defined())
-        {
-            scratch = zeros(x.value.shape()); // this op's contribution alone, for the recorder
-            return &*scratch;
-        }
-        if (x.requires_grad)
-            return &core.grad_slot(inputs[k]);
-        if constexpr (skips_unneeded_grads<Op>::value)
-            scratch = unallocated_tensor(); // Note [Unneeded gradients]
-        else
-            scratch = zeros(core.nodes[inputs[k]].value.shape());
-        return &*scratch;
-    }
-
-    Op op;
-    std::array<std::size_t, N> inputs;
-};
-
-/// The same for ops over a variable number of inputs (concatenation):
-/// Op::backward(xs, y, gy, gxs) with vectors of pointers.
-template <class Op>
-struct op_node_n final : backward_fn
-{
-    op_node_n(Op op_, std::vector<std::size_t> inputs_)
-        : op(std::move(op_))
-        , inputs(std::move(inputs_))
-    {}
-    const char* name() const override { return Op::name; }
-    void backward(tape_core& core, std::size_t self) override
-    {
-        std::vector<const tensor*> xs;
-        std::vector<tensor*> slots;
-        std::vector<std::optional<tensor>> scratch(inputs.size());
-        for (std::size_t k = 0; k < inputs.size(); ++k)
-        {
-            node& x = core.nodes[inputs[k]];
-            xs.push_back(&x.value);
-            if (x.requires_grad && !(core.recorder && x.bound.defined()))
-                slots.push_back(&core.grad_slot(inputs[k]));
-            else
-            {
-                scratch[k] = zeros(x.value.shape());
-                slots.push_back(&*scratch[k]);
-            }
-        }
-        node& y = core.nodes[self];
-        op.backward(xs, y.value, y.grad, slots);
-        if (core.recorder)
-            for (std::size_t k = 0; k < inputs.size(); ++k)
-                hand_over(core, y.where, inputs[k], scratch[k]);
-        if (anomaly_mode())
-            check_backward(core, self, Op::name, inputs.data(), inputs.size());
-    }
-
-    Op op;
-    std::vector<std::size_t> inputs;
-};
-} // namespace detail
-
-/// Records `op` applied to `inputs` (all on one tape) and returns its output.
-/// Op provides `static constexpr const char* name`, `tensor forward(const tensor&...)` and
-/// `void backward(const tensor&... x, const tensor& y, const tensor& gy, tensor&... gx)`, which
-/// must *add* into every gx (Note [Gradient accumulation]). forward may keep state in the op
-/// (a dropout mask): the op object is stored with the node after forward has run. An op file
-/// also gives its op `static gradcheck_spec check()`, the cases check_op tests, and may declare
-/// `static constexpr bool skips_unneeded_grads = true` to receive an empty gx (size 0), which
-/// backward must leave alone, for an input that needs no gradient (Note [Unneeded gradients]).
-template <class Op, class... V>
-[[nodiscard]] var apply(Op op, const V&... inputs)
-{
-    static_assert(sizeof...(V) > 0 && (std::is_same_v<V, var> && ...),
-                  "apply(op, inputs...) takes one or more vars");
-    const var& first = std::get<0>(std::tie(inputs...));
-    detail::tape_core& core = first.core();
-    UNFOLD_CHECK(((&inputs.core() == &core) && ...), "{}: inputs are recorded on different tapes",
-                 Op::name);
-    tensor value = op.forward(inputs.value()...);
-    const detail::site where = detail::current_site();
-    if (anomaly_mode() && !detail::all_finite(value))
-    {
-        const std::array<std::size_t, sizeof...(V)> indices{inputs.index()...};
-        detail::forward_anomaly(Op::name, where, value,
-                                detail::operands(core, indices.data(), indices.size()));
-    }
-    const bool requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
-    std::unique_ptr<detail::backward_fn> fn;
-    if (requires_grad)
-        fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
-            std::move(op), std::array<std::size_t, sizeof...(V)>{inputs.index()...});
-    return first.append(std::move(value), requires_grad, std::move(fn), where);
-}
-
-/// apply() for ops over a variable number of inputs; Op::forward takes
-/// `const std::vector<const tensor*>&`.
-template <class Op>
-[[nodiscard]] var apply_n(Op op, const std::vector<var>& inputs)
-{
-    UNFOLD_CHECK(!inputs.empty(), "{}: needs at least one input", Op::name);
-    detail::tape_core& core = inputs.front().core();
-    std::vector<const tensor*> values;
-    std::vector<std::size_t> indices;
-    bool requires_grad = false;
-    for (const var& x : inputs)
-    {
-        UNFOLD_CHECK(&x.core() == &core, "{}: inputs are recorded on different tapes", Op::name);
-        values.push_back(&x.value());
-        indices.push_back(x.index());
-        requires_grad = requires_grad || x.requires_grad();
-    }
-    tensor value = op.forward(values);
-    const detail::site where = detail::current_site();
-    if (anomaly_mode() && !detail::all_finite(value))
-        detail::forward_anomaly(Op::name, where, value,
-                                detail::operands(core, indices.data(), indices.size()));
-    requires_grad = grad_enabled() && requires_grad;
-    std::unique_ptr<detail::backward_fn> fn;
-    if (requires_grad)
-        fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
-    return inputs.front().append(std::move(value), requires_grad, std::move(fn), where);
+    return x.append(tensor(x.value()), false, nullptr, site());
 }
 
 } // namespace unfold

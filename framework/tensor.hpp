@@ -1,110 +1,29 @@
 #pragma once
 /// The tensor type, shapes, and the few numeric helpers every op shares: broadcasting rules,
-/// reduction of a broadcast gradient back to its input's shape, and the one GEMM wrapper.
+/// reduction of a broadcast gradient back to its input's shape, SIMD loops. The GEMM is in
+/// framework/gemm.hpp, the allocator in framework/allocator.hpp.
 
 #include <algorithm>
-#include <climits>
 #include <cstddef>
-#include <cstdint>
-#include <cstdlib>
-#include <mutex>
-#include <new>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include <unfold/framework/backend.hpp>
 #include <unfold/framework/error.hpp>
-#include <unfold/framework/threads.hpp>
+#include <unfold/framework/allocator.hpp>
 
 namespace unfold
 {
 
-/// The scalar type of every tensor. float by default; configure with UNFOLD_DOUBLE (CMake target
-/// `unfold_f64`) for gradient checks and double-precision parity tests.
+/// The scalar type of every tensor. float by default; double with UNFOLD_DOUBLE defined (the CMake
+/// target Unfold::unfold_f64), for gradient checks and double-precision parity tests.
 #ifdef UNFOLD_DOUBLE
 using real = double;
 #else
 using real = float;
 #endif
 
-/// The allocator lives alone in its namespace: a tensor's template arguments make it an
-/// associated namespace of every unqualified call with a tensor argument (ADL).
-namespace allocation
-{
-/// Note [Aligned buffers]
-/// malloc aligns to 16 bytes, so a large tensor's rows start anywhere in a 64-byte cache line.
-/// OpenBLAS's packing and C updates run slower on such buffers: with every buffer of 4 KiB or
-/// more aligned to 64 bytes, the medium LSTM step (batch 32, hidden 256) took 37.2-38.1 ms
-/// instead of 38.5-39.4 (three alternating runs), the GRU 1-2% less, the RNN the same. Small
-/// buffers keep malloc's alignment: over-aligning them would only pad the tape's many tiny
-/// values. The aligned block is carved out of malloc(bytes + 64) with the raw pointer stored just
-/// before it, rather than taken from posix_memalign: glibc's memalign asks for 64 bytes + a
-/// minimum chunk more than it returns, so a freed block never fits the next request of its own
-/// size, and the heap of the large LSTM config grew by 57 MB (peak RSS 360 -> 414 MB).
-template <class T>
-struct buffer_allocator
-{
-    using value_type = T;                             ///< the element type
-    static constexpr std::size_t alignment = 64;      ///< bytes, for large buffers
-    static constexpr std::size_t aligned_from = 4096; ///< bytes: smaller buffers keep malloc's
-
-    buffer_allocator() noexcept = default;
-    /// Stateless: any two allocators are interchangeable.
-    template <class U>
-    buffer_allocator(const buffer_allocator<U>&) noexcept
-    {}
-
-    /// Room for n elements, uninitialised; throws std::bad_alloc when memory runs out.
-    T* allocate(std::size_t n)
-    {
-        if (n > (std::size_t(-1) - alignment) / sizeof(T))
-            throw std::bad_array_new_length();
-        const std::size_t bytes = n * sizeof(T);
-        if (bytes < aligned_from)
-        {
-            void* p = std::malloc(bytes ? bytes : 1);
-            if (!p)
-                throw std::bad_alloc();
-            return static_cast<T*>(p);
-        }
-        void* raw = std::malloc(bytes + alignment);
-        if (!raw)
-            throw std::bad_alloc();
-        // malloc's 16-byte alignment leaves 16 to 64 bytes before the aligned block: room for
-        // the raw pointer.
-        const auto at = (reinterpret_cast<std::uintptr_t>(raw) + alignment) & ~(alignment - 1);
-        void** block = reinterpret_cast<void**>(at);
-        block[-1] = raw;
-        return reinterpret_cast<T*>(block);
-    }
-    /// n is the count allocate() was given (the standard allocator contract), so it tells which
-    /// way the block was made.
-    void deallocate(T* p, std::size_t n) noexcept
-    {
-        if (n * sizeof(T) < aligned_from)
-            std::free(p);
-        else
-            std::free(reinterpret_cast<void**>(p)[-1]);
-    }
-
-    /// Always true: memory from one allocator may be freed by any other.
-    template <class U>
-    bool operator==(const buffer_allocator<U>&) const noexcept
-    {
-        return true;
-    }
-    /// Always false.
-    template <class U>
-    bool operator!=(const buffer_allocator<U>&) const noexcept
-    {
-        return false;
-    }
-};
-} // namespace allocation
 
 /// An owning, row-major, dynamic-rank tensor. Sequences are (time, batch, features). Buffers of
 /// 4 KiB and more are 64-byte aligned (Note [Aligned buffers]).
@@ -278,83 +197,6 @@ inline matrix_dims as_matrix(const shape_type& shape)
         return {1, 1};
     const std::size_t cols = shape.back();
     return {cols ? element_count(shape) / cols : 0, cols};
-}
-
-namespace detail
-{
-/// Note [Allocation]
-/// A training step allocates and frees the same tensor sizes over and over. glibc serves blocks of
-/// 128 KiB and more with mmap and returns them with munmap, so every such tensor (one (32, 1024)
-/// float gate block) cost page faults and zeroing by the kernel: ~15% of a medium LSTM step. The
-/// first tape raises the mmap threshold once (64 MiB) so that freed blocks stay in the heap for
-/// the next step. glibc also gives the top of the heap back to the kernel once more than
-/// M_TRIM_THRESHOLD is free there — which is what a finished step's tape leaves: with the
-/// threshold at 256 MiB, the large configs (a 330 MB tape) faulted their memory back in every
-/// step, and the GRU step took 721-742 ms instead of 556-566 (357K instead of 215K page faults).
-/// So a tape, before it frees its values, raises the threshold to twice the most any tape has
-/// held (keep_in_heap): a training loop keeps one step's memory, as a caching allocator would,
-/// and memory beyond that is still returned.
-
-/// Raises glibc's trim threshold to twice `bytes` (never lowers it; at most INT_MAX, mallopt's
-/// limit) so that the `bytes` a tape is about to free stay in the heap (Note [Allocation]).
-inline void keep_in_heap(std::size_t bytes)
-{
-#ifdef __GLIBC__
-    static std::mutex lock;           // once per tape: the lock costs nothing that matters
-    static std::size_t threshold = 0; // glibc's default until the first tape sets it
-    const std::size_t wanted = std::min<std::size_t>(2 * bytes, INT_MAX);
-    const std::lock_guard<std::mutex> hold(lock);
-    if (wanted > threshold)
-    {
-        threshold = wanted;
-        mallopt(M_TRIM_THRESHOLD, int(wanted));
-    }
-#else
-    (void)bytes;
-#endif
-}
-
-inline void tune_allocator()
-{
-#ifdef __GLIBC__
-    static const bool once = [] {
-        mallopt(M_MMAP_THRESHOLD, 64 << 20);
-        keep_in_heap(std::size_t(128) << 20); // trim threshold 256 MiB
-        return true;
-    }();
-    (void)once;
-#endif
-}
-
-inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
-                       const float* a, int lda, const float* b, int ldb, float beta, float* c,
-                       int ldc)
-{
-    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
-                       const double* a, int lda, const double* b, int ldb, double beta, double* c,
-                       int ldc)
-{
-    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-} // namespace detail
-
-/// C = alpha · op(A) · op(B) + beta · C on row-major buffers, op(X) = Xᵀ when the flag is set.
-/// op(A) is m×k, op(B) is k×n, C is m×n. Transposes are never materialised. Runs on one BLAS
-/// thread or on num_threads() by its size (Note [BLAS threads] in framework/threads.hpp).
-inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
-                 real alpha, const real* a, const real* b, real beta, real* c)
-{
-    if (m == 0 || n == 0)
-        return;
-    const auto ta = trans_a ? CblasTrans : CblasNoTrans;
-    const auto tb = trans_b ? CblasTrans : CblasNoTrans;
-    const int lda = static_cast<int>(trans_a ? m : k);
-    const int ldb = static_cast<int>(trans_b ? k : n);
-    detail::use_blas_threads_for(m, n, k);
-    detail::cblas_gemm(ta, tb, int(m), int(n), int(k), alpha, a, std::max(lda, 1), b,
-                       std::max(ldb, 1), beta, c, int(n));
 }
 
 } // namespace unfold

@@ -14,38 +14,21 @@ extern "C"
 {
     void openblas_set_num_threads(int) __attribute__((weak));
     int openblas_get_num_threads(void) __attribute__((weak));
+    char* openblas_get_corename(void) __attribute__((weak));
 }
 
 namespace unfold
 {
 
 /// Note [BLAS threads]
-/// A second BLAS thread pays only for large GEMMs with a long inner dimension. bench/gemm_threads
-/// timed every GEMM shape of the benchmarked RNN/GRU/LSTM steps on 1 and 2 threads (2 cores,
-/// OpenBLAS 0.3.21 pthread, Cooperlake kernel, started with OPENBLAS_NUM_THREADS=2; 2-thread
-/// time / 1-thread time, range over 3-6 sweeps with the other core idle):
-///
-///     m·n·k       shapes                                            2t/1t
-///     ≤ 262k      tiny (all), small RNN per step                    1.00 (OpenBLAS keeps one)
-///     0.8-1M      small GRU/LSTM per step: h·W_hhᵀ, dh              0.58-1.00
-///                              dW_hh per step (k = 16)              0.98-3.34
-///     2.1-8.4M    medium per step: h·W_hhᵀ, dh                      0.54-0.99
-///                              dW_hh per step (k = 32)              0.60-1.86
-///     6.6M        small RNN whole sequence (800×128×64, 128×64×800) 0.64-1.39
-///     14-19M      hidden 384 per step, dW_hh (k = 32)               0.57-1.32
-///     ≥ 8.4M, k ≥ 64: medium/large per step, all whole-sequence     0.50-0.94
-///
-/// With k ≤ 32 a GEMM reads and writes C about as much as it computes, and two threads share
-/// one memory bus; below ~8M the wake-up and split cost as much as they save. So a GEMM gets
-/// num_threads() when m·n·k >= 8e6 and k >= 64, else one thread. Training steps (bench
-/// --threads-only, 2-thread/1-thread time, medians): small GRU/LSTM 0.92-0.99 (only their
-/// whole-sequence GEMMs qualify; the RNN has none: 0.98-1.01), medium 0.84-0.87, its LSTM 0.69-0.70
-/// (0.85 with m·n·k >= 1.6e7 alone; with 4e6 alone it swung between 0.62 and 0.95 from run to
-/// run), large 0.56-0.74. Plain 2 threads made the small config slower
-/// (8.7 instead of 7.3 ms per step). Switching costs ~0.008 µs per pair of
-/// openblas_set_num_threads calls, so it is done per GEMM, only when the wanted count differs
-/// from OpenBLAS's current one (asked live: libtorch or user code in the same process may change
-/// it between our GEMMs).
+/// A GEMM gets num_threads() BLAS threads when m·n·k >= 8e6 and k >= 64, else one. A second
+/// thread pays only for large GEMMs with a long inner dimension: with k ≤ 32 a GEMM reads and
+/// writes C about as much as it computes and two threads share one memory bus, and below ~8M
+/// flops the wake-up and split cost as much as they save (bench/gemm_threads measures every GEMM
+/// shape of the benchmarked steps on 1 and 2 threads; its figures are in bench/RESULTS.md).
+/// Switching is cheap, so it is done per GEMM, only when the wanted count differs from OpenBLAS's
+/// current one (asked live: libtorch or user code in the same process may change it between our
+/// GEMMs). This header is the one place that declares OpenBLAS's thread controls.
 constexpr double parallel_gemm_work = 8e6;
 /// The shortest inner dimension k for which a GEMM gets more than one thread (Note [BLAS
 /// threads]).
@@ -68,9 +51,7 @@ inline std::atomic<int>& max_threads_slot()
 inline int num_threads() { return detail::max_threads_slot().load(std::memory_order_relaxed); }
 
 /// Sets the most BLAS threads a GEMM may use (like torch::set_num_threads). It may exceed what
-/// OpenBLAS started with: OpenBLAS 0.3.21 then starts the extra threads (a process started with
-/// OPENBLAS_NUM_THREADS=1 ran the medium LSTM step in 26 instead of 38 ms after
-/// set_num_threads(2)).
+/// OpenBLAS started with: OpenBLAS then starts the extra threads.
 inline void set_num_threads(int n)
 {
     UNFOLD_CHECK(n >= 1, "set_num_threads: {} threads (needs at least 1)", n);
@@ -98,5 +79,24 @@ inline void use_blas_threads_for(std::size_t m, std::size_t n, std::size_t k)
         openblas_set_num_threads(wanted);
 }
 } // namespace detail
+
+/// The BLAS's own current thread count: OpenBLAS's, or 1 with another CBLAS.
+inline int blas_threads() { return openblas_get_num_threads ? openblas_get_num_threads() : 1; }
+
+/// Sets the BLAS's own thread count directly, bypassing the per-GEMM policy until the next GEMM
+/// (benchmarks that time a BLAS call alone); nothing with another CBLAS.
+inline void set_blas_threads(int n)
+{
+    UNFOLD_CHECK(n >= 1, "set_blas_threads: {} threads (needs at least 1)", n);
+    if (openblas_set_num_threads)
+        openblas_set_num_threads(n);
+}
+
+/// The BLAS kernel in use: OpenBLAS's core name ("Haswell", "Cooperlake", …), or "unknown".
+inline const char* blas_kernel()
+{
+    const char* name = openblas_get_corename ? openblas_get_corename() : nullptr;
+    return name ? name : "unknown";
+}
 
 } // namespace unfold

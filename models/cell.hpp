@@ -21,7 +21,8 @@
 /// part is always the output h of the step (see `hidden`); every part has shape (B, H).
 ///
 /// Nothing more is required: with these two declarations a user's cell works with `unroll`, with
-/// `layer` (stacked, bidirectional, masked) and with `gradcheck`.
+/// `layer` (stacked, bidirectional, masked), with the decoder and with `check_cell`
+/// (models/check_cell.hpp). `step(cell, t, x, s)` runs one step of any cell.
 ///
 /// Note [Input projection]
 /// Optionally, a cell splits off the part of its step that depends on the input alone:
@@ -29,8 +30,9 @@
 ///     var project(tape& t, const var& x) const;      // x (..., I) -> (..., G), any leading axes
 ///     state operator()(tape& t, const projected& p, const state& s) const;  // p.value() (B, G)
 ///
-/// with operator()(t, x, s) == operator()(t, projected{project(t, x)}, s). `unroll` (and so every
-/// layer, masked or not) then projects all T steps with one call — one GEMM of (T·B, I) by
+/// in place of operator()(t, x, s): one step is operator()(t, projected{project(t, x)}, s), which is
+/// what step(cell, t, x, s) does. `unroll` (and so every layer, masked or not) projects all T
+/// steps with one call — one GEMM of (T·B, I) by
 /// (I, G) instead of T small ones, and one GEMM for its weight gradient in backward — and runs
 /// the recurrence on the projected steps, handing step k over as block k of the projected
 /// sequence. A step that starts with addmm_transposed(p, h, W) (p + h Wᵀ) reads that block in
@@ -48,12 +50,15 @@
 #include <unfold/framework/param.hpp>
 #include <unfold/framework/random.hpp>
 #include <unfold/framework/tape.hpp>
+#include <unfold/models/site.hpp>
+#include <unfold/framework/init.hpp>
 #include <unfold/ops/addmm.hpp>
 #include <unfold/ops/select.hpp>
 #include <unfold/ops/elu.hpp>
 #include <unfold/ops/hard_sigmoid.hpp>
 #include <unfold/ops/relu.hpp>
 #include <unfold/ops/sigmoid.hpp>
+#include <unfold/ops/slice.hpp>
 #include <unfold/ops/sliced.hpp>
 #include <unfold/ops/tanh.hpp>
 
@@ -140,6 +145,17 @@ struct has_projection<Cell, std::void_t<decltype(std::declval<const Cell&>().pro
     : std::true_type
 {};
 
+/// One step of any cell: cell(t, x, s), or, for a cell with project(), the step given
+/// project(t, x) (Note [Input projection]). x is (B, I); returns the new state.
+template <class Cell>
+typename Cell::state step(const Cell& cell, tape& t, const var& x, const typename Cell::state& s)
+{
+    if constexpr (has_projection<Cell>::value)
+        return cell(t, projected{cell.project(t, x)}, s);
+    else
+        return cell(t, x, s);
+}
+
 /// How generic code sees a state of type S: as N parts, each a (B, H) var, h first.
 /// The primary template serves structs with parts() / from_parts(); `var` is specialised below.
 template <class S, class = void>
@@ -206,16 +222,73 @@ inline param add_uniform(param_store& store, const std::string& name, const shap
     return store.add(name, g.uniform(shape, -bound, bound));
 }
 
-/// Applies f to every part of a state (or pairs of parts of two states) and rebuilds the state.
-template <class S, class F>
-S map_state(const S& s, F&& f)
+/// Block k of n equal column blocks of a fused pre-activation a (B, n·H): a[:, k·H, (k+1)·H).
+inline var block(const var& a, std::size_t k, std::size_t n)
 {
-    auto p = state_traits<S>::parts(s);
-    for (auto& v : p)
-        v = f(v);
-    return state_traits<S>::from_parts(p);
+    const auto H = static_cast<std::ptrdiff_t>(a.shape().back() / n);
+    return slice_cols(a, std::ptrdiff_t(k) * H, std::ptrdiff_t(k + 1) * H);
 }
-/// The pairwise form: part k of the result is f(part k of a, part k of b).
+
+/// A gate: f of block k of n of the fused pre-activation a, as one node when f knows its op
+/// (activation::on_columns), every op of it labelled `name` (models/site.hpp).
+inline var gate(const char* name, const activation& f, const var& a, std::size_t k, std::size_t n)
+{
+    return label(name, [&] {
+        const auto H = static_cast<std::ptrdiff_t>(a.shape().back() / n);
+        return f.on_columns(a, std::ptrdiff_t(k) * H, std::ptrdiff_t(k + 1) * H);
+    });
+}
+
+/// A gate on a whole pre-activation: f(pre), every op of f labelled `name`.
+inline var gate(const char* name, const activation& f, const var& pre)
+{
+    return label(name, [&] { return f(pre); });
+}
+
+/// A gate whose pre-activation is computed under its name too: f(pre()), every op labelled `name`.
+template <class Pre, class = std::enable_if_t<std::is_invocable_r_v<var, Pre&>>>
+var gate(const char* name, const activation& f, Pre&& pre)
+{
+    return label(name, [&] { return f(pre()); });
+}
+
+/// A named part of a cell that is not a gate (the cell state): value(), every op labelled `name`.
+template <class F>
+var named(const char* name, F&& value)
+{
+    return label(name, std::forward<F>(value));
+}
+
+/// The parameters of a PyTorch-style recurrent cell with G gate blocks of H units:
+/// weight_ih (G·H, I), weight_hh (G·H, H), bias_ih and bias_hh (G·H).
+struct recurrent_params
+{
+    ///@{
+    /// The input weight, recurrent weight and their biases, gate blocks stacked along axis 0.
+    param weight_ih, weight_hh, bias_ih, bias_hh;
+    ///@}
+
+    /// Adds the four to `store` as name("weight_ih"), …, drawn from uniform(−1/√H, 1/√H) as
+    /// PyTorch does, in this order.
+    static recurrent_params create(param_store& store, std::size_t gates, std::size_t input_size,
+                                   std::size_t hidden_size, generator& g,
+                                   const param_name& name = {})
+    {
+        UNFOLD_CHECK(hidden_size > 0, "a recurrent cell needs a hidden size of at least 1");
+        const std::size_t G = gates * hidden_size;
+        auto add = [&](const char* base, shape_type shape) {
+            param p = store.add(name(base), zeros(shape));
+            init::inverse_sqrt_uniform(p, hidden_size, g);
+            return p;
+        };
+        return {add("weight_ih", {G, input_size}), add("weight_hh", {G, hidden_size}),
+                add("bias_ih", {G}), add("bias_hh", {G})};
+    }
+    /// H, from weight_hh.
+    std::size_t hidden_size() const { return weight_hh.shape()[1]; }
+};
+
+/// Applies f to the pairs of parts of two states and rebuilds the state.
 template <class S, class F>
 S zip_state(const S& a, const S& b, F&& f)
 {

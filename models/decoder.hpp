@@ -115,6 +115,11 @@ public:
     std::size_t num_layers() const { return m_cells.num_layers(); }
     /// The stacked cells, stepped one at a time by step().
     const layer<Cell>& cells() const { return m_cells; }
+    /// Training mode: the layer's dropout between stacked cells draws its masks from `g` (which
+    /// must outlive the calls), as in layer::train. Decoders start in evaluation mode.
+    void train(generator& g) { m_cells.train(g); }
+    /// Evaluation mode: no dropout.
+    void eval() { m_cells.eval(); }
 
     /// Zeros for every layer, batch B, recorded on `t` as constants.
     state zero_state(tape& t, std::size_t batch) const
@@ -138,8 +143,9 @@ public:
         var x = m_embed(t, tokens);
         for (std::size_t l = 0; l < s.size(); ++l)
         {
-            s[l] = m_cells.cell(l)(t, x, s[l]);
-            x = hidden(s[l]);
+            const layer_scope in(l, false); // Note [Sites]
+            s[l] = unfold::step(m_cells.cell(l), t, x, s[l]);
+            x = m_cells.between_layers(hidden(s[l]), l);
         }
         return m_head(t, x);
     }
@@ -158,7 +164,7 @@ public:
         decode_result<state> r;
         r.final_state = s0.empty() ? zero_state(t, batch.batch) : std::move(s0);
         policy.begin(batch.batch, training_step);
-        std::vector<bool> open(batch.batch);
+        std::vector<bool> choosable(batch.batch);
         for (std::size_t k = 0; k < batch.steps; ++k)
         {
             std::vector<std::size_t> fed = batch.inputs_at(k);
@@ -166,19 +172,20 @@ public:
             {
                 bool any = false;
                 for (std::size_t b = 0; b < batch.batch; ++b)
-                    any |= open[b] = batch.target(k - 1, b) != token_batch::ignore_index;
+                    any |= choosable[b] = batch.target(k - 1, b) != token_batch::ignore_index;
                 if (any)
                 {
                     const std::vector<std::size_t> chosen =
-                        policy.choose({k, fed, r.logits.back().value(), open});
+                        policy.choose({k, fed, r.logits.back().value(), choosable});
                     UNFOLD_CHECK(chosen.size() == batch.batch,
                                  "feeding policy '{}' chose {} tokens for a batch of {}",
                                  policy.name(), chosen.size(), batch.batch);
                     for (std::size_t b = 0; b < batch.batch; ++b)
-                        if (open[b])
+                        if (choosable[b])
                             fed[b] = chosen[b];
                 }
             }
+            const step_scope at(k); // Note [Sites]
             r.logits.push_back(step(t, fed, r.final_state));
             r.fed.push_back(std::move(fed));
         }
@@ -197,8 +204,12 @@ public:
         tape t;
         state s = zero_state(t, 1);
         var logits;
+        std::size_t k = 0;
         for (std::size_t token : prompt)
+        {
+            const step_scope at(k++);
             logits = step(t, {token}, s);
+        }
         std::vector<std::size_t> out;
         while (out.size() < length)
         {
@@ -206,6 +217,7 @@ public:
             out.push_back(next);
             if (next == stop)
                 break;
+            const step_scope at(k++);
             logits = step(t, {next}, s);
         }
         return out;

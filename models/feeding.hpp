@@ -40,7 +40,7 @@ struct feed_request
     std::size_t step;                         ///< t
     const std::vector<std::size_t>& observed; ///< y(t−1) of each sequence: the teacher's token
     const tensor& logits;          ///< the model's output at t−1, (B, V): a plain value
-    const std::vector<bool>& open; ///< false where the observed token is fed regardless
+    const std::vector<bool>& choosable; ///< true where the choice is fed; else the observed token
 };
 
 /// The interface of every feeding policy. See Note [Fed tokens are data].
@@ -177,7 +177,7 @@ enum class sampling_unit
     sequence
 };
 
-/// Scheduled sampling: at training step i, each open position is fed the observed token with
+/// Scheduled sampling: at training step i, each choosable position is fed the observed token with
 /// probability ε_i (schedule(i)) and the model's own output otherwise; the coin is tossed per
 /// token, or once per sequence for the whole batch (sampling_unit::sequence). Counts what it fed,
 /// so the realised teacher-forcing rate can be compared with the schedule.
@@ -216,7 +216,7 @@ public:
         std::vector<std::size_t> own;
         for (std::size_t b = 0; b < batch; ++b)
         {
-            if (!r.open[b])
+            if (!r.choosable[b])
                 continue;
             const bool teacher = m_unit == sampling_unit::sequence
                                      ? m_sequence_teacher[b]

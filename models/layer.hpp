@@ -99,7 +99,7 @@ public:
         UNFOLD_CHECK(x.dimension() == 3 && x.shape()[2] == m_input_size && x.shape()[0] > 0,
                      "{} layer: input has shape {} but the layer expects (T, B, {}) with T > 0",
                      m_kind, shape_str(x.shape()), m_input_size);
-        return run(t, x, {}, initial, lengths, shape_str(x.shape()));
+        return run(t, sequence(x), initial, lengths, shape_str(x.shape()));
     }
 
     /// The same on a sequence given step by step: xs[t] is (B, I).
@@ -113,7 +113,7 @@ public:
                              xs[i].shape()[0] == xs[0].shape()[0],
                          "{} layer: step {} has shape {} but the layer expects ({}, {})", m_kind, i,
                          shape_str(xs[i].shape()), xs[0].shape()[0], m_input_size);
-        return run(t, var(), xs, initial, lengths,
+        return run(t, sequence(xs), initial, lengths,
                    fmt::format("of {} steps {}", xs.size(), shape_str(xs[0].shape())));
     }
 
@@ -147,16 +147,24 @@ public:
     /// The name in error messages ("lstm").
     const std::string& kind() const { return m_kind; }
 
+    /// Dropout between stacked layers on the output `x` of layer l, in training mode; x itself
+    /// after the last layer or in evaluation mode. The decoder applies it between its layers too.
+    var between_layers(const var& x, std::size_t l) const
+    {
+        if (l + 1 < m_options.num_layers && m_generator && m_options.dropout > 0)
+            return dropout(x, m_options.dropout, *m_generator);
+        return x;
+    }
+
 private:
-    /// The layers over the input, given whole (T, B, I) or as steps (B, I) (the other one
-    /// undefined or empty); `input` describes it for error messages. Each layer's input is kept
-    /// whole when its cells project it (Note [Input projection]) — one (T, B, F) value shared by
-    /// both directions — and as steps otherwise.
-    layer_result run(tape& t, var whole, std::vector<var> steps, const std::vector<var>& initial,
+    /// The layers over the input; `input` describes it for error messages. Each layer's input is
+    /// given to both directions in one form: whole when its cells project it (Note [Input
+    /// projection]), so that it is stacked once, and as steps otherwise.
+    layer_result run(tape& t, sequence x, const std::vector<var>& initial,
                      const std::vector<std::size_t>& lengths, const std::string& input) const
     {
-        const std::size_t T = whole.defined() ? whole.shape()[0] : steps.size();
-        const std::size_t B = whole.defined() ? whole.shape()[1] : steps[0].shape()[0];
+        const std::size_t T = x.length();
+        const std::size_t B = x.batch();
         const bool projected = detail::projects<Cell>(t, T);
         const std::size_t LD = m_cells.size();
         UNFOLD_CHECK(initial.empty() || initial.size() == state_size,
@@ -176,28 +184,22 @@ private:
 
         std::vector<std::vector<var>> finals(state_size);
         layer_result result;
+        std::vector<var> steps;
         for (std::size_t l = 0; l < m_options.num_layers; ++l)
         {
+            if (l > 0)
+                x = sequence(steps);
+            x = projected ? sequence(x.whole()) : sequence(x.steps());
             std::vector<std::vector<var>> outs;
             std::vector<var> last;
-            if (projected && !whole.defined())
-                whole = stack(steps);
-            else if (!projected && steps.empty())
-                steps = steps_of(whole);
             for (std::size_t d = 0; d < directions(); ++d)
             {
                 const std::size_t k = l * directions() + d;
                 const direction dir = d == 0 ? direction::forward : direction::reverse;
-                const layer_scope in(l, d == 1); // Note [Anomaly mode]
+                const layer_scope in(l, d == 1); // Note [Sites]
                 const state s0 = initial.empty() ? zero_state<state>(t, B, m_hidden_size)
                                                  : initial_of(initial, k);
-                const std::vector<state> states =
-                    projected ? (lengths.empty()
-                                     ? unroll(m_cells[k], t, whole, s0, dir)
-                                     : unroll_masked(m_cells[k], t, whole, s0, lengths, dir))
-                              : (lengths.empty()
-                                     ? unroll(m_cells[k], t, steps, s0, dir)
-                                     : unroll_masked(m_cells[k], t, steps, s0, lengths, dir));
+                const std::vector<state> states = unroll(m_cells[k], t, x, s0, {dir, lengths});
                 const state& final = states[dir == direction::forward ? T - 1 : 0];
                 const auto parts = state_traits<state>::parts(final);
                 for (std::size_t p = 0; p < state_size; ++p)
@@ -208,12 +210,8 @@ private:
             }
             steps.resize(T);
             for (std::size_t i = 0; i < T; ++i)
-            {
-                steps[i] = directions() == 1 ? outs[0][i] : concat({outs[0][i], outs[1][i]}, 1);
-                if (l + 1 < m_options.num_layers && m_generator && m_options.dropout > 0)
-                    steps[i] = dropout(steps[i], m_options.dropout, *m_generator);
-            }
-            whole = var(); // the next layer's input is `steps`, stacked when it projects
+                steps[i] = between_layers(
+                    directions() == 1 ? outs[0][i] : concat({outs[0][i], outs[1][i]}, 1), l);
             result.last = directions() == 1 ? last[0] : concat(last, 1);
         }
         result.output = stack(steps);

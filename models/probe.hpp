@@ -49,7 +49,7 @@ inline double l2_norm(const tensor& g)
 
 /// Records, in every backward of its tape, each step's share of every bound parameter's gradient
 /// and the norms of watched states' gradients (Note [Gradient probe]). Must not outlive the tape.
-class gradient_probe final : private detail::contribution_recorder
+class gradient_probe final : private contribution_recorder
 {
 public:
     /// Attaches to `t`: record the forward after this, then watch() its states.
@@ -57,7 +57,7 @@ public:
         : m_tape(t)
         , m_records(std::make_shared<records>())
     {
-        UNFOLD_CHECK(!t.attributes_steps(), "gradient_probe: this tape already has a probe");
+        UNFOLD_CHECK(!t.records_contributions(), "gradient_probe: this tape already has a probe");
         t.set_recorder(this);
     }
     ~gradient_probe() { m_tape.set_recorder(nullptr); }
@@ -172,20 +172,20 @@ private:
     struct records
     {
         std::vector<std::vector<double>> state_norms; // [part][step]
-        std::unordered_map<const detail::param_data*, param_shares> shares;
+        std::unordered_map<const void*, param_shares> shares;
     };
 
-    void record(const param& p, const detail::site& where, const tensor& contribution) override
+    void record(const param& p, const site& where, const tensor& contribution) override
     {
         param_shares& s = m_records->shares[p.id()];
         if (s.outside.shape() != p.shape())
             s.outside = zeros(p.shape());
-        if (where.step < 0)
+        if (step_of(where) < 0)
         {
             s.outside += contribution;
             return;
         }
-        const auto k = std::size_t(where.step);
+        const auto k = std::size_t(step_of(where));
         while (s.per_step.size() <= k)
             s.per_step.push_back(zeros(p.shape()));
         s.per_step[k] += contribution;

@@ -26,20 +26,11 @@ struct rnn_options
 };
 
 /// h' = φ(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh), x (B, I), h (B, H).
-struct rnn_cell
+struct rnn_cell : recurrent_params // weight_ih (H, I), weight_hh (H, H), bias_ih and bias_hh (H)
 {
-    using state = var; ///< h (B, H)
-    ///@{
-    /// weight_ih (H, I), weight_hh (H, H), bias_ih and bias_hh (H).
-    param weight_ih, weight_hh, bias_ih, bias_hh;
-    ///@}
+    using state = var;                    ///< h (B, H)
     activation phi = activations::tanh(); ///< φ
 
-    /// One step: h' from x (B, I) and h (B, H), recorded on `t`.
-    state operator()(tape& t, const var& x, const state& h) const
-    {
-        return (*this)(t, projected{project(t, x)}, h);
-    }
     /// x W_ihᵀ + b_ih + b_hh, x (..., I) -> (..., H) (Note [Input projection]): both biases go
     /// into the projection, one GEMM over the whole sequence.
     var project(tape& t, const var& x) const
@@ -49,8 +40,8 @@ struct rnn_cell
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& h) const
     {
-        const var a = addmm_transposed(x, h, t[weight_hh]); // one GEMM into x
-        return label("activation", [&] { return phi(a); }); // Note [Anomaly mode]
+        const var a = addmm_transposed(x, h, t[weight_hh]); // x W_ihᵀ + b + h W_hhᵀ, one GEMM into x
+        return gate("activation", phi, a);
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from
@@ -58,14 +49,7 @@ struct rnn_cell
     static rnn_cell create(param_store& store, std::size_t input_size, std::size_t hidden_size,
                            generator& g, rnn_options o = {}, const param_name& name = {})
     {
-        const real k = real(1) / std::sqrt(real(hidden_size));
-        rnn_cell c;
-        c.weight_ih = add_uniform(store, name("weight_ih"), {hidden_size, input_size}, k, g);
-        c.weight_hh = add_uniform(store, name("weight_hh"), {hidden_size, hidden_size}, k, g);
-        c.bias_ih = add_uniform(store, name("bias_ih"), {hidden_size}, k, g);
-        c.bias_hh = add_uniform(store, name("bias_hh"), {hidden_size}, k, g);
-        c.phi = o.state;
-        return c;
+        return {recurrent_params::create(store, 1, input_size, hidden_size, g, name), o.state};
     }
 };
 

@@ -1,6 +1,6 @@
 #pragma once
-/// Running a cell over a sequence: `unroll` (BPTT), its masked variant for variable-length
-/// batches, and the helpers for truncated BPTT.
+/// Running a cell over a sequence: `unroll` (BPTT), plain or masked for variable-length batches,
+/// and the helpers for truncated BPTT.
 ///
 /// Note [Masked sequences]
 /// A batch of sequences of different lengths is padded to T steps; lengths[b] says how many steps
@@ -26,6 +26,7 @@
 #include <array>
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unfold/framework/tape.hpp>
@@ -41,23 +42,106 @@ namespace unfold
 /// Which way a sequence is run: forward (t = 0 … T−1) or reverse (t = T−1 … 0).
 enum class direction
 {
-    forward,
-    reverse
+    forward, ///< t = 0 … T−1
+    reverse  ///< t = T−1 … 0
+};
+
+/// The T steps (B, F) of a (T, B, F) sequence, as vars on its tape.
+inline std::vector<var> steps_of(const var& xs)
+{
+    UNFOLD_CHECK(xs.dimension() == 3, "steps_of: a sequence is (time, batch, features), not {}",
+                 shape_str(xs.shape()));
+    std::vector<var> steps;
+    for (std::size_t t = 0; t < xs.shape()[0]; ++t)
+        steps.push_back(select(xs, t));
+    return steps;
+}
+
+/// A sequence as unroll takes it: a whole (T, B, F) var, or its T steps, each (B, F). Each form is
+/// made from the other on demand (select or stack, recorded on the tape) and kept.
+class sequence
+{
+public:
+    /// A whole (T, B, F) sequence.
+    sequence(var whole)
+        : m_whole(std::move(whole))
+    {
+        UNFOLD_CHECK(m_whole.dimension() == 3 && m_whole.shape()[0] > 0,
+                     "a sequence is (time, batch, features) with at least one step, not {}",
+                     shape_str(m_whole.shape()));
+    }
+    /// A sequence given step by step: each (B, F), all with the same shape.
+    sequence(std::vector<var> steps)
+        : m_steps(std::move(steps))
+    {
+        UNFOLD_CHECK(!m_steps.empty(), "a sequence needs at least one step");
+        for (std::size_t k = 0; k < m_steps.size(); ++k)
+            UNFOLD_CHECK(m_steps[k].dimension() == 2 && m_steps[k].shape() == m_steps[0].shape(),
+                         "step {} of a sequence has shape {}; every step must be (batch, "
+                         "features) like step 0's {}",
+                         k, shape_str(m_steps[k].shape()), shape_str(m_steps[0].shape()));
+    }
+
+    /// T.
+    std::size_t length() const { return m_whole.defined() ? m_whole.shape()[0] : m_steps.size(); }
+    /// B.
+    std::size_t batch() const
+    {
+        return m_whole.defined() ? m_whole.shape()[1] : m_steps[0].shape()[0];
+    }
+    /// F.
+    std::size_t features() const
+    {
+        return m_whole.defined() ? m_whole.shape()[2] : m_steps[0].shape()[1];
+    }
+    /// The whole (T, B, F) var (its steps stacked, once, if it was given by steps).
+    const var& whole() const
+    {
+        if (!m_whole.defined())
+            m_whole = stack(m_steps);
+        return m_whole;
+    }
+    /// The T steps (selected from the whole, once, if it was given whole).
+    const std::vector<var>& steps() const
+    {
+        if (m_steps.empty())
+            m_steps = steps_of(m_whole);
+        return m_steps;
+    }
+    /// "the sequence has shape (T, B, F)" or "the sequence's steps have shape (B, F)", for messages.
+    std::string str() const
+    {
+        return m_whole.defined() ? "the sequence has shape " + shape_str(m_whole.shape())
+                                 : "the sequence's steps have shape " + shape_str(m_steps[0].shape());
+    }
+
+private:
+    mutable var m_whole;
+    mutable std::vector<var> m_steps;
+};
+
+/// How unroll runs a sequence.
+struct unroll_options
+{
+    direction dir = direction::forward; ///< forward or reverse in time
+    /// Empty: every sequence has T steps. Else B lengths in [0, T]: a padded batch of
+    /// variable-length sequences (Note [Masked sequences]).
+    std::vector<std::size_t> lengths;
+
+    unroll_options() = default;
+    /// Unmasked, in direction `d` (so `unroll(cell, t, xs, s0, direction::reverse)` reads well).
+    unroll_options(direction d)
+        : dir(d)
+    {}
+    /// In direction `d`, masked by `lengths` when they are given.
+    unroll_options(direction d, std::vector<std::size_t> lengths_)
+        : dir(d)
+        , lengths(std::move(lengths_))
+    {}
 };
 
 namespace detail
 {
-template <class S>
-void check_step(const char* who, std::size_t t, const var& x_t, const S& s)
-{
-    UNFOLD_CHECK(x_t.dimension() == 2, "{}: step {} has shape {}; a step must be (batch, features)",
-                 who, t, shape_str(x_t.shape()));
-    for (const var& p : state_traits<S>::parts(s))
-        UNFOLD_CHECK(p.dimension() == 2 && p.shape()[0] == x_t.shape()[0],
-                     "{}: step {} has shape {} but the state has shape {}: the batch sizes differ",
-                     who, t, shape_str(x_t.shape()), shape_str(p.shape()));
-}
-
 /// The (B, 1) mask [t < lengths[b]] and how many of its entries are 1.
 inline std::pair<tensor, std::size_t> step_mask(const std::vector<std::size_t>& lengths,
                                                 std::size_t t)
@@ -72,181 +156,74 @@ inline std::pair<tensor, std::size_t> step_mask(const std::vector<std::size_t>& 
         }
     return {m, valid};
 }
-} // namespace detail
 
-/// The T steps (B, F) of a (T, B, F) sequence, as vars on its tape.
-inline std::vector<var> steps_of(const var& xs)
-{
-    UNFOLD_CHECK(xs.dimension() == 3, "steps_of: a sequence is (time, batch, features), not {}",
-                 shape_str(xs.shape()));
-    std::vector<var> steps;
-    for (std::size_t t = 0; t < xs.shape()[0]; ++t)
-        steps.push_back(select(xs, t));
-    return steps;
-}
-
-namespace detail
-{
 /// True when unroll feeds `cell` projected steps (Note [Input projection]): the cell offers
-/// project(), there is more than one step, and no gradient probe needs each step's input product
-/// on its own (Note [Gradient probe]).
+/// project(), there is more than one step, and no recorder needs each step's input product on
+/// its own, attributed to its step (Note [Gradient probe]).
 template <class Cell>
 bool projects(const tape& t, std::size_t steps)
 {
     if constexpr (has_projection<Cell>::value)
-        return steps > 1 && !t.attributes_steps();
+        return steps > 1 && !t.records_contributions();
     return false;
 }
+} // namespace detail
 
-/// Step k's input as the cell takes it: the k-th (B, G) block of the projected sequence when
-/// there is one, else xs[k] (B, I).
+/// Runs `cell` over the sequence `xs` ((T, B, I), or T steps (B, I)) from s0, recording every step
+/// on `t` inside a step_scope, so that backward over the tape is BPTT. A cell with project() gets
+/// the whole sequence projected by one call (Note [Input projection]). With o.lengths, a padded
+/// batch of variable-length sequences: finished sequences carry their state (Note [Masked
+/// sequences]); masked_outputs then gives the zero-padded outputs. Returns the T states in time
+/// order: states[k] is the state after step k (in reverse, after steps T−1 … k). See
+/// Note [Cell contract].
 template <class Cell>
-struct step_inputs
-{
-    const Cell& cell;
-    std::vector<var> xs;
-    var px; ///< (T, B, G), defined when projected
-
-    /// Projects `whole` (T, B, I) when the cell can; otherwise keeps its steps.
-    static step_inputs of(const Cell& cell, tape& t, const var& whole)
-    {
-        if (projects<Cell>(t, whole.shape()[0]))
-            if constexpr (has_projection<Cell>::value)
-                return {cell, {}, cell.project(t, whole)};
-        return {cell, steps_of(whole), var()};
-    }
-    static step_inputs of(const Cell& cell, tape& t, const std::vector<var>& steps)
-    {
-        if (projects<Cell>(t, steps.size()))
-            if constexpr (has_projection<Cell>::value)
-                return {cell, {}, cell.project(t, stack(steps))};
-        return {cell, steps, var()};
-    }
-
-    typename Cell::state step(tape& t, std::size_t k, const typename Cell::state& s) const
-    {
-        if constexpr (has_projection<Cell>::value)
-            if (px.defined())
-                return cell(t, projected{px, std::ptrdiff_t(k)}, s);
-        return cell(t, xs[k], s);
-    }
-};
-
-template <class S>
-void check_sequence(const char* who, const var& xs, const S& s)
-{
-    UNFOLD_CHECK(xs.dimension() == 3 && xs.shape()[0] > 0,
-                 "{}: a sequence is (time, batch, features) with at least one step, not {}", who,
-                 shape_str(xs.shape()));
-    for (const var& p : state_traits<S>::parts(s))
-        UNFOLD_CHECK(p.dimension() == 2 && p.shape()[0] == xs.shape()[1],
-                     "{}: the sequence has shape {} but the state has shape {}: the batch sizes "
-                     "differ",
-                     who, shape_str(xs.shape()), shape_str(p.shape()));
-}
-
-template <class Cell>
-std::vector<typename Cell::state> unroll_inputs(const step_inputs<Cell>& in, tape& t,
-                                                std::size_t T, const typename Cell::state& s0,
-                                                direction dir)
-{
-    std::vector<typename Cell::state> states(T);
-    typename Cell::state s = s0;
-    for (std::size_t k = 0; k < T; ++k)
-    {
-        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
-        const step_scope at(step); // Note [Anomaly mode]
-        s = in.step(t, step, s);
-        states[step] = s;
-    }
-    return states;
-}
-
-template <class Cell>
-std::vector<typename Cell::state>
-unroll_masked_inputs(const step_inputs<Cell>& in, tape& t, std::size_t T,
-                     const typename Cell::state& s0, const std::vector<std::size_t>& lengths,
-                     direction dir)
+std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const sequence& xs,
+                                         const typename Cell::state& s0,
+                                         const unroll_options& o = {})
 {
     using state = typename Cell::state;
-    const std::size_t B = state_traits<state>::parts(s0)[0].shape()[0];
-    UNFOLD_CHECK(lengths.size() == B, "unroll_masked: {} lengths for a batch of {} sequences",
-                 lengths.size(), B);
+    const std::size_t T = xs.length(), B = xs.batch();
+    for (const var& p : state_traits<state>::parts(s0))
+        UNFOLD_CHECK(p.dimension() == 2 && p.shape()[0] == B,
+                     "unroll: {} but the state has shape {}: the batch sizes differ", xs.str(),
+                     shape_str(p.shape()));
+    UNFOLD_CHECK(o.lengths.empty() || o.lengths.size() == B,
+                 "unroll: {} lengths for a batch of {} sequences", o.lengths.size(), B);
+    var projected_sequence; // (T, B, G) when the cell projects
+    if constexpr (has_projection<Cell>::value)
+        if (detail::projects<Cell>(t, T))
+            projected_sequence = cell.project(t, xs.whole());
+    auto run_step = [&](std::size_t k, const state& s) -> state {
+        if constexpr (has_projection<Cell>::value)
+            if (projected_sequence.defined())
+                return cell(t, projected{projected_sequence, std::ptrdiff_t(k)}, s);
+        return step(cell, t, xs.steps()[k], s);
+    };
     std::vector<state> states(T);
     state s = s0;
     for (std::size_t k = 0; k < T; ++k)
     {
-        const std::size_t step = dir == direction::forward ? k : T - 1 - k;
-        const step_scope at(step); // Note [Anomaly mode]
-        const auto [m, valid] = step_mask(lengths, step);
-        if (valid == lengths.size())
-            s = in.step(t, step, s);
+        const std::size_t at_step = o.dir == direction::forward ? k : T - 1 - k;
+        const step_scope at(at_step);
+        if (o.lengths.empty())
+        {
+            states[at_step] = s = run_step(at_step, s);
+            continue;
+        }
+        const auto [m, valid] = detail::step_mask(o.lengths, at_step);
+        if (valid == B)
+            s = run_step(at_step, s);
         else if (valid > 0)
         {
             const var keep_new = t.constant(m);
             const var keep_old = t.constant(real(1) - m);
-            s = zip_state(in.step(t, step, s), s, [&](const var& fresh, const var& old) {
+            s = zip_state(run_step(at_step, s), s, [&](const var& fresh, const var& old) {
                 return keep_new * fresh + keep_old * old;
             });
         }
-        states[step] = s;
+        states[at_step] = s;
     }
     return states;
-}
-} // namespace detail
-
-/// Runs `cell` over the steps xs[t] (each (B, I)) from s0, recording every step on `t`.
-/// Returns the T states in time order: states[k] is the state after step k (in reverse, after
-/// steps T−1 … k). Backward over the tape is BPTT. See Note [Cell contract].
-template <class Cell>
-std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const std::vector<var>& xs,
-                                         const typename Cell::state& s0,
-                                         direction dir = direction::forward)
-{
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        detail::check_step("unroll", k, xs[k], s0);
-    return detail::unroll_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.size(), s0,
-                                 dir);
-}
-
-/// unroll over a (T, B, I) sequence; a cell with project() projects it whole, without
-/// splitting it into steps first.
-template <class Cell>
-std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const var& xs,
-                                         const typename Cell::state& s0,
-                                         direction dir = direction::forward)
-{
-    detail::check_sequence("unroll", xs, s0);
-    return detail::unroll_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.shape()[0],
-                                 s0, dir);
-}
-
-/// unroll over a padded batch of variable-length sequences (Note [Masked sequences]):
-/// lengths[b] ∈ [0, T] is the number of valid steps of sequence b. states[k] is the carried state
-/// after step k; masked_outputs gives the zero-padded outputs.
-template <class Cell>
-std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t,
-                                                const std::vector<var>& xs,
-                                                const typename Cell::state& s0,
-                                                const std::vector<std::size_t>& lengths,
-                                                direction dir = direction::forward)
-{
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        detail::check_step("unroll_masked", k, xs[k], s0);
-    return detail::unroll_masked_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t, xs.size(),
-                                        s0, lengths, dir);
-}
-
-/// unroll_masked over a (T, B, I) sequence.
-template <class Cell>
-std::vector<typename Cell::state> unroll_masked(const Cell& cell, tape& t, const var& xs,
-                                                const typename Cell::state& s0,
-                                                const std::vector<std::size_t>& lengths,
-                                                direction dir = direction::forward)
-{
-    detail::check_sequence("unroll_masked", xs, s0);
-    return detail::unroll_masked_inputs(detail::step_inputs<Cell>::of(cell, t, xs), t,
-                                        xs.shape()[0], s0, lengths, dir);
 }
 
 /// The outputs h_k of every state, each (B, H).

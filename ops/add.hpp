@@ -1,5 +1,6 @@
 #pragma once
 #include <unfold/framework/op.hpp>
+#include <unfold/ops/scale_shift.hpp> // the scalar forms: x + 1, 0.5 * x
 
 namespace unfold
 {

@@ -1,6 +1,7 @@
 #pragma once
 #include <algorithm>
 
+#include <unfold/framework/gemm.hpp>
 #include <unfold/framework/op.hpp>
 #include <unfold/ops/matmul.hpp>
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <unfold/framework/gemm.hpp>
 #include <unfold/framework/op.hpp>
 
 namespace unfold

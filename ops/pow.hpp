@@ -1,6 +1,6 @@
 #pragma once
 #include <unfold/framework/op.hpp>
-#include <unfold/ops/affine.hpp>
+#include <unfold/ops/scale_shift.hpp>
 
 namespace unfold
 {
@@ -36,7 +36,7 @@ struct pow_op
 
 /// x^exponent elementwise; a non-integer exponent needs x ≥ 0 (NaN otherwise).
 [[nodiscard]] inline var pow(const var& x, real exponent) { return apply(pow_op{exponent}, x); }
-/// s / x = s · x⁻¹ (two nodes: pow and affine).
-[[nodiscard]] inline var operator/(real s, const var& x) { return affine(pow(x, -1), s, 0); }
+/// s / x = s · x⁻¹ (two nodes: pow and scale_shift).
+[[nodiscard]] inline var operator/(real s, const var& x) { return scale_shift(pow(x, -1), s, 0); }
 
 } // namespace unfold

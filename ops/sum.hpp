@@ -1,7 +1,7 @@
 #pragma once
 #include <unfold/framework/axis.hpp>
 #include <unfold/framework/op.hpp>
-#include <unfold/ops/affine.hpp>
+#include <unfold/ops/scale_shift.hpp>
 
 namespace unfold
 {

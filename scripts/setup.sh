@@ -14,10 +14,11 @@ UNFOLD_PACKAGES=(
 
 # What the test suite needs besides the build (scripts/test): for the tutorial notebooks, the
 # Jupyter kernel over clang-repl-16, nbconvert to execute them (both run by /usr/bin/python3) and
-# jupyter-notebook to open them (README), gnuplot for their plots; doxygen for the API reference.
+# jupyter-notebook to open them (README), gnuplot for their plots; doxygen for the API reference;
+# clang-format for the format check.
 UNFOLD_TEST_PACKAGES=(
     clang-16 clang-tools-16 python3 python3-ipykernel jupyter-nbconvert python3-nbformat
-    python3-jupyter-client jupyter-notebook gnuplot-nox doxygen
+    python3-jupyter-client jupyter-notebook gnuplot-nox doxygen clang-format
 )
 
 # The sanitizer build (scripts/test): clang-14 with AddressSanitizer + UndefinedBehaviorSanitizer,

@@ -200,8 +200,8 @@ BOOST_AUTO_TEST_CASE(labels_nest_and_are_restored_after_a_throw)
         });
     });
     BOOST_TEST(m.find("NaN in forward of log at step 4, outer:") == 0, m);
-    BOOST_TEST(detail::current_site().gate == nullptr);
-    BOOST_TEST(detail::current_site().step == 4);
+    BOOST_TEST(gate_of(current_site()) == nullptr);
+    BOOST_TEST(step_of(current_site()) == 4);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -5,7 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <unfold/ops/add.hpp>
-#include <unfold/ops/affine.hpp>
+#include <unfold/ops/scale_shift.hpp>
 #include <unfold/ops/div.hpp>
 #include <unfold/ops/elu.hpp>
 #include <unfold/ops/exp.hpp>
@@ -120,7 +120,7 @@ BOOST_AUTO_TEST_CASE(scalar_operators)
     BOOST_TEST(testing::max_abs_diff(value(x / 4), tensor{0.25, 0.5, 1}) == 0.0);
     BOOST_TEST(testing::max_abs_diff(value(1 / x), tensor{1, 0.5, 0.25}) == 0.0);
     BOOST_TEST(testing::max_abs_diff(value(2.0 / x), tensor{2, 1, 0.5}) == 0.0);
-    BOOST_TEST(testing::max_abs_diff(value(affine(x, 3, -1)), tensor{2, 5, 11}) == 0.0);
+    BOOST_TEST(testing::max_abs_diff(value(scale_shift(x, 3, -1)), tensor{2, 5, 11}) == 0.0);
     BOOST_TEST(testing::max_abs_diff(grad_of(x.value(), [](const var& v) { return 1 - v; }),
                                      tensor{-1, -1, -1}) == 0.0);
     BOOST_TEST(testing::max_abs_diff(grad_of(x.value(), [](const var& v) { return 3 / v; }),

@@ -1,6 +1,10 @@
 // The tape itself: accumulation, repeatability, deep graphs, stale handles, parameter sharing.
 #include <boost/test/unit_test.hpp>
 
+#include <functional>
+#include <thread>
+#include <vector>
+
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/matmul.hpp>
 #include <unfold/ops/mul.hpp>
@@ -195,6 +199,47 @@ BOOST_AUTO_TEST_CASE(a_parameter_used_at_50_steps_gets_the_sum_of_its_per_step_c
     BOOST_TEST(xt::amax(xt::abs(copies[steps - 1].grad()))() > 0.0);
     BOOST_TEST(xt::amax(xt::abs(copies[1].grad()))() > 0.0); // step 0 sees h = 0
     BOOST_TEST(max_abs_diff(w.grad(), sum) <= 1e-6 * (1 + xt::amax(xt::abs(sum))()));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(engine_threads)
+
+BOOST_AUTO_TEST_CASE(tapes_cleared_on_two_threads_keep_every_earlier_handle_stale)
+{
+    // Each thread clears its own tape over and over and keeps a handle from every generation: if
+    // two threads could draw the same generation (an unguarded counter), a cleared tape could
+    // take a number one of its own earlier generations had, and that generation's handles would
+    // read live nodes again.
+    constexpr int rounds = 20000;
+    auto work = [](int& stale_ok) {
+        tape t;
+        std::vector<var> earlier;
+        for (int r = 0; r < rounds; ++r)
+        {
+            earlier.push_back(t.constant(tensor{real(r)}));
+            t.clear();
+        }
+        stale_ok = 0;
+        for (const var& v : earlier)
+        {
+            try
+            {
+                (void)v.value();
+            }
+            catch (const error&)
+            {
+                ++stale_ok;
+            }
+        }
+    };
+    int a = 0, b = 0;
+    std::thread first(work, std::ref(a));
+    std::thread second(work, std::ref(b));
+    first.join();
+    second.join();
+    BOOST_TEST(a == rounds);
+    BOOST_TEST(b == rounds);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

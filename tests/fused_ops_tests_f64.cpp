@@ -1,5 +1,5 @@
-// Parity of the fused ops (addmm, addcmul, sliced) with the compositions they replace (STYLE.md: a fused op always has a
-// parity test against the composition), in double: values and every input's gradient, for the
+// Parity of the fused ops (addmm, addcmul, sliced) with the compositions they replace (a fused op
+// is allowed for speed only with a parity test against its composition), in double: values and every input's gradient, for the
 // shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
 #include <boost/test/unit_test.hpp>
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <unfold/framework/init.hpp>
+#include <unfold/models/lstm.hpp>
 #include "test_util.hpp"
 
 using namespace unfold;
@@ -62,12 +63,12 @@ double row_gram_error(const tensor& t)
 
 BOOST_AUTO_TEST_SUITE(initialisers)
 
-BOOST_AUTO_TEST_CASE(recurrent_uniform_stays_within_one_over_root_h)
+BOOST_AUTO_TEST_CASE(inverse_sqrt_uniform_stays_within_one_over_root_h)
 {
     const std::size_t h = 64;
     param w("w_hh", zeros({4 * h, h}));
     generator gen(7);
-    init::recurrent_uniform(w, h, gen);
+    init::inverse_sqrt_uniform(w, h, gen);
     const double k = 1 / std::sqrt(double(h)); // 0.125
     BOOST_TEST(xt::amax(w.value())() < real(k));
     BOOST_TEST(xt::amin(w.value())() >= real(-k));
@@ -189,16 +190,16 @@ BOOST_AUTO_TEST_CASE(forget_bias_sets_the_f_block_only)
     // H = 3, gate order (i, f, g, o): elements 3, 4, 5 become 1, the others keep their values.
     const tensor before{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3};
     param b("b_ih", before);
-    init::lstm_forget_bias(b);
+    lstm_forget_bias(b);
     for (std::size_t j = 0; j < 12; ++j)
         BOOST_TEST(b.value()(j) == (j >= 3 && j < 6 ? real(1) : before(j)), "element " << j);
-    init::lstm_forget_bias(b, 0.0);
+    lstm_forget_bias(b, 0.0);
     BOOST_TEST(b.value()(4) == 0.0f);
     BOOST_TEST(b.value()(6) == before(6));
     param odd("odd", zeros({6}));
-    expect_error([&] { init::lstm_forget_bias(odd); }, {"lstm_forget_bias", "'odd'", "(6,)"});
+    expect_error([&] { lstm_forget_bias(odd); }, {"lstm_forget_bias", "'odd'", "(6,)"});
     param matrix("m", zeros({4, 4}));
-    expect_error([&] { init::lstm_forget_bias(matrix); }, {"lstm_forget_bias", "(4, 4)"});
+    expect_error([&] { lstm_forget_bias(matrix); }, {"lstm_forget_bias", "(4, 4)"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

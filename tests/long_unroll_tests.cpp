@@ -55,7 +55,7 @@ void run_with_stack(std::size_t bytes, const std::function<void()>& f)
 std::size_t tape_bytes(const var& x)
 {
     std::size_t n = 0;
-    for (const auto& node : x.core().nodes)
+    for (const auto& node : detail::core_of(x).nodes)
         n += (node.value.size() + node.grad.size()) * sizeof(real) + sizeof(node);
     return n;
 }

@@ -149,7 +149,7 @@ BOOST_AUTO_TEST_CASE(a_shared_weight_gets_the_sum_of_its_per_step_contributions)
     std::vector<var> hs;
     var h = t2.constant(h0_value);
     for (std::size_t s = 0; s < T; ++s)
-        hs.push_back(h = per_step[s](t2, t2.constant(step(x_value, s)), h));
+        hs.push_back(h = unfold::step(per_step[s], t2, t2.constant(step(x_value, s)), h));
     t2.backward(hs, w);
 
     for (std::size_t s = 0; s < T; ++s)

@@ -3,10 +3,13 @@
 // only from ops, so these checks prove that unrolling them on one tape is exact BPTT.
 #include <boost/test/unit_test.hpp>
 
+#include <unfold/models/check_cell.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/gru_reset_before.hpp>
 #include <unfold/models/layer.hpp>
 #include <unfold/models/linear.hpp>
 #include <unfold/models/lstm.hpp>
+#include <unfold/models/peephole_lstm.hpp>
 #include <unfold/models/rnn.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/sigmoid.hpp>
@@ -22,28 +25,17 @@ constexpr std::size_t T = 3, B = 2, I = 3, H = 4;
 
 std::vector<param> all_of(const param_store& store) { return {store.begin(), store.end()}; }
 
-/// Gradient-checks `cell` unrolled over T steps: inputs are x (T, B, I) and every part of s0;
-/// outputs are every step's h and every part of the final state.
+/// check_cell over T steps with batch B, the cell's parameters all of `store`.
 template <class Cell>
 gradcheck_result check_unroll(const Cell& cell, const param_store& store, std::uint64_t seed,
                               real input_range = 1)
 {
-    using S = typename Cell::state;
-    generator g(seed);
-    std::vector<tensor> inputs{g.uniform({T, B, I}, -input_range, input_range)};
-    for (std::size_t k = 0; k < state_traits<S>::size; ++k)
-        inputs.push_back(g.uniform({B, H}, -0.5, 0.5));
-    auto f = [&](tape& t, const std::vector<var>& xs) {
-        typename state_traits<S>::parts_type p;
-        for (std::size_t k = 0; k < p.size(); ++k)
-            p[k] = xs[1 + k];
-        const auto states = unroll(cell, t, xs[0], state_traits<S>::from_parts(p));
-        std::vector<var> ys = outputs(states);
-        for (const var& part : state_traits<S>::parts(states.back()))
-            ys.push_back(part);
-        return ys;
-    };
-    return gradcheck(f, inputs, all_of(store));
+    cell_check_options o;
+    o.steps = T;
+    o.batch = B;
+    o.seed = seed;
+    o.input_range = input_range;
+    return check_cell(cell, all_of(store), I, H, o);
 }
 
 /// Gradient-checks a layer on x (T', B, I) with an initial state (every part an input too) and
@@ -120,18 +112,19 @@ BOOST_AUTO_TEST_CASE(rnn_cell_with_tanh_relu_elu_and_a_user_activation)
 
 BOOST_AUTO_TEST_CASE(gru_cell_in_both_conventions_and_with_hard_sigmoid_gates)
 {
-    for (gru_reset reset : {gru_reset::after_matmul, gru_reset::before_matmul})
+    for (bool reset_after : {true, false})
         for (bool hard : {false, true})
         {
             param_store store;
             generator g(2);
             gru_options o;
-            o.reset = reset;
             if (hard)
                 o.gate = activations::hard_sigmoid();
             const gru_cell cell = gru_cell::create(store, I, H, g, o);
-            const gradcheck_result r = check_unroll(cell, store, 12);
-            BOOST_TEST(r.passed, (reset == gru_reset::after_matmul ? "after" : "before")
+            const gradcheck_result r =
+                reset_after ? check_unroll(cell, store, 12)
+                            : check_unroll(gru_reset_before_cell{cell, cell.sigma, cell.phi}, store, 12);
+            BOOST_TEST(r.passed, (reset_after ? "after" : "before")
                                      << (hard ? ", hard sigmoid" : "") << ":\n"
                                      << r.report);
             BOOST_TEST(r.checked == T * B * I + B * H + 3 * H * (I + H + 2));
@@ -146,17 +139,20 @@ BOOST_AUTO_TEST_CASE(lstm_cell_with_and_without_peepholes_hard_sigmoid_and_relu_
             param_store store;
             generator g(3);
             lstm_options o;
-            o.peepholes = peepholes;
             o.forget_bias = 1;
             if (hard)
             {
                 o.gate = activations::hard_sigmoid();
                 o.state = activations::elu();
             }
-            const lstm_cell cell = lstm_cell::create(store, I, H, g, o);
-            BOOST_TEST(cell.bias_ih.value()(H) == 1.0);
-            BOOST_TEST(cell.bias_hh.value()(H) == 0.0);
-            const gradcheck_result r = check_unroll(cell, store, 13);
+            auto check = [&](const auto& cell) {
+                BOOST_TEST(cell.bias_ih.value()(H) == 1.0);
+                BOOST_TEST(cell.bias_hh.value()(H) == 0.0);
+                return check_unroll(cell, store, 13);
+            };
+            const gradcheck_result r = peepholes
+                                           ? check(peephole_lstm_cell::create(store, I, H, g, o))
+                                           : check(lstm_cell::create(store, I, H, g, o));
             BOOST_TEST(r.passed, (peepholes ? "peepholes" : "plain")
                                      << (hard ? ", hard sigmoid / elu" : "") << ":\n"
                                      << r.report);
@@ -175,8 +171,8 @@ BOOST_AUTO_TEST_CASE(the_state_grad_flows_through_a_masked_unroll)
                                g.uniform({B, H}, -0.5, 0.5)};
     const gradcheck_result r = gradcheck(
         [&](tape& t, const std::vector<var>& xs) {
-            const auto states = unroll_masked(cell, t, xs[0], lstm_state{xs[1], xs[2]}, lengths,
-                                              direction::reverse);
+            const auto states =
+                unroll(cell, t, xs[0], lstm_state{xs[1], xs[2]}, {direction::reverse, lengths});
             std::vector<var> ys = masked_outputs(t, states, lengths);
             ys.push_back(states.front().h);
             ys.push_back(states.front().c);

@@ -9,6 +9,9 @@
 /// check_parity builds the matching Unfold layer, sets every parameter by its PyTorch name, runs
 /// it, seeds backward with the same weightings and compares everything elementwise:
 /// |unfold − torch| ≤ abs + rel·|torch|, with (1e-5, 1e-4) in float and (1e-10, 0) in double.
+///
+/// The cases are listed once, in UNFOLD_PARITY_TEST_CASES below; each program expands it in its own
+/// suite, so a new fixture is one line there.
 
 #include <algorithm>
 #include <cmath>
@@ -196,3 +199,24 @@ inline void check_parity(const std::string& config)
 }
 
 } // namespace unfold::testing
+
+/// One Boost.Test case per parity fixture, for both programs: test name, then the fixture's
+/// <config> (tests/fixtures/recurrent_<config>.txt). Expand it inside a test suite.
+#define UNFOLD_PARITY_TEST_CASES()                                                                 \
+    UNFOLD_PARITY_TEST_CASE(rnn_tanh, "rnn_tanh")                                                  \
+    UNFOLD_PARITY_TEST_CASE(rnn_relu, "rnn_relu")                                                  \
+    UNFOLD_PARITY_TEST_CASE(gru, "gru")                                                            \
+    UNFOLD_PARITY_TEST_CASE(lstm, "lstm")                                                          \
+    UNFOLD_PARITY_TEST_CASE(lstm_2layer, "lstm_2layer")                                            \
+    UNFOLD_PARITY_TEST_CASE(gru_2layer, "gru_2layer")                                              \
+    UNFOLD_PARITY_TEST_CASE(lstm_bidirectional, "lstm_bidir")                                      \
+    UNFOLD_PARITY_TEST_CASE(gru_bidirectional, "gru_bidir")                                        \
+    UNFOLD_PARITY_TEST_CASE(lstm_masked, "lstm_masked")                                            \
+    UNFOLD_PARITY_TEST_CASE(gru_masked, "gru_masked")                                              \
+    UNFOLD_PARITY_TEST_CASE(lstm_bidirectional_masked, "lstm_bidir_masked")                        \
+    UNFOLD_PARITY_TEST_CASE(gru_bidirectional_masked, "gru_bidir_masked")                          \
+    UNFOLD_PARITY_TEST_CASE(lstm_2layer_bidirectional_masked, "lstm_2layer_bidir_masked")
+
+/// The test case `name`: check_parity of tests/fixtures/recurrent_<config>.txt.
+#define UNFOLD_PARITY_TEST_CASE(name, config)                                                      \
+    BOOST_AUTO_TEST_CASE(name) { unfold::testing::check_parity(config); }

@@ -21,6 +21,7 @@
 #include "apps/cli.hpp"
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
+#include "apps/text.hpp"
 #include "apps/train.hpp"
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/feeding.hpp>
@@ -99,7 +100,7 @@ public:
     std::vector<std::size_t> choose(const feed_request& r) override
     {
         const tensor noise = m_g.uniform(r.logits.shape(), -10, 10);
-        return m_inner->choose({r.step, r.observed, noise, r.open});
+        return m_inner->choose({r.step, r.observed, noise, r.choosable});
     }
     std::string name() const override { return "other_predictions"; }
 

@@ -9,7 +9,7 @@
 #include <boost/test/unit_test.hpp>
 #include <unistd.h>
 
-#include "apps/tasks.hpp"
+#include "apps/text.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>

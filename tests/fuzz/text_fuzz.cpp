@@ -1,11 +1,11 @@
-// libFuzzer target: the reader of `unfold train --text FILE` (apps/tasks.hpp, text_corpus) on
+// libFuzzer target: the reader of `unfold train --text FILE` (apps/text.hpp, text_corpus) on
 // arbitrary bytes. Every input must either give a consistent corpus or throw unfold::error (not
 // UTF-8, too short); anything else is a finding.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
-#include "apps/tasks.hpp"
+#include "apps/text.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {

@@ -5,10 +5,10 @@ namespace unfold
 {
 
 /// y = scale · x + shift, for scalars scale and shift. Behind the scalar operators below;
-/// `s / x` (a reciprocal, not affine) lives in ops/pow.hpp.
-struct affine_op
+/// `s / x` (a reciprocal) lives in ops/pow.hpp.
+struct scale_shift_op
 {
-    static constexpr const char* name = "affine"; ///< in error and anomaly messages
+    static constexpr const char* name = "scale_shift"; ///< in error and anomaly messages
     real scale = 1;                               ///< multiplies x
     real shift = 0;                               ///< added after scaling
 
@@ -35,34 +35,34 @@ struct affine_op
     {
         return gradcheck_spec("2.5 x − 1")
             .input({3, 4})
-            .build([](const std::vector<var>& x) { return apply(affine_op{2.5, -1}, x[0]); })
+            .build([](const std::vector<var>& x) { return apply(scale_shift_op{2.5, -1}, x[0]); })
             .next("3 − 0.5 x, sequence")
             .input({2, 3, 4})
-            .build([](const std::vector<var>& x) { return apply(affine_op{-0.5, 3}, x[0]); });
+            .build([](const std::vector<var>& x) { return apply(scale_shift_op{-0.5, 3}, x[0]); });
     }
 };
 
 /// scale · x + shift for scalars scale and shift, one node.
-[[nodiscard]] inline var affine(const var& x, real scale, real shift)
+[[nodiscard]] inline var scale_shift(const var& x, real scale, real shift)
 {
-    return apply(affine_op{scale, shift}, x);
+    return apply(scale_shift_op{scale, shift}, x);
 }
 
 // Scalar operators. They take `real`, so int and double literals convert (1 - f, 0.5 * x) in
 // both the float and the double build without ambiguity.
 /// x + s
-[[nodiscard]] inline var operator+(const var& x, real s) { return affine(x, 1, s); }
+[[nodiscard]] inline var operator+(const var& x, real s) { return scale_shift(x, 1, s); }
 /// s + x
-[[nodiscard]] inline var operator+(real s, const var& x) { return affine(x, 1, s); }
+[[nodiscard]] inline var operator+(real s, const var& x) { return scale_shift(x, 1, s); }
 /// x − s
-[[nodiscard]] inline var operator-(const var& x, real s) { return affine(x, 1, -s); }
+[[nodiscard]] inline var operator-(const var& x, real s) { return scale_shift(x, 1, -s); }
 /// s − x
-[[nodiscard]] inline var operator-(real s, const var& x) { return affine(x, -1, s); }
+[[nodiscard]] inline var operator-(real s, const var& x) { return scale_shift(x, -1, s); }
 /// x · s
-[[nodiscard]] inline var operator*(const var& x, real s) { return affine(x, s, 0); }
+[[nodiscard]] inline var operator*(const var& x, real s) { return scale_shift(x, s, 0); }
 /// s · x
-[[nodiscard]] inline var operator*(real s, const var& x) { return affine(x, s, 0); }
+[[nodiscard]] inline var operator*(real s, const var& x) { return scale_shift(x, s, 0); }
 /// x · (1/s): may differ from an exact division in the last bit.
-[[nodiscard]] inline var operator/(const var& x, real s) { return affine(x, 1 / s, 0); }
+[[nodiscard]] inline var operator/(const var& x, real s) { return scale_shift(x, 1 / s, 0); }
 
 } // namespace unfold

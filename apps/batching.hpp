@@ -1,0 +1,72 @@
+#pragma once
+/// Examples (a prompt and its answer) and the padded token batches the decoder trains on.
+///
+/// Note [Examples as batches]
+/// An example (prompt p, answer a) becomes the tokens  <s> p₁ … p_m a₁ … a_n </s>. The decoder is
+/// fed every token but the last and predicts every token but the first; the predictions of prompt
+/// tokens carry no loss (their targets are token_batch::ignore_index), so the model is trained,
+/// and measured, on writing the answer. Sequences of a batch are padded at the end with <pad>
+/// inputs and ignored targets. Under free running the decoder feeds its own output exactly where
+/// it made a counted prediction: after the prompt (models/decoder.hpp).
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <unfold/framework/error.hpp>
+#include <unfold/models/decoder.hpp>
+
+#include "apps/vocabulary.hpp"
+
+namespace unfold::app
+{
+
+/// One example: the model reads "<s>" + prompt and must write answer + "</s>".
+struct example
+{
+    std::string prompt;
+    std::string answer;
+    bool operator<(const example& o) const
+    {
+        return prompt != o.prompt ? prompt < o.prompt : answer < o.answer;
+    }
+};
+
+/// A padded batch of examples (Note [Examples as batches]).
+inline token_batch make_batch(const vocabulary& v, const std::vector<example>& examples)
+{
+    UNFOLD_CHECK(!examples.empty(), "make_batch: no examples");
+    std::vector<std::vector<std::size_t>> tokens;
+    std::vector<std::size_t> prompt_len;
+    std::size_t longest = 0;
+    for (const auto& e : examples)
+    {
+        std::vector<std::size_t> seq{vocabulary::bos};
+        const auto p = v.encode(e.prompt);
+        const auto a = v.encode(e.answer);
+        seq.insert(seq.end(), p.begin(), p.end());
+        seq.insert(seq.end(), a.begin(), a.end());
+        seq.push_back(vocabulary::eos);
+        prompt_len.push_back(p.size());
+        longest = std::max(longest, seq.size());
+        tokens.push_back(std::move(seq));
+    }
+    token_batch b;
+    b.steps = longest - 1;
+    b.batch = examples.size();
+    b.inputs.assign(b.steps * b.batch, vocabulary::pad);
+    b.targets.assign(b.steps * b.batch, token_batch::ignore_index);
+    for (std::size_t s = 0; s < b.batch; ++s)
+        for (std::size_t k = 0; k + 1 < tokens[s].size(); ++k)
+        {
+            b.inputs[k * b.batch + s] = tokens[s][k];
+            if (k >= prompt_len[s]) // the target tokens[s][k + 1] is past the prompt
+                b.targets[k * b.batch + s] = std::int64_t(tokens[s][k + 1]);
+        }
+    return b;
+}
+
+} // namespace unfold::app

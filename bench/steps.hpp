@@ -1,0 +1,67 @@
+#pragma once
+/// One training step of each benchmarked implementation as a callable: forward over the whole
+/// sequence and backward of the sum of every output. Unfold's layers always; libtorch's layers,
+/// its LSTMCell loop and the conversion of Unfold's input when built with libtorch.
+
+#include <cstdint>
+#include <functional>
+#include <tuple>
+#include <vector>
+
+#include <unfold/framework/tape.hpp>
+#include <unfold/framework/tensor.hpp>
+#include <unfold/models/layer.hpp>
+#include <unfold/ops/sum.hpp>
+
+#ifdef UNFOLD_BENCH_TORCH
+#include <torch/torch.h>
+#endif
+
+namespace unfold::bench
+{
+
+template <class Layer>
+std::function<void()> unfold_step(const Layer& l, const tensor& x)
+{
+    return [&l, &x] {
+        tape t;
+        const var xs = t.constant(x);
+        const layer_result r = l(t, xs);
+        t.backward(sum(r.output));
+    };
+}
+
+#ifdef UNFOLD_BENCH_TORCH
+template <class Module>
+std::function<void()> torch_layer_step(Module& m, const torch::Tensor& x)
+{
+    return [&m, &x] {
+        auto out = std::get<0>(m->forward(x));
+        out.sum().backward();
+    };
+}
+
+inline std::function<void()> torch_cell_step(torch::nn::LSTMCell& cell, const torch::Tensor& x,
+                                             std::size_t B, std::size_t H)
+{
+    return [&cell, &x, B, H] {
+        auto h = torch::zeros({long(B), long(H)});
+        auto c = torch::zeros({long(B), long(H)});
+        std::vector<torch::Tensor> hs;
+        for (long t = 0; t < x.size(0); ++t)
+        {
+            std::tie(h, c) = cell->forward(x[t], std::make_tuple(h, c));
+            hs.push_back(h);
+        }
+        torch::stack(hs).sum().backward();
+    };
+}
+
+inline torch::Tensor to_torch(const tensor& x)
+{
+    std::vector<int64_t> shape(x.shape().begin(), x.shape().end());
+    return torch::from_blob(const_cast<real*>(x.data()), shape, torch::kFloat).clone();
+}
+#endif
+
+} // namespace unfold::bench
