@@ -75,7 +75,7 @@ inline std::vector<std::string> run_child(const std::string& program,
 
 struct config_result
 {
-    std::map<std::string, double> time;              // name -> seconds
+    std::map<std::string, double> time;                    // name -> seconds
     std::map<std::size_t, std::pair<double, double>> gemm; // gates -> flops, seconds
     double mem_unfold = 0, mem_unfold_base = 0, mem_torch = 0, mem_torch_base = 0;
 };
@@ -130,7 +130,7 @@ inline config_result run_config(const config& c, int reps, bool have_torch)
 struct threads_result
 {
     std::map<std::string, double> time; // name -> seconds
-    double others = 0;                   // share of a core other processes used meanwhile
+    double others = 0;                  // share of a core other processes used meanwhile
 };
 
 inline threads_result run_threads(const config& c, int reps, bool have_torch)

@@ -198,6 +198,30 @@ inline void child_memory(const config& c, const std::string& impl)
     std::printf("MEM %.1f %.1f\n", base, status_mb("VmHWM:"));
 }
 
+/// The chain child_ops times, for either library: `ops` elementwise ops on y, tanh, ·k, +k and
+/// σ in turn.
+template <class T, class Tanh, class Sigmoid>
+T op_chain(T y, const T& k, int ops, Tanh tanh_of, Sigmoid sigmoid_of)
+{
+    for (int i = 0; i < ops; ++i)
+        switch (i % 4)
+        {
+            case 0:
+                y = tanh_of(y);
+                break;
+            case 1:
+                y = y * k;
+                break;
+            case 2:
+                y = y + k;
+                break;
+            default:
+                y = sigmoid_of(y);
+                break;
+        }
+    return y;
+}
+
 /// The per-op cost of the tape: a chain of 1,000 elementwise ops on 16-element tensors (tanh,
 /// mul, add, sigmoid in turn), forward + backward. Prints "OPS name seconds_per_op".
 inline void child_ops(int reps)
@@ -209,30 +233,18 @@ inline void child_ops(int reps)
         tape t;
         const var x = t.variable(full({n}, real(0.5)));
         const var k = t.constant(full({n}, real(0.9)));
-        var y = x;
-        for (int i = 0; i < chain; ++i)
-            switch (i % 4)
-            {
-            case 0: y = unfold::tanh(y); break;
-            case 1: y = y * k; break;
-            case 2: y = y + k; break;
-            default: y = sigmoid(y); break;
-            }
+        const var y = op_chain(
+            x, k, chain, [](const var& v) { return unfold::tanh(v); },
+            [](const var& v) { return sigmoid(v); });
         t.backward(sum(y));
     });
 #ifdef UNFOLD_BENCH_TORCH
     steps.emplace_back("torch", [n] {
         auto x = torch::full({long(n)}, 0.5, torch::requires_grad());
         auto k = torch::full({long(n)}, 0.9);
-        torch::Tensor y = x;
-        for (int i = 0; i < chain; ++i)
-            switch (i % 4)
-            {
-            case 0: y = torch::tanh(y); break;
-            case 1: y = y * k; break;
-            case 2: y = y + k; break;
-            default: y = torch::sigmoid(y); break;
-            }
+        const torch::Tensor y = op_chain<torch::Tensor>(
+            x, k, chain, [](const torch::Tensor& v) { return torch::tanh(v); },
+            [](const torch::Tensor& v) { return torch::sigmoid(v); });
         y.sum().backward();
     });
 #endif

@@ -118,8 +118,10 @@ int main(int argc, char** argv)
         }
         else
         {
-            std::fprintf(stderr, "usage: %s [--quick] [--configs tiny,small,medium,large] "
-                                 "[--reps N] [--no-threads|--threads-only]\n", argv[0]);
+            std::fprintf(stderr,
+                         "usage: %s [--quick] [--configs tiny,small,medium,large] "
+                         "[--reps N] [--no-threads|--threads-only]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -169,8 +171,7 @@ int main(int argc, char** argv)
             double s;
             in >> tag >> name >> s;
             if (tag == "OPS")
-                std::printf("| %s | %.3f |\n", name == "unfold" ? "Unfold" : "libtorch",
-                            s * 1e6);
+                std::printf("| %s | %.3f |\n", name == "unfold" ? "Unfold" : "libtorch", s * 1e6);
         }
     }
 
@@ -183,8 +184,8 @@ int main(int argc, char** argv)
         {
             const config& c = config_named(name);
             const int n = reps > 0 ? reps : (quick ? c.quick_reps : c.reps);
-            std::fprintf(stderr, "running %s on 1 and 2 threads (%d repetitions)…\n",
-                         name.c_str(), n);
+            std::fprintf(stderr, "running %s on 1 and 2 threads (%d repetitions)…\n", name.c_str(),
+                         n);
             results.emplace_back(c, run_threads(c, n, have_torch));
         }
         print_threads(results, have_torch);

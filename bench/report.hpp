@@ -32,18 +32,18 @@ inline void print_report(const std::vector<std::pair<config, config_result>>& re
         const char *label, *unfold, *torch;
         std::size_t gates;
     };
-    const row rows[] = {{"RNN", "unfold.rnn", "torch.rnn", 1},
-                        {"GRU", "unfold.gru", "torch.gru", 3},
-                        {"LSTM", "unfold.lstm", "torch.lstm", 4},
-                        {"LSTM, user cell / LSTMCell loop", "unfold.user_lstm", "torch.lstm_cell",
-                         4}};
+    const row rows[] = {
+        {"RNN", "unfold.rnn", "torch.rnn", 1},
+        {"GRU", "unfold.gru", "torch.gru", 3},
+        {"LSTM", "unfold.lstm", "torch.lstm", 4},
+        {"LSTM, user cell / LSTMCell loop", "unfold.user_lstm", "torch.lstm_cell", 4}};
     for (const auto& [c, r] : results)
         for (const row& w : rows)
         {
             const double u = r.time.count(w.unfold) ? r.time.at(w.unfold) : 0;
             const double t = have_torch && r.time.count(w.torch) ? r.time.at(w.torch) : 0;
-            const auto [flops, bound] = r.gemm.count(w.gates) ? r.gemm.at(w.gates)
-                                                              : std::pair<double, double>{0, 0};
+            const auto [flops, bound] =
+                r.gemm.count(w.gates) ? r.gemm.at(w.gates) : std::pair<double, double>{0, 0};
             char torch_ms[32] = "–", ratio[32] = "–", ceiling[32] = "–", torch_frac[32] = "–";
             if (t > 0)
             {
@@ -66,10 +66,9 @@ inline void print_report(const std::vector<std::pair<config, config_result>>& re
     {
         char torch_mb[64] = "–";
         if (have_torch)
-            std::snprintf(torch_mb, sizeof torch_mb, "%.0f (%.0f)", r.mem_torch,
-                          r.mem_torch_base);
-        std::printf("| %s | %.0f (%.0f) | %s |\n", c.name.c_str(), r.mem_unfold,
-                    r.mem_unfold_base, torch_mb);
+            std::snprintf(torch_mb, sizeof torch_mb, "%.0f (%.0f)", r.mem_torch, r.mem_torch_base);
+        std::printf("| %s | %.0f (%.0f) | %s |\n", c.name.c_str(), r.mem_unfold, r.mem_unfold_base,
+                    torch_mb);
     }
 }
 

@@ -43,7 +43,7 @@ struct user_lstm_cell
     {
         const auto H = static_cast<std::ptrdiff_t>(u.shape()[1]);
         const var a = addmm_transposed(x, s.h, t[u]); // x + h uᵀ
-        const var i = sliced(sigmoid_op{}, a, 0, H); // σ(a[:, 0:H]) as one node
+        const var i = sliced(sigmoid_op{}, a, 0, H);  // σ(a[:, 0:H]) as one node
         const var f = sliced(sigmoid_op{}, a, H, 2 * H);
         const var g = sliced(tanh_op{}, a, 2 * H, 3 * H);
         const var o = sliced(sigmoid_op{}, a, 3 * H, 4 * H);

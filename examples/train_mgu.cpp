@@ -17,16 +17,20 @@ struct mgu_cell
     state operator()(tape& t, const var& x, const state& h) const
     {
         const var f = sigmoid(matmul_transposed(x, t[w_f]) + matmul_transposed(h, t[u_f]) + t[b_f]);
-        const var n = softsign(matmul_transposed(x, t[w_n]) + matmul_transposed(f * h, t[u_n]) + t[b_n]);
+        const var n =
+            softsign(matmul_transposed(x, t[w_n]) + matmul_transposed(f * h, t[u_n]) + t[b_n]);
         return (1 - f) * h + f * n;
     }
 
     static mgu_cell create(param_store& s, std::size_t in, std::size_t hidden, generator& g)
     {
         const real k = real(1) / std::sqrt(real(hidden));
-        return {add_uniform(s, "w_f", {hidden, in}, k, g),     add_uniform(s, "u_f", {hidden, hidden}, k, g),
-                add_uniform(s, "b_f", {hidden}, k, g),         add_uniform(s, "w_n", {hidden, in}, k, g),
-                add_uniform(s, "u_n", {hidden, hidden}, k, g), add_uniform(s, "b_n", {hidden}, k, g)};
+        return {add_uniform(s, "w_f", {hidden, in}, k, g),
+                add_uniform(s, "u_f", {hidden, hidden}, k, g),
+                add_uniform(s, "b_f", {hidden}, k, g),
+                add_uniform(s, "w_n", {hidden, in}, k, g),
+                add_uniform(s, "u_n", {hidden, hidden}, k, g),
+                add_uniform(s, "b_n", {hidden}, k, g)};
     }
 };
 } // namespace example
@@ -48,7 +52,8 @@ int main()
     {
         const tensor x = g.uniform({steps, batch, 1}, -1, 1);
         tape t;
-        const std::vector<var> hs = unroll(cell, t, t.constant(x), t.constant(zeros({batch, hidden})));
+        const std::vector<var> hs =
+            unroll(cell, t, t.constant(x), t.constant(zeros({batch, hidden})));
         var loss = t.constant(zeros({}));
         for (std::size_t k = delay; k < steps; ++k)
             loss = loss + mse(head(t, hs[k]), t.constant(xt::view(x, k - delay)));

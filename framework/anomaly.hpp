@@ -95,8 +95,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
 {
     const auto [kind, at] = first_non_finite(y);
     fail(fmt::format("{} in forward of {}{}: the output {} is not finite (first at {}); inputs: {}",
-                     kind, op, at_site(where), shape_str(y.shape()), at,
-                     operands_str(inputs)));
+                     kind, op, at_site(where), shape_str(y.shape()), at, operands_str(inputs)));
 }
 
 [[noreturn]] inline void backward_anomaly(const char* op, const site& where, std::size_t k,
@@ -105,8 +104,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
     const auto [kind, at] = first_non_finite(gx);
     fail(fmt::format("{} in backward of {}{}: the gradient of input {} {} is not finite (first at "
                      "{}); inputs: {}",
-                     kind, op, at_site(where), k, shape_str(gx.shape()), at,
-                     operands_str(inputs)));
+                     kind, op, at_site(where), k, shape_str(gx.shape()), at, operands_str(inputs)));
 }
 } // namespace detail
 

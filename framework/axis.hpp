@@ -18,8 +18,8 @@ namespace unfold
 inline std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const shape_type& shape)
 {
     const auto rank = static_cast<std::ptrdiff_t>(shape.size());
-    UNFOLD_CHECK(axis >= -rank && axis < rank, "{}: axis {} is out of range for shape {}", op,
-                 axis, shape_str(shape));
+    UNFOLD_CHECK(axis >= -rank && axis < rank, "{}: axis {} is out of range for shape {}", op, axis,
+                 shape_str(shape));
     return static_cast<std::size_t>(axis < 0 ? axis + rank : axis);
 }
 

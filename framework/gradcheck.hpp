@@ -25,9 +25,9 @@ namespace unfold
 /// |numeric − analytic| ≤ atol + rtol · |numeric|.
 struct gradcheck_options
 {
-    real eps = real(1e-6);  ///< the central-difference step, in input units
-    real atol = real(1e-5); ///< the absolute tolerance
-    real rtol = real(1e-3); ///< the tolerance relative to |numeric|
+    real eps = real(1e-6);        ///< the central-difference step, in input units
+    real atol = real(1e-5);       ///< the absolute tolerance
+    real rtol = real(1e-3);       ///< the tolerance relative to |numeric|
     std::uint64_t seed = 1234;    ///< seeds the output weighting (and check_op's inputs)
     std::size_t max_reported = 6; ///< about how many mismatch lines the report keeps (≥ 1)
 };
@@ -60,12 +60,16 @@ namespace detail
 /// Always true in a double build; false (and a compile error) in a float one, but only where a
 /// check is instantiated, so the checker's header stays includable everywhere.
 template <class T>
-constexpr bool checks_in_double = std::is_same_v<real, double> && sizeof(T) > 0;
+struct always_true : std::true_type
+{};
+template <class T>
+constexpr bool checks_in_double = std::is_same_v<real, double> && always_true<T>::value;
 #define UNFOLD_GRADCHECK_IN_DOUBLE(T)                                                              \
-    static_assert(::unfold::detail::checks_in_double<T>,                                           \
-                  "Unfold's gradient checks run in double precision only: compile this check "     \
-                  "with UNFOLD_DOUBLE defined (link Unfold::unfold_f64). In float, rounding hides " \
-                  "a backward that is a few percent wrong.")
+    static_assert(                                                                                 \
+        ::unfold::detail::checks_in_double<T>,                                                     \
+        "Unfold's gradient checks run in double precision only: compile this check "               \
+        "with UNFOLD_DOUBLE defined (link Unfold::unfold_f64). In float, rounding hides "          \
+        "a backward that is a few percent wrong.")
 } // namespace detail
 
 /// Checks d(Σ_k <w_k, f_k>)/d(inputs and params) against central differences. Every element of
@@ -77,7 +81,8 @@ gradcheck_result gradcheck(const F& build, const std::vector<tensor>& inputs,
 {
     UNFOLD_GRADCHECK_IN_DOUBLE(F);
     auto f = [&build](tape& t, const std::vector<var>& xs) {
-        if constexpr (std::is_convertible_v<std::invoke_result_t<const F&, tape&, const std::vector<var>&>, var>)
+        if constexpr (std::is_convertible_v<
+                          std::invoke_result_t<const F&, tape&, const std::vector<var>&>, var>)
             return std::vector<var>{build(t, xs)};
         else
             return std::vector<var>(build(t, xs));

@@ -77,15 +77,14 @@ inline void check_backward(const tape_core& core, std::size_t self, const char* 
     {
         const node& x = core.nodes[inputs[k]];
         if (x.requires_grad && !all_finite(x.grad))
-            backward_anomaly(op, core.nodes[self].where, k, x.grad,
-                             operands(core, inputs, count));
+            backward_anomaly(op, core.nodes[self].where, k, x.grad, operands(core, inputs, count));
     }
 }
 
 /// With a recorder set, an op's backward adds a bound parameter's gradient into a scratch slot;
 /// this adds that contribution to the parameter leaf's gradient and reports it with the op's site.
 inline void report_contribution(tape_core& core, const site& where, std::size_t input,
-                      const std::optional<tensor>& scratch)
+                                const std::optional<tensor>& scratch)
 {
     node& x = core.nodes[input];
     if (!(x.requires_grad && x.bound.defined()))
@@ -213,8 +212,8 @@ template <class Op, class... V>
                   "apply(op, inputs...) takes one or more vars");
     const var& first = std::get<0>(std::tie(inputs...));
     detail::tape_core& core = detail::core_of(first);
-    UNFOLD_CHECK(((&detail::core_of(inputs) == &core) && ...), "{}: inputs are recorded on different tapes",
-                 Op::name);
+    UNFOLD_CHECK(((&detail::core_of(inputs) == &core) && ...),
+                 "{}: inputs are recorded on different tapes", Op::name);
     const site where = current_site();
     tensor value = detail::forward_at(where, [&] { return op.forward(inputs.value()...); });
     if (anomaly_mode() && !detail::all_finite(value))
@@ -243,7 +242,8 @@ template <class Op>
     bool requires_grad = false;
     for (const var& x : inputs)
     {
-        UNFOLD_CHECK(&detail::core_of(x) == &core, "{}: inputs are recorded on different tapes", Op::name);
+        UNFOLD_CHECK(&detail::core_of(x) == &core, "{}: inputs are recorded on different tapes",
+                     Op::name);
         values.push_back(&x.value());
         indices.push_back(x.index());
         requires_grad = requires_grad || x.requires_grad();

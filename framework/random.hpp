@@ -25,8 +25,7 @@ public:
     /// A stream starting from `seed`.
     explicit generator(std::uint64_t seed)
         : m_engine(seed)
-    {
-    }
+    {}
 
     /// Restarts the stream from `seed`.
     void seed(std::uint64_t seed)

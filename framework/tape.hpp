@@ -86,7 +86,7 @@ struct tape_core
     node_list nodes;
     std::uint64_t generation = next_generation();
     bool alive = true;
-    std::unordered_map<const void*, std::size_t> bound;   // one leaf per parameter
+    std::unordered_map<const void*, std::size_t> bound;                // one leaf per parameter
     std::unordered_map<std::size_t, std::vector<gradient_hook>> hooks; // by node index
     contribution_recorder* recorder = nullptr;
     /// Released gradient buffers by element count (Note [Released gradients]).
@@ -210,6 +210,7 @@ public:
 
     /// The node's position on its tape.
     std::size_t index() const { return checked_index(); }
+
 private:
     friend class tape;
     friend detail::tape_core& detail::core_of(const var& x);
@@ -323,7 +324,8 @@ public:
         for (std::size_t k = 0; k < outputs.size(); ++k)
         {
             const var& y = outputs[k];
-            UNFOLD_CHECK(&detail::core_of(y) == m_core.get(), "backward: output {} is not on this tape", k);
+            UNFOLD_CHECK(&detail::core_of(y) == m_core.get(),
+                         "backward: output {} is not on this tape", k);
             UNFOLD_CHECK(seeds[k].shape() == y.shape(),
                          "backward: the seed has shape {} but the output has shape {}",
                          shape_str(seeds[k].shape()), shape_str(y.shape()));
@@ -362,7 +364,7 @@ public:
     void clear()
     {
         detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
-        for (detail::node& n : m_core->nodes) // keep the buffers (Note [Released gradients])
+        for (detail::node& n : m_core->nodes)       // keep the buffers (Note [Released gradients])
             if (n.has_grad)
                 m_core->recycle(n.grad);
         m_core->nodes.clear();
@@ -377,9 +379,8 @@ public:
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
     /// `r` (the gradient probe, models/probe.hpp); null to stop.
     void set_recorder(contribution_recorder* r) { m_core->recorder = r; }
-    /// True while a recorder is set: code that fuses ops across sites (unroll's whole-sequence
-    /// input projection) records them one site at a time instead, so that every contribution is
-    /// reported with its own site.
+    /// True while a recorder is set: code that would fuse ops recorded for several sites into
+    /// one should then record them one site at a time, so each contribution keeps its own site.
     bool records_contributions() const { return m_core->recorder != nullptr; }
 
 private:
@@ -402,9 +403,6 @@ inline tape_core& core_of(const var& x)
 } // namespace detail
 
 /// A constant copy of `x` on the same tape: gradients stop here.
-inline var detach(const var& x)
-{
-    return x.append(tensor(x.value()), false, nullptr, site());
-}
+inline var detach(const var& x) { return x.append(tensor(x.value()), false, nullptr, site()); }
 
 } // namespace unfold

@@ -9,9 +9,9 @@
 #include <type_traits>
 #include <vector>
 
+#include <unfold/framework/allocator.hpp>
 #include <unfold/framework/backend.hpp>
 #include <unfold/framework/error.hpp>
-#include <unfold/framework/allocator.hpp>
 
 namespace unfold
 {
@@ -23,7 +23,6 @@ using real = double;
 #else
 using real = float;
 #endif
-
 
 /// An owning, row-major, dynamic-rank tensor. Sequences are (time, batch, features). Buffers of
 /// 4 KiB and more are 64-byte aligned (Note [Aligned buffers]).

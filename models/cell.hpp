@@ -30,8 +30,8 @@
 ///     var project(tape& t, const var& x) const;      // x (..., I) -> (..., G), any leading axes
 ///     state operator()(tape& t, const projected& p, const state& s) const;  // p.value() (B, G)
 ///
-/// in place of operator()(t, x, s): one step is operator()(t, projected{project(t, x)}, s), which is
-/// what step(cell, t, x, s) does. `unroll` (and so every layer, masked or not) projects all T
+/// in place of operator()(t, x, s): one step is operator()(t, projected{project(t, x)}, s), which
+/// is what step(cell, t, x, s) does. `unroll` (and so every layer, masked or not) projects all T
 /// steps with one call — one GEMM of (T·B, I) by
 /// (I, G) instead of T small ones, and one GEMM for its weight gradient in backward — and runs
 /// the recurrence on the projected steps, handing step k over as block k of the projected
@@ -47,16 +47,16 @@
 #include <type_traits>
 #include <utility>
 
+#include <unfold/framework/init.hpp>
 #include <unfold/framework/param.hpp>
 #include <unfold/framework/random.hpp>
 #include <unfold/framework/tape.hpp>
 #include <unfold/models/site.hpp>
-#include <unfold/framework/init.hpp>
 #include <unfold/ops/addmm.hpp>
-#include <unfold/ops/select.hpp>
 #include <unfold/ops/elu.hpp>
 #include <unfold/ops/hard_sigmoid.hpp>
 #include <unfold/ops/relu.hpp>
+#include <unfold/ops/select.hpp>
 #include <unfold/ops/sigmoid.hpp>
 #include <unfold/ops/slice.hpp>
 #include <unfold/ops/sliced.hpp>

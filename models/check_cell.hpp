@@ -37,8 +37,8 @@ gradcheck_result check_cell(const Cell& cell, const std::vector<param>& params,
     UNFOLD_GRADCHECK_IN_DOUBLE(Cell);
     using S = typename Cell::state;
     generator g(o.seed);
-    std::vector<tensor> inputs{g.uniform({o.steps, o.batch, input_size}, -o.input_range,
-                                         o.input_range)};
+    std::vector<tensor> inputs{
+        g.uniform({o.steps, o.batch, input_size}, -o.input_range, o.input_range)};
     for (std::size_t k = 0; k < state_traits<S>::size; ++k)
         inputs.push_back(g.uniform({o.batch, hidden_size}, -o.state_range, o.state_range));
     auto f = [&](tape& t, const std::vector<var>& xs) {

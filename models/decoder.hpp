@@ -138,8 +138,8 @@ public:
                 UNFOLD_CHECK(p.shape() == shape_type({tokens.size(), hidden_size()}),
                              "decoder: {} tokens (batch {}) but the state of layer {} has shape "
                              "{}, not ({}, {}): the batch sizes differ",
-                             tokens.size(), tokens.size(), l, shape_str(p.shape()),
-                             tokens.size(), hidden_size());
+                             tokens.size(), tokens.size(), l, shape_str(p.shape()), tokens.size(),
+                             hidden_size());
         var x = m_embed(t, tokens);
         for (std::size_t l = 0; l < s.size(); ++l)
         {

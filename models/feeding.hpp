@@ -39,7 +39,7 @@ struct feed_request
 {
     std::size_t step;                         ///< t
     const std::vector<std::size_t>& observed; ///< y(t−1) of each sequence: the teacher's token
-    const tensor& logits;          ///< the model's output at t−1, (B, V): a plain value
+    const tensor& logits;               ///< the model's output at t−1, (B, V): a plain value
     const std::vector<bool>& choosable; ///< true where the choice is fed; else the observed token
 };
 

@@ -34,7 +34,7 @@ struct gru_options
 /// One GRU step (equations above), x (B, I), h (B, H).
 struct gru_cell : recurrent_params
 {
-    using state = var;                          ///< h (B, H)
+    using state = var;                         ///< h (B, H)
     activation sigma = activations::sigmoid(); ///< σ
     activation phi = activations::tanh();      ///< φ
 
@@ -52,7 +52,8 @@ struct gru_cell : recurrent_params
         const var gh = addmm_transposed(t[bias_hh], h, t[weight_hh]); // [W_h· h + b_h·]
         const var r = gate("reset gate", sigma, [&] { return block(gx, 0, 3) + block(gh, 0, 3); });
         const var z = gate("update gate", sigma, [&] { return block(gx, 1, 3) + block(gh, 1, 3); });
-        const var n = gate("candidate", phi, [&] { return addcmul(block(gx, 2, 3), r, block(gh, 2, 3)); });
+        const var n =
+            gate("candidate", phi, [&] { return addcmul(block(gx, 2, 3), r, block(gh, 2, 3)); });
         return named("hidden state", [&] { return addcmul(n, z, h - n); });
     }
 

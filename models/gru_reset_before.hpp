@@ -6,8 +6,8 @@
 ///     n  = φ(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
 ///     h' = (1 − z) ⊙ n + z ⊙ h  =  n + z ⊙ (h − n)
 ///
-/// with PyTorch's parameter layout (models/gru.hpp), so a gru_cell's parameters can be run either
-/// way: gru_reset_before_cell{gru, gru.sigma, gru.phi}. See Note [Cell contract].
+/// with PyTorch's parameter layout (models/gru.hpp), so a gru_cell can be run either way:
+/// gru_reset_before_cell{gru}. See Note [Cell contract].
 
 #include <string>
 
@@ -24,27 +24,23 @@
 namespace unfold
 {
 
-/// One step of the reset-before GRU (equations above), x (B, I), h (B, H).
-struct gru_reset_before_cell : recurrent_params
+/// One step of the reset-before GRU (equations above), x (B, I), h (B, H): a gru_cell (its
+/// parameters, activations and input projection) with the other step.
+struct gru_reset_before_cell : gru_cell
 {
-    using state = var;                          ///< h (B, H)
-    activation sigma = activations::sigmoid(); ///< σ
-    activation phi = activations::tanh();      ///< φ
-
-    /// [W_i· x + b_i·], x (..., I) -> (..., 3H) (Note [Input projection]).
-    var project(tape& t, const var& x) const
-    {
-        return addmm_transposed(t[bias_ih], x, t[weight_ih]);
-    }
     /// The step given project(t, x): r and z from one GEMM over their rows of W_hh, n from another.
     state operator()(tape& t, const projected& x, const state& h) const
     {
         const auto H = std::ptrdiff_t(hidden_size());
         const var gx = x.value(); // [W_i· x + b_i·]
-        const var gh = addmm_transposed(slice(t[bias_hh], 0, 0, 2 * H), h, slice_rows(t[weight_hh], 0, 2 * H));
+        const var gh =
+            addmm_transposed(slice(t[bias_hh], 0, 0, 2 * H), h, slice_rows(t[weight_hh], 0, 2 * H));
         const var r = gate("reset gate", sigma, [&] { return block(gx, 0, 3) + block(gh, 0, 2); });
         const var z = gate("update gate", sigma, [&] { return block(gx, 1, 3) + block(gh, 1, 2); });
-        const var n = gate("candidate", phi, [&] { return block(gx, 2, 3) + addmm_transposed(slice(t[bias_hh], 0, 2 * H, 3 * H), r * h, slice_rows(t[weight_hh], 2 * H, 3 * H)); });
+        const var n = gate("candidate", phi, [&] {
+            return block(gx, 2, 3) + addmm_transposed(slice(t[bias_hh], 0, 2 * H, 3 * H), r * h,
+                                                      slice_rows(t[weight_hh], 2 * H, 3 * H));
+        });
         return named("hidden state", [&] { return addcmul(n, z, h - n); });
     }
 
@@ -54,8 +50,7 @@ struct gru_reset_before_cell : recurrent_params
                                         std::size_t hidden_size, generator& g, gru_options o = {},
                                         const param_name& name = {})
     {
-        return {recurrent_params::create(store, 3, input_size, hidden_size, g, name), o.gate,
-                o.state};
+        return {gru_cell::create(store, input_size, hidden_size, g, o, name)};
     }
 };
 

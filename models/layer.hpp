@@ -99,7 +99,7 @@ public:
         UNFOLD_CHECK(x.dimension() == 3 && x.shape()[2] == m_input_size && x.shape()[0] > 0,
                      "{} layer: input has shape {} but the layer expects (T, B, {}) with T > 0",
                      m_kind, shape_str(x.shape()), m_input_size);
-        return run(t, sequence(x), initial, lengths, shape_str(x.shape()));
+        return run(t, input_sequence(x), initial, lengths, shape_str(x.shape()));
     }
 
     /// The same on a sequence given step by step: xs[t] is (B, I).
@@ -113,7 +113,7 @@ public:
                              xs[i].shape()[0] == xs[0].shape()[0],
                          "{} layer: step {} has shape {} but the layer expects ({}, {})", m_kind, i,
                          shape_str(xs[i].shape()), xs[0].shape()[0], m_input_size);
-        return run(t, sequence(xs), initial, lengths,
+        return run(t, input_sequence(xs), initial, lengths,
                    fmt::format("of {} steps {}", xs.size(), shape_str(xs[0].shape())));
     }
 
@@ -160,7 +160,7 @@ private:
     /// The layers over the input; `input` describes it for error messages. Each layer's input is
     /// given to both directions in one form: whole when its cells project it (Note [Input
     /// projection]), so that it is stacked once, and as steps otherwise.
-    layer_result run(tape& t, sequence x, const std::vector<var>& initial,
+    layer_result run(tape& t, input_sequence x, const std::vector<var>& initial,
                      const std::vector<std::size_t>& lengths, const std::string& input) const
     {
         const std::size_t T = x.length();
@@ -188,8 +188,8 @@ private:
         for (std::size_t l = 0; l < m_options.num_layers; ++l)
         {
             if (l > 0)
-                x = sequence(steps);
-            x = projected ? sequence(x.whole()) : sequence(x.steps());
+                x = input_sequence(steps);
+            x = projected ? input_sequence(x.whole()) : input_sequence(x.steps());
             std::vector<std::vector<var>> outs;
             std::vector<var> last;
             for (std::size_t d = 0; d < directions(); ++d)
@@ -246,11 +246,11 @@ template <class Cell, class Options>
 layer<Cell> layer_of(std::string kind, param_store& store, std::size_t input_size,
                      std::size_t hidden_size, generator& g, layer_options lo, Options options)
 {
-    return layer<Cell>(std::move(kind), store, input_size, hidden_size, std::move(lo),
-                       [&g, options, hidden_size](param_store& s, std::size_t in,
-                                                  const param_name& n) {
-                           return Cell::create(s, in, hidden_size, g, options, n);
-                       });
+    return layer<Cell>(
+        std::move(kind), store, input_size, hidden_size, std::move(lo),
+        [&g, options, hidden_size](param_store& s, std::size_t in, const param_name& n) {
+            return Cell::create(s, in, hidden_size, g, options, n);
+        });
 }
 
 } // namespace unfold

@@ -80,7 +80,7 @@ inline recurrent_params lstm_params(param_store& store, std::size_t input_size,
 /// One LSTM step (equations above), x (B, I), state {h, c} each (B, H).
 struct lstm_cell : recurrent_params
 {
-    using state = lstm_state;                   ///< {h, c}
+    using state = lstm_state;                  ///< {h, c}
     activation sigma = activations::sigmoid(); ///< σ, the gates' activation
     activation phi = activations::tanh();      ///< φ, the state's activation
 

@@ -24,31 +24,27 @@
 namespace unfold
 {
 
-/// One step of the peephole LSTM (equations above), x (B, I), state {h, c} each (B, H).
-struct peephole_lstm_cell : recurrent_params
+/// One step of the peephole LSTM (equations above), x (B, I), state {h, c} each (B, H): an
+/// lstm_cell (its parameters, activations and input projection) with peepholes.
+struct peephole_lstm_cell : lstm_cell
 {
-    using state = lstm_state; ///< {h, c}
     ///@{
     /// The peephole weights p_i, p_f, p_o, each (H).
     param peephole_i, peephole_f, peephole_o;
     ///@}
-    activation sigma = activations::sigmoid(); ///< σ, the gates' activation
-    activation phi = activations::tanh();      ///< φ, the state's activation
 
-    /// W_i· x + b_i· + b_h· for every gate, x (..., I) -> (..., 4H) (Note [Input projection]).
-    var project(tape& t, const var& x) const
-    {
-        return addmm_transposed(t[bias_ih] + t[bias_hh], x, t[weight_ih]);
-    }
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& s) const
     {
         const var a = addmm_transposed(x, s.h, t[weight_hh]); // every gate's W x + b + W h (B, 4H)
-        const var i = gate("input gate", sigma, [&] { return block(a, 0, 4) + t[peephole_i] * s.c; });
-        const var f = gate("forget gate", sigma, [&] { return block(a, 1, 4) + t[peephole_f] * s.c; });
+        const var i =
+            gate("input gate", sigma, [&] { return block(a, 0, 4) + t[peephole_i] * s.c; });
+        const var f =
+            gate("forget gate", sigma, [&] { return block(a, 1, 4) + t[peephole_f] * s.c; });
         const var g = gate("cell candidate", phi, a, 2, 4);
         const var c = named("cell state", [&] { return addcmul(f * s.c, i, g); });
-        const var o = gate("output gate", sigma, [&] { return block(a, 3, 4) + t[peephole_o] * c; });
+        const var o =
+            gate("output gate", sigma, [&] { return block(a, 3, 4) + t[peephole_o] * c; });
         return {named("hidden state", [&] { return o * phi(c); }), c};
     }
 
@@ -58,20 +54,13 @@ struct peephole_lstm_cell : recurrent_params
                                      std::size_t hidden_size, generator& g, lstm_options o = {},
                                      const param_name& name = {})
     {
-        recurrent_params p = recurrent_params::create(store, 4, input_size, hidden_size, g, name);
+        const lstm_cell lstm = lstm_cell::create(store, input_size, hidden_size, g, o, name);
         auto peephole = [&](const char* base) {
             param w = store.add(name(base), zeros({hidden_size}));
             init::inverse_sqrt_uniform(w, hidden_size, g);
             return w;
         };
-        peephole_lstm_cell c{p, peephole("peephole_i"), peephole("peephole_f"),
-                             peephole("peephole_o"), o.gate, o.state};
-        if (o.forget_bias)
-        {
-            lstm_forget_bias(c.bias_ih, *o.forget_bias);
-            lstm_forget_bias(c.bias_hh, 0);
-        }
-        return c;
+        return {lstm, peephole("peephole_i"), peephole("peephole_f"), peephole("peephole_o")};
     }
 };
 

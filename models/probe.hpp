@@ -80,9 +80,8 @@ public:
                 if (norms[p].size() < states.size())
                     norms[p].resize(states.size(), 0.0);
                 // The records, not the probe: a hook may outlive a probe on a longer-lived tape.
-                parts[p].register_hook([r = m_records, p, k](const tensor& g) {
-                    r->state_norms[p][k] = l2_norm(g);
-                });
+                parts[p].register_hook(
+                    [r = m_records, p, k](const tensor& g) { r->state_norms[p][k] = l2_norm(g); });
             }
         }
     }

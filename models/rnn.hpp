@@ -40,7 +40,8 @@ struct rnn_cell : recurrent_params // weight_ih (H, I), weight_hh (H, H), bias_i
     /// The step given project(t, x).
     state operator()(tape& t, const projected& x, const state& h) const
     {
-        const var a = addmm_transposed(x, h, t[weight_hh]); // x W_ihᵀ + b + h W_hhᵀ, one GEMM into x
+        const var a =
+            addmm_transposed(x, h, t[weight_hh]); // x W_ihᵀ + b + h W_hhᵀ, one GEMM into x
         return gate("activation", phi, a);
     }
 

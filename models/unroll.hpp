@@ -59,11 +59,11 @@ inline std::vector<var> steps_of(const var& xs)
 
 /// A sequence as unroll takes it: a whole (T, B, F) var, or its T steps, each (B, F). Each form is
 /// made from the other on demand (select or stack, recorded on the tape) and kept.
-class sequence
+class input_sequence
 {
 public:
     /// A whole (T, B, F) sequence.
-    sequence(var whole)
+    input_sequence(var whole)
         : m_whole(std::move(whole))
     {
         UNFOLD_CHECK(m_whole.dimension() == 3 && m_whole.shape()[0] > 0,
@@ -71,7 +71,7 @@ public:
                      shape_str(m_whole.shape()));
     }
     /// A sequence given step by step: each (B, F), all with the same shape.
-    sequence(std::vector<var> steps)
+    input_sequence(std::vector<var> steps)
         : m_steps(std::move(steps))
     {
         UNFOLD_CHECK(!m_steps.empty(), "a sequence needs at least one step");
@@ -108,11 +108,13 @@ public:
             m_steps = steps_of(m_whole);
         return m_steps;
     }
-    /// "the sequence has shape (T, B, F)" or "the sequence's steps have shape (B, F)", for messages.
+    /// "the sequence has shape (T, B, F)" or "the sequence's steps have shape (B, F)", for
+    /// messages.
     std::string str() const
     {
-        return m_whole.defined() ? "the sequence has shape " + shape_str(m_whole.shape())
-                                 : "the sequence's steps have shape " + shape_str(m_steps[0].shape());
+        return m_whole.defined()
+                   ? "the sequence has shape " + shape_str(m_whole.shape())
+                   : "the sequence's steps have shape " + shape_str(m_steps[0].shape());
     }
 
 private:
@@ -177,7 +179,7 @@ bool projects(const tape& t, std::size_t steps)
 /// order: states[k] is the state after step k (in reverse, after steps T−1 … k). See
 /// Note [Cell contract].
 template <class Cell>
-std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const sequence& xs,
+std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_sequence& xs,
                                          const typename Cell::state& s0,
                                          const unroll_options& o = {})
 {

@@ -39,8 +39,8 @@ struct addmm_op
         {
             UNFOLD_CHECK(c.dimension() == out.size() + 1 && std::size_t(block) < c.shape()[0] &&
                              std::equal(out.begin(), out.end(), c.shape().begin() + 1),
-                         "addmm: block {} of c {} is not a block of the product's shape {}",
-                         block, shape_str(c.shape()), shape_str(out));
+                         "addmm: block {} of c {} is not a block of the product's shape {}", block,
+                         shape_str(c.shape()), shape_str(out));
             const real* first = c.data() + std::size_t(block) * y.size();
             std::copy(first, first + y.size(), y.data());
         }

@@ -64,11 +64,24 @@ struct concat_op
         auto along = [](std::ptrdiff_t axis) {
             return [=](const std::vector<var>& x) { return apply_n(concat_op{axis}, x); };
         };
-        return gradcheck_spec("rows").input({2, 3}).input({4, 3}).build(along(0))
-            .next("three, last axis").input({3, 2}).input({3, 1}).input({3, 4}).build(along(-1))
-            .next("middle axis of rank 3").input({2, 1, 4}).input({2, 3, 4}).build(along(1))
-            .next("x with itself").input({2, 3})
-            .build([](const std::vector<var>& x) { return apply_n(concat_op{1}, {x[0], x[0]}); });
+        return gradcheck_spec("rows")
+            .input({2, 3})
+            .input({4, 3})
+            .build(along(0))
+            .next("three, last axis")
+            .input({3, 2})
+            .input({3, 1})
+            .input({3, 4})
+            .build(along(-1))
+            .next("middle axis of rank 3")
+            .input({2, 1, 4})
+            .input({2, 3, 4})
+            .build(along(1))
+            .next("x with itself")
+            .input({2, 3})
+            .build([](const std::vector<var>& x) {
+                return apply_n(concat_op{1}, {x[0], x[0]});
+            });
     }
 };
 

@@ -27,8 +27,14 @@ struct elu_op
         auto with = [](real alpha) {
             return [alpha](const std::vector<var>& x) { return apply(elu_op{alpha}, x[0]); };
         };
-        return gradcheck_spec("alpha 1").input({3, 4}, -3, 2).avoid(0).build(with(1))
-            .next("alpha 0.5").input({3, 4}, -3, 2).avoid(0).build(with(0.5));
+        return gradcheck_spec("alpha 1")
+            .input({3, 4}, -3, 2)
+            .avoid(0)
+            .build(with(1))
+            .next("alpha 0.5")
+            .input({3, 4}, -3, 2)
+            .avoid(0)
+            .build(with(0.5));
     }
 };
 

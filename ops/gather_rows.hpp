@@ -71,11 +71,15 @@ struct gather_rows_op
                 return apply(gather_rows_op{indices, grid}, x[0]);
             };
         };
-        return gradcheck_spec("list with repeats").input({5, 3})
+        return gradcheck_spec("list with repeats")
+            .input({5, 3})
             .build(lookup({1, 3, 1, 0, 1}, {5}))
-            .next("(T, B) grid with repeats").input({5, 2})
+            .next("(T, B) grid with repeats")
+            .input({5, 2})
             .build(lookup({4, 0, 4, 2, 2, 1}, {2, 3}))
-            .next("one row").input({4, 3}).build(lookup({2}, {1}));
+            .next("one row")
+            .input({4, 3})
+            .build(lookup({2}, {1}));
     }
 };
 

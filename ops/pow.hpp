@@ -25,12 +25,24 @@ struct pow_op
         auto with = [](real p) {
             return [p](const std::vector<var>& x) { return apply(pow_op{p}, x[0]); };
         };
-        return gradcheck_spec("x^2").input({3, 4}).build(with(2))
-            .next("x^3").input({3, 4}, -2, 2).build(with(3))
-            .next("x^0.5").input({3, 4}, 0.1, 2).build(with(0.5))
-            .next("x^-1").input({3, 4}, 0.5, 2).build(with(-1))
-            .next("x^-1.5").input({3, 4}, 0.5, 2).build(with(-1.5))
-            .next("x^0").input({3, 4}).build(with(0));
+        return gradcheck_spec("x^2")
+            .input({3, 4})
+            .build(with(2))
+            .next("x^3")
+            .input({3, 4}, -2, 2)
+            .build(with(3))
+            .next("x^0.5")
+            .input({3, 4}, 0.1, 2)
+            .build(with(0.5))
+            .next("x^-1")
+            .input({3, 4}, 0.5, 2)
+            .build(with(-1))
+            .next("x^-1.5")
+            .input({3, 4}, 0.5, 2)
+            .build(with(-1.5))
+            .next("x^0")
+            .input({3, 4})
+            .build(with(0));
     }
 };
 

@@ -36,10 +36,18 @@ struct reshape_op
         auto to = [](shape_type shape) {
             return [=](const std::vector<var>& x) { return apply(reshape_op{shape}, x[0]); };
         };
-        return gradcheck_spec("sequence to rows").input({2, 3, 4}).build(to({6, 4}))
-            .next("matrix to vector").input({3, 4}).build(to({12}))
-            .next("vector to rank 3").input({6}).build(to({2, 1, 3}))
-            .next("one element to rank 0").input({1, 1}).build(to({}));
+        return gradcheck_spec("sequence to rows")
+            .input({2, 3, 4})
+            .build(to({6, 4}))
+            .next("matrix to vector")
+            .input({3, 4})
+            .build(to({12}))
+            .next("vector to rank 3")
+            .input({6})
+            .build(to({2, 1, 3}))
+            .next("one element to rank 0")
+            .input({1, 1})
+            .build(to({}));
     }
 };
 

@@ -9,8 +9,8 @@ namespace unfold
 struct scale_shift_op
 {
     static constexpr const char* name = "scale_shift"; ///< in error and anomaly messages
-    real scale = 1;                               ///< multiplies x
-    real shift = 0;                               ///< added after scaling
+    real scale = 1;                                    ///< multiplies x
+    real shift = 0;                                    ///< added after scaling
 
     /// scale · x + shift, elementwise
     tensor forward(const tensor& x) const
@@ -35,10 +35,14 @@ struct scale_shift_op
     {
         return gradcheck_spec("2.5 x − 1")
             .input({3, 4})
-            .build([](const std::vector<var>& x) { return apply(scale_shift_op{2.5, -1}, x[0]); })
+            .build([](const std::vector<var>& x) {
+                return apply(scale_shift_op{2.5, -1}, x[0]);
+            })
             .next("3 − 0.5 x, sequence")
             .input({2, 3, 4})
-            .build([](const std::vector<var>& x) { return apply(scale_shift_op{-0.5, 3}, x[0]); });
+            .build([](const std::vector<var>& x) {
+                return apply(scale_shift_op{-0.5, 3}, x[0]);
+            });
     }
 };
 

@@ -43,10 +43,18 @@ struct select_op
         auto at = [](std::ptrdiff_t index) {
             return [=](const std::vector<var>& x) { return apply(select_op{index}, x[0]); };
         };
-        return gradcheck_spec("time step of a sequence").input({3, 2, 4}).build(at(1))
-            .next("last step").input({3, 2, 4}).build(at(-1))
-            .next("row of a matrix").input({4, 3}).build(at(0))
-            .next("element of a vector").input({5}).build(at(3));
+        return gradcheck_spec("time step of a sequence")
+            .input({3, 2, 4})
+            .build(at(1))
+            .next("last step")
+            .input({3, 2, 4})
+            .build(at(-1))
+            .next("row of a matrix")
+            .input({4, 3})
+            .build(at(0))
+            .next("element of a vector")
+            .input({5})
+            .build(at(3));
     }
 };
 

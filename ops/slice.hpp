@@ -60,11 +60,21 @@ struct slice_op
         auto range = [](std::ptrdiff_t axis, std::ptrdiff_t b, std::ptrdiff_t e) {
             return [=](const std::vector<var>& x) { return apply(slice_op{axis, b, e}, x[0]); };
         };
-        return gradcheck_spec("gate block, last axis").input({3, 8}).build(range(-1, 2, 6))
-            .next("rows").input({4, 3}).build(range(0, 1, 3))
-            .next("middle axis of (2, 5, 3)").input({2, 5, 3}).build(range(1, 3, 5))
-            .next("time steps of (4, 2, 3)").input({4, 2, 3}).build(range(-3, 0, 2))
-            .next("whole vector").input({5}).build(range(0, 0, 5));
+        return gradcheck_spec("gate block, last axis")
+            .input({3, 8})
+            .build(range(-1, 2, 6))
+            .next("rows")
+            .input({4, 3})
+            .build(range(0, 1, 3))
+            .next("middle axis of (2, 5, 3)")
+            .input({2, 5, 3})
+            .build(range(1, 3, 5))
+            .next("time steps of (4, 2, 3)")
+            .input({4, 2, 3})
+            .build(range(-3, 0, 2))
+            .next("whole vector")
+            .input({5})
+            .build(range(0, 0, 5));
     }
 };
 

@@ -44,14 +44,25 @@ struct sliced_elementwise_op
                 return apply(sliced_elementwise_op<decltype(op)>{op, b, e}, x[0]);
             };
         };
-        return gradcheck_spec("sigmoid of a gate block").input({3, 8}, -4, 4)
+        return gradcheck_spec("sigmoid of a gate block")
+            .input({3, 8}, -4, 4)
             .build(of(sigmoid_op{}, 2, 4))
-            .next("tanh of the last block").input({3, 8}, -3, 3).build(of(tanh_op{}, 6, 8))
-            .next("relu of a sequence's columns").input({2, 3, 6}).avoid(0)
+            .next("tanh of the last block")
+            .input({3, 8}, -3, 3)
+            .build(of(tanh_op{}, 6, 8))
+            .next("relu of a sequence's columns")
+            .input({2, 3, 6})
+            .avoid(0)
             .build(of(relu_op{}, 0, 3))
-            .next("hard sigmoid").input({4, 6}, -5, 5).avoid(-3).avoid(3)
+            .next("hard sigmoid")
+            .input({4, 6}, -5, 5)
+            .avoid(-3)
+            .avoid(3)
             .build(of(hard_sigmoid_op{}, 3, 6))
-            .next("elu").input({4, 6}, -2, 2).avoid(0).build(of(elu_op{0.5}, 1, 5));
+            .next("elu")
+            .input({4, 6}, -2, 2)
+            .avoid(0)
+            .build(of(elu_op{0.5}, 1, 5));
     }
 };
 

@@ -28,9 +28,14 @@ struct softplus_op
     /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
-        return gradcheck_spec("default").input({3, 4}, -5, 5)
-            .next("beta 2, threshold 1 (both branches)").input({4, 5}, -2, 2).avoid(0.5)
-            .build([](const std::vector<var>& x) { return apply(softplus_op{2, 1}, x[0]); });
+        return gradcheck_spec("default")
+            .input({3, 4}, -5, 5)
+            .next("beta 2, threshold 1 (both branches)")
+            .input({4, 5}, -2, 2)
+            .avoid(0.5)
+            .build([](const std::vector<var>& x) {
+                return apply(softplus_op{2, 1}, x[0]);
+            });
     }
 };
 

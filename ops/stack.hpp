@@ -44,12 +44,23 @@ struct stack_op
     static gradcheck_spec check()
     {
         auto stacked = [](const std::vector<var>& x) { return apply_n(stack_op{}, x); };
-        return gradcheck_spec("three steps").input({2, 3}).input({2, 3}).input({2, 3})
+        return gradcheck_spec("three steps")
+            .input({2, 3})
+            .input({2, 3})
+            .input({2, 3})
             .build(stacked)
-            .next("vectors").input({4}).input({4}).build(stacked)
-            .next("one input").input({2, 1, 3}).build(stacked)
-            .next("x twice").input({2, 3})
-            .build([](const std::vector<var>& x) { return apply_n(stack_op{}, {x[0], x[0]}); });
+            .next("vectors")
+            .input({4})
+            .input({4})
+            .build(stacked)
+            .next("one input")
+            .input({2, 1, 3})
+            .build(stacked)
+            .next("x twice")
+            .input({2, 3})
+            .build([](const std::vector<var>& x) {
+                return apply_n(stack_op{}, {x[0], x[0]});
+            });
     }
 };
 

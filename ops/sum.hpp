@@ -68,13 +68,25 @@ struct sum_op
                 return apply(sum_op{false, axis, keepdims}, x[0]);
             };
         };
-        return gradcheck_spec("all, matrix").input({3, 4})
-            .next("all, sequence").input({2, 3, 4})
-            .next("axis 0").input({3, 4}).build(along(0, false))
-            .next("axis -1, keepdims").input({3, 4}).build(along(-1, true))
-            .next("middle axis of (2, 3, 4)").input({2, 3, 4}).build(along(1, false))
-            .next("axis -3, keepdims").input({2, 3, 4}).build(along(-3, true))
-            .next("vector").input({5}).build(along(0, false));
+        return gradcheck_spec("all, matrix")
+            .input({3, 4})
+            .next("all, sequence")
+            .input({2, 3, 4})
+            .next("axis 0")
+            .input({3, 4})
+            .build(along(0, false))
+            .next("axis -1, keepdims")
+            .input({3, 4})
+            .build(along(-1, true))
+            .next("middle axis of (2, 3, 4)")
+            .input({2, 3, 4})
+            .build(along(1, false))
+            .next("axis -3, keepdims")
+            .input({2, 3, 4})
+            .build(along(-3, true))
+            .next("vector")
+            .input({5})
+            .build(along(0, false));
     }
 };
 

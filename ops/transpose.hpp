@@ -62,11 +62,19 @@ struct transpose_op
         auto permuted = [](std::vector<std::size_t> p) {
             return [=](const std::vector<var>& x) { return apply(transpose_op{p}, x[0]); };
         };
-        return gradcheck_spec("matrix").input({3, 4})
-            .next("column vector").input({4, 1})
-            .next("swap leading axes").input({2, 3, 4}).build(permuted({1, 0, 2}))
-            .next("cycle").input({2, 3, 4}).build(permuted({2, 0, 1}))
-            .next("identity").input({3, 2}).build(permuted({0, 1}));
+        return gradcheck_spec("matrix")
+            .input({3, 4})
+            .next("column vector")
+            .input({4, 1})
+            .next("swap leading axes")
+            .input({2, 3, 4})
+            .build(permuted({1, 0, 2}))
+            .next("cycle")
+            .input({2, 3, 4})
+            .build(permuted({2, 0, 1}))
+            .next("identity")
+            .input({3, 2})
+            .build(permuted({0, 1}));
     }
 };
 

@@ -5,6 +5,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
 #include <unfold/framework/anomaly.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/lstm.hpp>
@@ -14,7 +15,6 @@
 #include <unfold/ops/pow.hpp>
 #include <unfold/ops/sqrt.hpp>
 #include <unfold/ops/sum.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -55,10 +55,10 @@ struct overflowing_lstm
         for (param p : lstm.params())
             p.value().fill(0);
         store.get("weight_ih_l0").value()(2, 0) = 1; // g = tanh(x)
-        tensor& b = store.get("bias_ih_l0").value();  // i, f, g, o
-        b(0) = 20;                                    // i ≈ 1
-        b(1) = -20;                                   // f ≈ 0
-        b(3) = 20;                                    // o ≈ 1
+        tensor& b = store.get("bias_ih_l0").value(); // i, f, g, o
+        b(0) = 20;                                   // i ≈ 1
+        b(1) = -20;                                  // f ≈ 0
+        b(3) = 20;                                   // o ≈ 1
         store.get("weight_ih_l1").value()(1, 0) = -300;
         x(bad, 1, 0) = 3;
     }
@@ -120,8 +120,11 @@ BOOST_AUTO_TEST_CASE(non_finite_seed_is_reported)
     const var x = t.variable(tensor({1, 2}));
     const var y = exp(x);
     anomaly_guard on;
-    expect_error([&] { t.backward(y, tensor({1, std::numeric_limits<real>::quiet_NaN()})); },
-                 {"backward: the seed of output 0 is not finite"});
+    expect_error(
+        [&] {
+            t.backward(y, tensor({1, std::numeric_limits<real>::quiet_NaN()}));
+        },
+        {"backward: the seed of output 0 is not finite"});
 }
 
 BOOST_AUTO_TEST_CASE(lstm_forward_overflow_names_step_layer_and_gate)

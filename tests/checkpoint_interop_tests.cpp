@@ -3,15 +3,17 @@
 // outputs on a fixed input are recorded next to them; Unfold, loading the same files, must give
 // the same outputs. To regenerate (after a change of format or model):
 //   build/tests/unfold_tests --run_test=checkpoint_interop/write_unfold_checkpoints
-//   /usr/bin/python3 scripts/fixtures/checkpoint.py run tests/fixtures/unfold_lstm_2layer.safetensors
-//       --out tests/fixtures/unfold_lstm_2layer_torch.txt      (one line; the same for unfold_gru_bidir)
+//   /usr/bin/python3 scripts/fixtures/checkpoint.py run
+//   tests/fixtures/unfold_lstm_2layer.safetensors
+//       --out tests/fixtures/unfold_lstm_2layer_torch.txt      (one line; the same for
+//       unfold_gru_bidir)
 #include <boost/test/unit_test.hpp>
 
 #include "fixture.hpp"
+#include "test_util.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/lstm.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 

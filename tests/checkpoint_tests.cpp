@@ -10,8 +10,8 @@
 
 #include <unistd.h>
 
-#include <unfold/framework/checkpoint.hpp>
 #include "test_util.hpp"
+#include <unfold/framework/checkpoint.hpp>
 
 using namespace unfold;
 using unfold::testing::expect_error;

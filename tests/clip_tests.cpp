@@ -4,8 +4,8 @@
 #include <cmath>
 #include <limits>
 
-#include <unfold/framework/clip.hpp>
 #include "test_util.hpp"
+#include <unfold/framework/clip.hpp>
 
 using namespace unfold;
 using unfold::testing::expect_error;

@@ -5,11 +5,11 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.hpp"
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/matmul.hpp>
 #include <unfold/ops/mul.hpp>
 #include <unfold/ops/tanh.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;

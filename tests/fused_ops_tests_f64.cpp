@@ -1,8 +1,10 @@
 // Parity of the fused ops (addmm, addcmul, sliced) with the compositions they replace (a fused op
-// is allowed for speed only with a parity test against its composition), in double: values and every input's gradient, for the
-// shapes the cells use (a bias row, a projected step, a whole sequence, PyTorch's weight layout).
+// is allowed for speed only with a parity test against its composition), in double: values and
+// every input's gradient, for the shapes the cells use (a bias row, a projected step, a whole
+// sequence, PyTorch's weight layout).
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
 #include <unfold/framework/random.hpp>
 #include <unfold/models/cell.hpp>
 #include <unfold/ops/add.hpp>
@@ -12,7 +14,6 @@
 #include <unfold/ops/mul.hpp>
 #include <unfold/ops/select.hpp>
 #include <unfold/ops/slice.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::max_abs_diff;
@@ -49,13 +50,13 @@ BOOST_AUTO_TEST_SUITE(fused_ops)
 BOOST_AUTO_TEST_CASE(addmm_equals_add_of_matmul)
 {
     const std::vector<addmm_case> cases = {
-        {{5, 7}, {5, 6}, {6, 7}, false},         // full c
-        {{7}, {5, 6}, {6, 7}, false},            // bias row
-        {{1, 7}, {3, 5, 6}, {6, 7}, false},      // sequence, (1, n) bias
-        {{5, 1}, {5, 6}, {6, 7}, false},         // column broadcast
-        {{5, 7}, {5, 6}, {7, 6}, true},          // projected step + h W_hhᵀ
-        {{7}, {3, 5, 6}, {7, 6}, true},          // sequence x W_ihᵀ + b
-        {{3, 5, 7}, {3, 5, 6}, {7, 6}, true},    // full sequence c
+        {{5, 7}, {5, 6}, {6, 7}, false},      // full c
+        {{7}, {5, 6}, {6, 7}, false},         // bias row
+        {{1, 7}, {3, 5, 6}, {6, 7}, false},   // sequence, (1, n) bias
+        {{5, 1}, {5, 6}, {6, 7}, false},      // column broadcast
+        {{5, 7}, {5, 6}, {7, 6}, true},       // projected step + h W_hhᵀ
+        {{7}, {3, 5, 6}, {7, 6}, true},       // sequence x W_ihᵀ + b
+        {{3, 5, 7}, {3, 5, 6}, {7, 6}, true}, // full sequence c
     };
     for (const addmm_case& k : cases)
     {
@@ -124,8 +125,10 @@ BOOST_AUTO_TEST_CASE(sliced_equals_the_activation_of_a_slice)
     };
     // Every built-in activation, through the cells' own path (activation::on_columns).
     const std::vector<std::pair<const char*, activation>> cases{
-        {"sigmoid", activations::sigmoid()}, {"tanh", activations::tanh()},
-        {"relu", activations::relu()},       {"hard sigmoid", activations::hard_sigmoid()},
+        {"sigmoid", activations::sigmoid()},
+        {"tanh", activations::tanh()},
+        {"relu", activations::relu()},
+        {"hard sigmoid", activations::hard_sigmoid()},
         {"elu", activations::elu(0.5)}};
     for (const auto& [what, f] : cases)
         same(
@@ -189,10 +192,16 @@ BOOST_AUTO_TEST_CASE(addmm_names_the_shapes_it_cannot_use)
     // c must broadcast to the product's shape, not the other way round
     unfold::testing::expect_error([&] { (void)addmm(c, a, b); },
                                   {"addmm: shapes (4, 3) and (4, 2) cannot be broadcast"});
-    unfold::testing::expect_error([&] { (void)addmm(t.constant(zeros({2, 4, 3})), a, b); },
-                                  {"addmm: c of shape (2, 4, 3)", "product's shape (4, 3)"});
-    unfold::testing::expect_error([&] { (void)addmm(c, a, t.constant(zeros({3, 3}))); },
-                                  {"addmm: cannot multiply shapes (4, 2) and (3, 3)"});
+    unfold::testing::expect_error(
+        [&] {
+            (void)addmm(t.constant(zeros({2, 4, 3})), a, b);
+        },
+        {"addmm: c of shape (2, 4, 3)", "product's shape (4, 3)"});
+    unfold::testing::expect_error(
+        [&] {
+            (void)addmm(c, a, t.constant(zeros({3, 3})));
+        },
+        {"addmm: cannot multiply shapes (4, 2) and (3, 3)"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

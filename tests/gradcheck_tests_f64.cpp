@@ -55,9 +55,9 @@ BOOST_AUTO_TEST_CASE(parameters_are_perturbed_and_their_gradients_restored)
     param w("w", tensor{{0.3, -0.2}, {0.1, 0.4}});
     w.grad() = tensor{{1, 2}, {3, 4}};
     const tensor before = w.grad();
-    const gradcheck_result r = gradcheck(
-        [&](tape& t, const std::vector<var>& x) { return tanh(matmul(x[0], t[w])); },
-        {tensor{{0.5, -1.0}}}, {w});
+    const gradcheck_result r =
+        gradcheck([&](tape& t, const std::vector<var>& x) { return tanh(matmul(x[0], t[w])); },
+                  {tensor{{0.5, -1.0}}}, {w});
     BOOST_TEST(r.passed, r.report);
     BOOST_TEST(r.checked == 6u); // 2 input elements + 4 parameter elements
     BOOST_TEST(w.grad() == before);

@@ -2,8 +2,8 @@
 // forms of arithmetic come with add, sub, mul and div), and the umbrella header has everything.
 #include <boost/test/unit_test.hpp>
 
-#include <unfold/ops/mul.hpp>
 #include "test_util.hpp"
+#include <unfold/ops/mul.hpp>
 
 using namespace unfold;
 using unfold::testing::max_abs_diff;

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <vector>
 
+#include "test_util.hpp"
 #include <unfold/framework/init.hpp>
 #include <unfold/models/lstm.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;

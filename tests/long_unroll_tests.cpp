@@ -8,10 +8,10 @@
 #include <boost/test/unit_test.hpp>
 #include <pthread.h>
 
+#include "test_util.hpp"
 #include <unfold/models/gru.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/sum.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 

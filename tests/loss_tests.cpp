@@ -7,16 +7,16 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
 #include <unfold/framework/random.hpp>
 #include <unfold/ops/cross_entropy.hpp>
 #include <unfold/ops/dropout.hpp>
 #include <unfold/ops/log_softmax.hpp>
 #include <unfold/ops/mse.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
-using unfold::testing::expect_error;
 using unfold::testing::all_finite;
+using unfold::testing::expect_error;
 using unfold::testing::max_abs_diff;
 
 BOOST_AUTO_TEST_SUITE(losses)
@@ -140,12 +140,21 @@ BOOST_AUTO_TEST_CASE(cross_entropy_errors)
 {
     tape t;
     var x = t.constant(zeros({2, 3}));
-    expect_error([&] { (void)cross_entropy(x, {0, 1, 2}); },
-                 {"cross_entropy", "3 targets", "(2, 3)", "2 rows"});
-    expect_error([&] { (void)cross_entropy(x, {0, 3}); },
-                 {"cross_entropy", "target 3 at position 1", "[0, 3)", "ignore index -100"});
-    expect_error([&] { (void)cross_entropy(x, {-1, 0}); },
-                 {"cross_entropy", "target -1 at position 0"});
+    expect_error(
+        [&] {
+            (void)cross_entropy(x, {0, 1, 2});
+        },
+        {"cross_entropy", "3 targets", "(2, 3)", "2 rows"});
+    expect_error(
+        [&] {
+            (void)cross_entropy(x, {0, 3});
+        },
+        {"cross_entropy", "target 3 at position 1", "[0, 3)", "ignore index -100"});
+    expect_error(
+        [&] {
+            (void)cross_entropy(x, {-1, 0});
+        },
+        {"cross_entropy", "target -1 at position 0"});
     expect_error([&] { (void)cross_entropy(t.constant(zeros({3})), {0}); },
                  {"cross_entropy", "(3,)", "(N, C)"});
 }
@@ -207,7 +216,7 @@ BOOST_AUTO_TEST_CASE(dropout_masks_come_from_the_generator)
     generator b(7);
     const tensor first = dropout(x, 0.5, a).value();
     BOOST_TEST(max_abs_diff(first, dropout(x, 0.5, b).value()) == 0.0); // same seed, same mask
-    BOOST_TEST(max_abs_diff(first, dropout(x, 0.5, a).value()) == 2.0);  // next draw differs
+    BOOST_TEST(max_abs_diff(first, dropout(x, 0.5, a).value()) == 2.0); // next draw differs
     generator c(8);
     BOOST_TEST(max_abs_diff(first, dropout(x, 0.5, c).value()) == 2.0); // other seed differs
 }
@@ -296,9 +305,9 @@ BOOST_AUTO_TEST_CASE(sequence_cross_entropy_matches_pytorch_on_flattened_rows)
     var loss = cross_entropy(seq, {2, 0, 1, -100});
     BOOST_TEST(loss.item() == real(0.919304689), boost::test_tools::tolerance(real(1e-6)));
     t.backward(loss);
-    const tensor grad{{{0.112528179, 0.0833629255, -0.195891105},
-                       {-0.111586348, 0.081576157, 0.0300101911}},
-                      {{0.209510573, -0.256258701, 0.0467481277}, {0, 0, 0}}};
+    const tensor grad{
+        {{0.112528179, 0.0833629255, -0.195891105}, {-0.111586348, 0.081576157, 0.0300101911}},
+        {{0.209510573, -0.256258701, 0.0467481277}, {0, 0, 0}}};
     BOOST_TEST(max_abs_diff(seq.grad(), grad) < 1e-6);
 }
 

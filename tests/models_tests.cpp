@@ -3,6 +3,7 @@
 // error messages of the layers.
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
 #include <unfold/models/embedding.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/layer.hpp>
@@ -10,7 +11,6 @@
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
 #include <unfold/models/unroll.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;

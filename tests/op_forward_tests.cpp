@@ -1,8 +1,8 @@
 // Forward values against hand-computed numbers, for the ops with a closed form.
 #include <boost/test/unit_test.hpp>
 
-#include <unfold/ops/matmul.hpp>
 #include "test_util.hpp"
+#include <unfold/ops/matmul.hpp>
 
 using namespace unfold;
 
@@ -32,8 +32,11 @@ BOOST_AUTO_TEST_CASE(matmul_transposed_by_hand)
     var w = t.constant(tensor{{1, 0, 2}, {0, 1, -1}}); // (out 2, in 3)
     const tensor expected{{7, -1}, {16, -1}};
     BOOST_TEST(testing::max_abs_diff(matmul_transposed(a, w).value(), expected) == 0.0);
-    testing::expect_error([&] { (void)matmul_transposed(a, t.constant(zeros({3, 2}))); },
-                          {"matmul", "(2, 3)", "(3, 2) transposed"});
+    testing::expect_error(
+        [&] {
+            (void)matmul_transposed(a, t.constant(zeros({3, 2})));
+        },
+        {"matmul", "(2, 3)", "(3, 2) transposed"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

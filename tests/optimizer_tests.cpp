@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include <unfold/framework/optimizer.hpp>
 #include "test_util.hpp"
+#include <unfold/framework/optimizer.hpp>
 
 using namespace unfold;
 using unfold::testing::expect_error;

@@ -2,6 +2,7 @@
 // intermediate gradients, retain_grad, gradient hooks and per-op parameter contributions.
 #include <boost/test/unit_test.hpp>
 
+#include "tests/test_util.hpp"
 #include <unfold/models/linear.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/probe.hpp>
@@ -10,7 +11,6 @@
 #include <unfold/ops/matmul.hpp>
 #include <unfold/ops/sum.hpp>
 #include <unfold/ops/tanh.hpp>
-#include "tests/test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -143,7 +143,8 @@ BOOST_AUTO_TEST_CASE(shares_sum_to_the_gradient_and_equal_untied_copies)
         BOOST_TEST(max_abs_diff(probe.share(cell.weight_hh, k), w_hh[k].grad()) < 1e-14, k);
         BOOST_TEST(max_abs_diff(probe.share(cell.weight_ih, k), w_ih[k].grad()) < 1e-14, k);
         BOOST_TEST(std::abs(norms[k] - l2_norm(states[k].grad())) < 1e-14, k);
-        BOOST_TEST(std::abs(probe.share_norms(cell.weight_hh)[k] - l2_norm(w_hh[k].grad())) < 1e-14);
+        BOOST_TEST(std::abs(probe.share_norms(cell.weight_hh)[k] - l2_norm(w_hh[k].grad())) <
+                   1e-14);
     }
     BOOST_TEST(l2_norm(w_hh[0].grad()) == 0.0); // step 0 multiplies h0 = 0
     BOOST_TEST(norms[0] > 0.0);
@@ -159,8 +160,8 @@ BOOST_AUTO_TEST_CASE(lstm_cell_norms_and_a_readout_outside_the_steps)
     tape t;
     gradient_probe probe(t);
     expect_error([&] { gradient_probe second(t); }, {"this tape already has a probe"});
-    const auto states = unroll(cell, t, constants(t, x), lstm_state{t.constant(zeros({B, H})),
-                                                                    t.constant(zeros({B, H}))});
+    const auto states = unroll(cell, t, constants(t, x),
+                               lstm_state{t.constant(zeros({B, H})), t.constant(zeros({B, H}))});
     probe.watch(states);
     for (const auto& s : states)
         s.c.retain_grad();

@@ -3,8 +3,8 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include <unfold/framework/random.hpp>
 #include "test_util.hpp"
+#include <unfold/framework/random.hpp>
 
 using namespace unfold;
 

@@ -3,9 +3,9 @@
 
 #include <cmath>
 
+#include "test_util.hpp"
 #include <unfold/framework/optimizer.hpp>
 #include <unfold/framework/schedule.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;

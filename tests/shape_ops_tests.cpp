@@ -3,6 +3,7 @@
 // case run in the double sweep (gradcheck_sweep.cpp).
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/concat.hpp>
 #include <unfold/ops/gather_rows.hpp>
@@ -12,7 +13,6 @@
 #include <unfold/ops/stack.hpp>
 #include <unfold/ops/sum.hpp>
 #include <unfold/ops/transpose.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using testing::expect_error;
@@ -187,20 +187,31 @@ BOOST_AUTO_TEST_CASE(errors_name_op_and_shapes)
     expect_error([&] { (void)mean(x, -4); }, {"mean", "axis -4", "(2, 3, 4)"});
     expect_error([&] { (void)slice(x, -1, 2, 5); }, {"slice", "[2, 5)", "(2, 3, 4)"});
     expect_error([&] { (void)slice_cols(m, 2, 1); }, {"slice", "[2, 1)", "(2, 3)"});
-    expect_error([&] { (void)concat({m, t.constant(zeros({3, 4}))}, 1); },
-                 {"concat", "(2, 3), (3, 4)", "axis 1"});
+    expect_error(
+        [&] {
+            (void)concat({m, t.constant(zeros({3, 4}))}, 1);
+        },
+        {"concat", "(2, 3), (3, 4)", "axis 1"});
     expect_error([&] { (void)reshape(x, {5, 5}); }, {"reshape", "(2, 3, 4)", "(5, 5)"});
     expect_error([&] { (void)transpose(x); }, {"transpose", "(2, 3, 4)"});
     expect_error([&] { (void)transpose(x, {0, 1, 1}); }, {"transpose", "(0, 1, 1)", "(2, 3, 4)"});
-    expect_error([&] { (void)gather_rows(m, {0, 2}); },
-                 {"gather_rows", "index 2", "position 1", "(2, 3)"});
-    expect_error([&] { (void)gather_rows(m, {0, 1, 1, 5}, shape_type{2, 2}); },
-                 {"gather_rows", "index 5", "position (1, 1)", "(2, 3)"});
-    expect_error([&] { (void)gather_rows(m, {0, 1, 1}, shape_type{2, 2}); },
-                 {"gather_rows", "3 indices", "(2, 2)"});
+    expect_error(
+        [&] {
+            (void)gather_rows(m, {0, 2});
+        },
+        {"gather_rows", "index 2", "position 1", "(2, 3)"});
+    expect_error(
+        [&] {
+            (void)gather_rows(m, {0, 1, 1, 5}, shape_type{2, 2});
+        },
+        {"gather_rows", "index 5", "position (1, 1)", "(2, 3)"});
+    expect_error(
+        [&] {
+            (void)gather_rows(m, {0, 1, 1}, shape_type{2, 2});
+        },
+        {"gather_rows", "3 indices", "(2, 2)"});
     expect_error([&] { (void)select(x, 2); }, {"select", "index 2", "(2, 3, 4)"});
-    expect_error([&] { (void)stack({m, t.constant(zeros({3, 2}))}); },
-                 {"stack", "(2, 3), (3, 2)"});
+    expect_error([&] { (void)stack({m, t.constant(zeros({3, 2}))}); }, {"stack", "(2, 3), (3, 2)"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "test_util.hpp"
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/layer.hpp>
 #include <unfold/ops/matmul.hpp>
 #include <unfold/ops/mul.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -23,8 +23,8 @@ namespace
 struct mismatched_cell
 {
     using state = var;
-    param w;        ///< (H, H)
-    param w_wrong;  ///< (H + 1, H): cannot multiply h (B, H)
+    param w;       ///< (H, H)
+    param w_wrong; ///< (H + 1, H): cannot multiply h (B, H)
     state operator()(tape& t, const var& x, const state& h) const
     {
         const bool late = step_of(current_site()) >= 2;
@@ -58,17 +58,20 @@ BOOST_AUTO_TEST_CASE(a_shape_error_inside_a_layer_names_the_step_layer_and_gate)
 {
     param_store store;
     const std::size_t H = 3;
-    const mismatched_cell cell{store.add("w", zeros({H, H})), store.add("w_wrong", zeros({H + 1, H}))};
+    const mismatched_cell cell{store.add("w", zeros({H, H})),
+                               store.add("w_wrong", zeros({H + 1, H}))};
     layer<mismatched_cell> l("mixing", store, H, H, layer_options{},
                              [&](param_store&, std::size_t, const param_name&) { return cell; });
     tape t;
     const var x = t.constant(zeros({4, 2, H}));
-    expect_error([&] { (void)l(t, x); },
-                 {"matmul: cannot multiply shapes (2, 3) and (4, 3)",
-                  "(recorded at step 2, layer 0, mixing gate)"});
+    expect_error([&] { (void)l(t, x); }, {"matmul: cannot multiply shapes (2, 3) and (4, 3)",
+                                          "(recorded at step 2, layer 0, mixing gate)"});
     // Outside any model the message is the op's own.
-    expect_error([&] { (void)matmul(t.constant(zeros({2, 3})), t.constant(zeros({4, 3}))); },
-                 {"matmul: cannot multiply shapes (2, 3) and (4, 3)"});
+    expect_error(
+        [&] {
+            (void)matmul(t.constant(zeros({2, 3})), t.constant(zeros({4, 3})));
+        },
+        {"matmul: cannot multiply shapes (2, 3) and (4, 3)"});
     try
     {
         (void)matmul(t.constant(zeros({2, 3})), t.constant(zeros({4, 3})));
@@ -113,8 +116,8 @@ BOOST_AUTO_TEST_CASE(the_decoder_applies_its_layer_dropout_in_training_mode_only
         return d.run(t, small_batch(), teacher).logits.back().value();
     };
     const tensor plain = logits(0, true);
-    BOOST_TEST(max_abs_diff(logits(real(0.5), false), plain) == 0.0);      // evaluation: none
-    BOOST_TEST(max_abs_diff(logits(real(0.5), true), plain) > 1e-3);       // training: dropped
+    BOOST_TEST(max_abs_diff(logits(real(0.5), false), plain) == 0.0); // evaluation: none
+    BOOST_TEST(max_abs_diff(logits(real(0.5), true), plain) > 1e-3);  // training: dropped
     BOOST_TEST(max_abs_diff(logits(real(0.5), true), logits(real(0.5), true)) == 0.0); // seeded
 }
 

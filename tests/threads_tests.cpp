@@ -4,11 +4,11 @@
 
 #include <cmath>
 
-#include <unfold/framework/random.hpp>
+#include "test_util.hpp"
 #include <unfold/framework/gemm.hpp>
+#include <unfold/framework/random.hpp>
 #include <unfold/framework/tensor.hpp>
 #include <unfold/framework/threads.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;

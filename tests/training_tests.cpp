@@ -23,10 +23,10 @@
 #include "apps/tasks.hpp"
 #include "apps/text.hpp"
 #include "apps/train.hpp"
+#include "tests/test_util.hpp"
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/feeding.hpp>
 #include <unfold/models/gru.hpp>
-#include "tests/test_util.hpp"
 
 using namespace unfold;
 using namespace unfold::app;

@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include "apps/text.hpp"
+#include "test_util.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
-#include "test_util.hpp"
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -51,8 +51,11 @@ BOOST_AUTO_TEST_CASE(a_layer_rejects_an_empty_sequence)
     generator g(1);
     const auto gru = gru_layer(store, 3, 4, g);
     tape t;
-    expect_error([&] { (void)gru(t, t.constant(zeros({0, 2, 3}))); },
-                 {"gru layer: input has shape (0, 2, 3)", "(T, B, 3) with T > 0"});
+    expect_error(
+        [&] {
+            (void)gru(t, t.constant(zeros({0, 2, 3})));
+        },
+        {"gru layer: input has shape (0, 2, 3)", "(T, B, 3) with T > 0"});
     expect_error([&] { (void)gru(t, std::vector<var>{}); },
                  {"gru layer: the input sequence has no steps"});
 }
@@ -63,8 +66,11 @@ BOOST_AUTO_TEST_CASE(an_embedding_index_out_of_range_names_the_table_and_positio
     generator g(2);
     const embedding e = embedding::create(store, 10, 4, g, "embed.");
     tape t;
-    expect_error([&] { (void)e(t, {1, 10, 3}); },
-                 {"embedding 'embed.weight' (10, 4): index 10 at position 1 is outside [0, 10)"});
+    expect_error(
+        [&] {
+            (void)e(t, {1, 10, 3});
+        },
+        {"embedding 'embed.weight' (10, 4): index 10 at position 1 is outside [0, 10)"});
     expect_error([&] { (void)e(t, {0, 1, 2, 99}, {2, 2}); }, {"index 99 at position 3"});
     BOOST_TEST(e(t, {9}).shape() == shape_type({1, 4}));
 }
@@ -79,12 +85,18 @@ BOOST_AUTO_TEST_CASE(a_decoder_step_with_a_state_of_another_batch_is_rejected)
                                 });
     tape t;
     auto s = d.zero_state(t, 3);
-    expect_error([&] { (void)d.step(t, {1, 2}, s); },
-                 {"decoder: 2 tokens (batch 2) but the state of layer 0 has shape (3, 5), not "
-                  "(2, 5): the batch sizes differ"});
+    expect_error(
+        [&] {
+            (void)d.step(t, {1, 2}, s);
+        },
+        {"decoder: 2 tokens (batch 2) but the state of layer 0 has shape (3, 5), not "
+         "(2, 5): the batch sizes differ"});
     expect_error([&] { (void)d.step(t, {}, s); }, {"decoder: a step needs at least one token"});
-    expect_error([&] { (void)d.step(t, {1, 2, 8}, s); },
-                 {"embedding 'embed.weight' (8, 4): index 8 at position 2"});
+    expect_error(
+        [&] {
+            (void)d.step(t, {1, 2, 8}, s);
+        },
+        {"embedding 'embed.weight' (8, 4): index 8 at position 2"});
     BOOST_TEST(d.step(t, {1, 2, 7}, s).shape() == shape_type({3, 8}));
 }
 
@@ -107,8 +119,8 @@ BOOST_AUTO_TEST_CASE(a_checkpoint_in_memory_is_validated_like_a_file)
                   "parameter has shape (3, 2)"});
     expect_error(
         [&] {
-            load_checkpoint_from_memory(bytes.data(), bytes.size() - 4, other, extra_tensors::reject,
-                                        "upload.safetensors");
+            load_checkpoint_from_memory(bytes.data(), bytes.size() - 4, other,
+                                        extra_tensors::reject, "upload.safetensors");
         },
         {"checkpoint upload.safetensors: tensor 'b': data_offsets [24, 36] lie outside the data "
          "section (32 bytes)"});
@@ -126,7 +138,8 @@ BOOST_AUTO_TEST_CASE(text_files_that_are_not_utf8_or_unreadable_are_reported)
     expect_error([&] { (void)text_corpus::parse("short", "notes.txt"); },
                  {"notes.txt: only 5 characters; a text needs at least 100"});
     const std::string dir = std::filesystem::temp_directory_path().string();
-    expect_error([&] { (void)text_corpus::load(dir); }, {"cannot read " + dir + ": it is a directory"});
+    expect_error([&] { (void)text_corpus::load(dir); },
+                 {"cannot read " + dir + ": it is a directory"});
     expect_error([&] { (void)text_corpus::load("/nonexistent/unfold.txt"); },
                  {"cannot read /nonexistent/unfold.txt: No such file or directory"});
     const text_corpus c = text_corpus::parse(std::string(120, 'a') + "é", "ok.txt");

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "tutorials/plot.hpp"
 #include <unfold/models/probe.hpp>
 #include <unfold/models/unroll.hpp>
-#include "tutorials/plot.hpp"
 
 namespace unfold::tutorial
 {
@@ -48,11 +48,19 @@ struct gradient_flow
 
 /// Runs `cell` over xs from s0 on tape `t` under a gradient_probe, computes L = loss(t, states),
 /// backpropagates it (the parameters' gradients accumulate as in any backward) and returns what
-/// reached each step and every step's share of the parameters `shared` (members of Cell).
+/// reached each step and every step's share of the parameters `shared` (members of Cell, its
+/// base's included: &rnn_cell::weight_hh).
+/// T itself, in a context where it is not deduced (std::type_identity, C++20).
+template <class T>
+struct same_type
+{
+    using type = T;
+};
+
 template <class Cell, class Loss>
-gradient_flow probe_gradient_flow(const Cell& cell, std::initializer_list<param Cell::*> shared,
-                                  tape& t, const std::vector<var>& xs,
-                                  const typename Cell::state& s0, Loss&& loss)
+gradient_flow probe_gradient_flow(
+    const Cell& cell, std::initializer_list<typename same_type<param Cell::*>::type> shared,
+    tape& t, const std::vector<var>& xs, const typename Cell::state& s0, Loss&& loss)
 {
     gradient_probe probe(t);
     const auto states = unroll(cell, t, xs, s0);

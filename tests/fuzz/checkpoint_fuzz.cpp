@@ -54,7 +54,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)unfold::read_checkpoint_from_memory(data, size);
     }
     catch (const unfold::error&)
-    {
-    }
+    {}
     return 0;
 }

@@ -30,7 +30,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             (void)stream.chunk(k);
     }
     catch (const unfold::error&)
-    {
-    }
+    {}
     return 0;
 }
