@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,17 @@ inline const std::vector<config>& benchmark_configs()
         {"large", 64, 100, 512, 512, 5, 3},
     };
     return configs;
+}
+
+/// The names of a comma-separated list ("tiny,large").
+inline std::vector<std::string> split_names(const std::string& list)
+{
+    std::vector<std::string> names;
+    std::istringstream in(list);
+    std::string name;
+    while (std::getline(in, name, ','))
+        names.push_back(name);
+    return names;
 }
 
 inline double seconds_since(clock_type::time_point start)

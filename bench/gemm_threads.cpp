@@ -29,8 +29,10 @@
 #include <tuple>
 #include <vector>
 
+#include <unfold/framework/gemm.hpp>
 #include <unfold/framework/random.hpp>
 #include <unfold/framework/tensor.hpp>
+#include <unfold/framework/threads.hpp>
 
 #include "bench_util.hpp"
 
@@ -147,12 +149,8 @@ int main(int argc, char** argv)
         else if (args[i] == "--reps" && i + 1 < args.size())
             reps = std::max(1, std::atoi(args[++i].c_str()));
         else if (args[i] == "--configs" && i + 1 < args.size())
-        {
-            std::istringstream in(args[++i]);
-            std::string name;
-            while (std::getline(in, name, ','))
+            for (const std::string& name : split_names(args[++i]))
                 names.push_back(name);
-        }
         else
         {
             std::fprintf(stderr,

@@ -110,12 +110,8 @@ int main(int argc, char** argv)
         else if (args[i] == "--reps" && i + 1 < args.size())
             reps = std::atoi(args[++i].c_str());
         else if (args[i] == "--configs" && i + 1 < args.size())
-        {
-            std::istringstream in(args[++i]);
-            std::string name;
-            while (std::getline(in, name, ','))
+            for (const std::string& name : split_names(args[++i]))
                 names.push_back(name);
-        }
         else
         {
             std::fprintf(stderr,

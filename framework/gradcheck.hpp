@@ -63,7 +63,7 @@ template <class T>
 struct always_true : std::true_type
 {};
 template <class T>
-constexpr bool checks_in_double = std::is_same_v<real, double> && always_true<T>::value;
+constexpr bool checks_in_double = std::is_same_v<real, double>&& always_true<T>::value;
 #define UNFOLD_GRADCHECK_IN_DOUBLE(T)                                                              \
     static_assert(                                                                                 \
         ::unfold::detail::checks_in_double<T>,                                                     \

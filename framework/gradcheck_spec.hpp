@@ -59,6 +59,20 @@ public:
         m_cases.back().label = std::move(label);
         return *this;
     }
+    /// The cases every broadcasting binary op starts with: (3, 4) with (3, 4), with a row (4) and
+    /// with a column (3, 1); add its own with next().
+    static gradcheck_spec broadcasting_pair()
+    {
+        return gradcheck_spec("same shape")
+            .input({3, 4})
+            .input({3, 4})
+            .next("row broadcast")
+            .input({3, 4})
+            .input({4})
+            .next("column broadcast")
+            .input({3, 4})
+            .input({3, 1});
+    }
     /// The cases, in the order given.
     const std::vector<gradcheck_case>& cases() const { return m_cases; }
 

@@ -29,15 +29,7 @@ struct sub_op
     /// The cases check_op gradient-checks.
     static gradcheck_spec check()
     {
-        return gradcheck_spec("same shape")
-            .input({3, 4})
-            .input({3, 4})
-            .next("row broadcast")
-            .input({3, 4})
-            .input({4})
-            .next("column broadcast")
-            .input({3, 4})
-            .input({3, 1})
+        return gradcheck_spec::broadcasting_pair()
             .next("broadcast first operand")
             .input({1, 4})
             .input({3, 4})
