@@ -195,6 +195,8 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_
     if constexpr (has_projection<Cell>::value)
         if (detail::projects<Cell>(t, T))
             projected_sequence = cell.project(t, xs.whole());
+    if (!projected_sequence.defined())
+        (void)xs.steps(); // select every step before the loop: outside any step's site
     auto run_step = [&](std::size_t k, const state& s) -> state {
         if constexpr (has_projection<Cell>::value)
             if (projected_sequence.defined())

@@ -121,4 +121,23 @@ BOOST_AUTO_TEST_CASE(the_decoder_applies_its_layer_dropout_in_training_mode_only
     BOOST_TEST(max_abs_diff(logits(real(0.5), true), logits(real(0.5), true)) == 0.0); // seeded
 }
 
+BOOST_AUTO_TEST_CASE(unroll_selects_the_steps_of_a_whole_sequence_outside_every_step)
+{
+    param_store store;
+    const std::size_t H = 3;
+    const mismatched_cell cell{store.add("w", zeros({H, H})),
+                               store.add("w_wrong", zeros({H + 1, H}))};
+    tape t;
+    const var x = t.variable(zeros({2, 2, H})); // two steps: the cell's weights fit both
+    (void)unroll(cell, t, x, t.constant(zeros({2, H})));
+    std::size_t selects = 0;
+    for (const auto& n : detail::core_of(x).nodes)
+        if (n.fn && std::string(n.fn->name()) == "select")
+        {
+            ++selects;
+            BOOST_TEST(step_of(n.where) == -1); // data, not a step's computation
+        }
+    BOOST_TEST(selects == 2);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
