@@ -12,13 +12,17 @@ UNFOLD_PACKAGES=(
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
 )
 
-# What the test suite needs besides the build (scripts/test): for the tutorial notebooks, the
-# Jupyter kernel over clang-repl-16, nbconvert to execute them (both run by /usr/bin/python3) and
-# jupyter-notebook to open them (README), gnuplot for their plots; doxygen for the API reference;
-# clang-format for the format check.
+# What the notebooks need besides the build (scripts/notebooks): the Jupyter kernel over
+# clang-repl-16 (run by /usr/bin/python3), jupyter-notebook to open them, gnuplot for their plots.
+UNFOLD_NOTEBOOK_PACKAGES=(
+    clang-16 clang-tools-16 python3 python3-ipykernel python3-jupyter-client jupyter-notebook
+    gnuplot-nox
+)
+
+# What the test suite needs besides the build (scripts/test): the notebooks' packages, nbconvert
+# to execute them, doxygen for the API reference, clang-format for the format check.
 UNFOLD_TEST_PACKAGES=(
-    clang-16 clang-tools-16 python3 python3-ipykernel jupyter-nbconvert python3-nbformat
-    python3-jupyter-client jupyter-notebook gnuplot-nox doxygen clang-format
+    "${UNFOLD_NOTEBOOK_PACKAGES[@]}" jupyter-nbconvert python3-nbformat doxygen clang-format
 )
 
 # The sanitizer build (scripts/test): clang-14 with AddressSanitizer + UndefinedBehaviorSanitizer,

@@ -2,8 +2,15 @@
 /// Line plots for the tutorials: gnuplot (Debian's gnuplot-nox) writes an SVG, which the notebook
 /// shows inline (unfold_show, tutorials/notebook.hpp). SVG is text, so a re-run notebook changes
 /// only where its numbers change.
+///
+/// Every title, label and legend is drawn as written: gnuplot's enhanced text would turn
+/// `hard_sigmoid` into "hard" with a subscript and eat the `@` of `W@k`, so each string is marked
+/// noenhanced (only the log axis's 10^{k} ticks use enhanced text). Next to each SVG, plot()
+/// writes `<name>.svg.texts`, the strings it asked for, one per line: the program test
+/// (kernel/run_program.py --check) checks that the SVG shows each of them verbatim.
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -32,12 +39,24 @@ struct plot_options
     bool reverse_x = false; ///< time running right to left (backward in time)
 };
 
-/// The folder plots are written to (a temporary folder: the notebook keeps the image).
+/// The folder plots are written to: $UNFOLD_PLOT_DIR, else a temporary folder (the notebook
+/// keeps the image).
 inline std::filesystem::path plot_dir()
 {
-    auto dir = std::filesystem::temp_directory_path() / "unfold-tutorials";
+    const char* chosen = std::getenv("UNFOLD_PLOT_DIR");
+    auto dir = chosen && *chosen ? std::filesystem::path(chosen)
+                                 : std::filesystem::temp_directory_path() / "unfold-tutorials";
     std::filesystem::create_directories(dir);
     return dir;
+}
+
+/// `text` as a gnuplot string drawn literally: single-quoted (a quote doubled), noenhanced.
+inline std::string gnuplot_text(const std::string& text)
+{
+    std::string quoted = "'";
+    for (char c : text)
+        quoted += c == '\'' ? std::string("''") : std::string(1, c);
+    return quoted + "' noenhanced";
 }
 
 /// Plots `lines` to <plot_dir>/<name>.svg with gnuplot and shows it; returns the file's path.
@@ -51,16 +70,16 @@ inline std::string plot(const std::string& name, const std::vector<series>& line
     std::ofstream gp(script);
     gp << "set terminal svg size 720,400 font 'sans,12' background '#ffffff'\n";
     gp << "set output '" << svg << "'\n";
-    gp << "set title \"" << o.title << "\"\nset xlabel \"" << o.xlabel << "\"\nset ylabel \""
-       << o.ylabel << "\"\nset grid\nset key outside right\n";
+    gp << "set title " << gnuplot_text(o.title) << "\nset xlabel " << gnuplot_text(o.xlabel)
+       << "\nset ylabel " << gnuplot_text(o.ylabel) << "\nset grid\nset key outside right\n";
     if (o.log_y)
         gp << "set logscale y\nset format y '10^{%L}'\n";
     if (o.reverse_x)
         gp << "set xrange [*:*] reverse\n";
     gp << "plot ";
     for (std::size_t k = 0; k < lines.size(); ++k)
-        gp << (k ? ", " : "") << "'-' using 1:2 with lines linewidth 2 title \"" << lines[k].title
-           << "\"";
+        gp << (k ? ", " : "") << "'-' using 1:2 with lines linewidth 2 title "
+           << gnuplot_text(lines[k].title);
     gp << "\n";
     for (const auto& s : lines)
     {
@@ -73,6 +92,14 @@ inline std::string plot(const std::string& name, const std::vector<series>& line
     const std::string command = "gnuplot '" + script + "'";
     if (std::system(command.c_str()) != 0)
         throw std::runtime_error("plot: gnuplot failed on " + script);
+    std::ofstream texts(svg + ".texts");
+    for (const std::string& text : {o.title, o.xlabel, o.ylabel})
+        if (!text.empty())
+            texts << text << "\n";
+    for (const auto& s : lines)
+        if (!s.title.empty())
+            texts << s.title << "\n";
+    texts.close();
     unfold_show(svg);
     return svg;
 }

@@ -7,7 +7,9 @@ namespace scope, statements in lambdas run while the program initialises, in cel
 marker printed before each cell. The program's output is printed cell by cell. With --check, each
 cell's stdout is compared with the output saved in the notebook: text must match and numbers must
 agree to a relative tolerance (--rtol, default 1e-3; the kernel runs unoptimised clang code, the
-program optimised g++ code). Cells tagged "output-varies" are not compared. Exit status 0 when the
+program optimised g++ code). Cells tagged "output-varies" are not compared. Every plot
+(tutorials/plot.hpp) lists the strings it asked for in <plot>.svg.texts; --check also finds each of
+them verbatim in the text of the SVG the program drew and of the SVG saved in the notebook. Exit status 0 when the
 program succeeded and (with --check) every output matched.
 """
 
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cells  # noqa: E402
@@ -76,6 +79,23 @@ def same_output(expected, actual, rtol):
     return None
 
 
+def svg_texts(svg):
+    """The text of every <text> element of an SVG document, its tspans joined."""
+    root = ElementTree.fromstring(svg)
+    return {"".join(e.itertext()) for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "text"}
+
+
+def missing_texts(image, svg):
+    """The strings plot() asked for in `image` (its .texts file) that `svg` does not show."""
+    try:
+        with open(image + ".texts", encoding="utf-8") as f:
+            wanted = [line.rstrip("\n") for line in f]
+    except OSError:
+        return []
+    shown = svg_texts(svg)
+    return [w for w in wanted if w not in shown]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebook")
@@ -109,9 +129,12 @@ def main():
         sys.stderr.write(built.stderr)
         sys.stderr.write(f"{name}: compilation failed ({' '.join(compile_cmd)})\n")
         return 1
+    plot_dir = os.path.join(workdir, name + "-plots")
+    os.makedirs(plot_dir, exist_ok=True)
     start = time.time()
     ran = subprocess.run([binary], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.abspath(args.notebook)))
+                         cwd=os.path.dirname(os.path.abspath(args.notebook)),
+                         env={**os.environ, "UNFOLD_PLOT_DIR": plot_dir})
     run_time = time.time() - start
     printed = split_by_cell(ran.stdout)
     errors = split_by_cell(ran.stderr)
@@ -139,9 +162,20 @@ def main():
         difference = same_output(saved, text, args.rtol)
         if difference:
             failures.append(f"cell {n}: {difference}")
-        images = sum(1 for o in outputs if o["output_type"] == "display_data")
-        if images != len(shown):
-            failures.append(f"cell {n}: {len(shown)} images shown, {images} saved")
+        images = [o for o in outputs if o["output_type"] == "display_data"]
+        if len(images) != len(shown):
+            failures.append(f"cell {n}: {len(shown)} images shown, {len(images)} saved")
+        for line, saved_image in zip(shown, images):
+            image = line[len(MARK) + 5:].strip()
+            if not image.endswith(".svg"):
+                continue
+            with open(image, encoding="utf-8") as f:
+                drawn = f.read()
+            for what, svg in (("drawn", drawn),
+                              ("saved", "".join(saved_image["data"].get("image/svg+xml", "")))):
+                if svg and missing_texts(image, svg):
+                    failures.append(f"cell {n}: the {what} plot {os.path.basename(image)} does "
+                                    f"not show {missing_texts(image, svg)} as written")
     if ran.returncode != 0 and not failures:
         failures.append(f"the program exited with status {ran.returncode}:\n{ran.stderr[-2000:]}")
     for f in failures:
