@@ -376,6 +376,11 @@ public:
     /// The number of nodes recorded since construction or the last clear().
     std::size_t size() const { return m_core->nodes.size(); }
 
+    /// The bytes of tensor data this tape holds: every recorded value, the gradients backward
+    /// kept, and released gradient buffers kept for reuse (Note [Released gradients]). After a
+    /// forward pass this is what BPTT remembers until backward reaches each step.
+    std::size_t bytes_held() const { return m_core->bytes_held(); }
+
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
     /// `r` (the gradient probe, models/probe.hpp); null to stop.
     void set_recorder(contribution_recorder* r) { m_core->recorder = r; }

@@ -50,6 +50,20 @@ BOOST_AUTO_TEST_CASE(backward_twice_recomputes_intermediates_and_accumulates_par
     BOOST_TEST(xt::amax(xt::abs(w.grad()))() == 0.0);
 }
 
+BOOST_AUTO_TEST_CASE(bytes_held_counts_values_then_kept_gradients_and_reused_buffers)
+{
+    tape t;
+    var x = t.variable(zeros({2, 3}));
+    var y = tanh(x * x); // three nodes of 6 elements
+    BOOST_TEST(t.bytes_held() == 3 * 6 * sizeof(real));
+    t.backward(y, full({2, 3}, 1));
+    // Two gradient buffers in all: y's, released to the pool once tanh has passed it on, became
+    // x's slot; the product's was released after it. x keeps its gradient, the pool one buffer.
+    BOOST_TEST(t.bytes_held() == (3 + 1 + 1) * 6 * sizeof(real));
+    t.clear(); // the values go; both gradient buffers stay in the pool
+    BOOST_TEST(t.bytes_held() == 2 * 6 * sizeof(real));
+}
+
 BOOST_AUTO_TEST_CASE(a_200000_node_chain_backpropagates_without_recursion)
 {
     tape t;
