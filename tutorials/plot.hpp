@@ -37,6 +37,7 @@ struct plot_options
     std::string ylabel;
     bool log_y = false;
     bool reverse_x = false; ///< time running right to left (backward in time)
+    bool points = false;    ///< mark every point (lines that may lie on top of each other)
 };
 
 /// The folder plots are written to: $UNFOLD_PLOT_DIR, else a temporary folder (the notebook
@@ -78,7 +79,8 @@ inline std::string plot(const std::string& name, const std::vector<series>& line
         gp << "set xrange [*:*] reverse\n";
     gp << "plot ";
     for (std::size_t k = 0; k < lines.size(); ++k)
-        gp << (k ? ", " : "") << "'-' using 1:2 with lines linewidth 2 title "
+        gp << (k ? ", " : "") << "'-' using 1:2 with "
+           << (o.points ? "linespoints pointsize 1.5" : "lines") << " linewidth 2 title "
            << gnuplot_text(lines[k].title);
     gp << "\n";
     for (const auto& s : lines)
