@@ -1,5 +1,5 @@
-// Forward values of log_softmax, the losses and dropout against hand-computed numbers and PyTorch.
-// Their gradients are checked in double by the op sweep (gradcheck_sweep.cpp).
+// Forward values of softmax, log_softmax, the losses and dropout against hand-computed numbers and
+// PyTorch. Their gradients are checked in double by the op sweep (gradcheck_sweep.cpp).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -13,6 +13,7 @@
 #include <unfold/ops/dropout.hpp>
 #include <unfold/ops/log_softmax.hpp>
 #include <unfold/ops/mse.hpp>
+#include <unfold/ops/softmax.hpp>
 
 using namespace unfold;
 using unfold::testing::all_finite;
@@ -44,6 +45,63 @@ BOOST_AUTO_TEST_CASE(log_softmax_by_hand)
     t.backward(y, tensor{{0, 0, 0}, {1, 0, 2}});
     BOOST_TEST(max_abs_diff(x.grad(), tensor{{0, 0, 0}, {0, -1, 1}}) < 1e-6);
     BOOST_TEST(x.grad()(0, 0) == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(softmax_by_hand_and_masked)
+{
+    tape t;
+    var x = t.variable(tensor{{1, 2, 3}, {0, 0, 0}});
+    var y = softmax(x);
+    const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+    const tensor expected{
+        {real(std::exp(1.0) / z), real(std::exp(2.0) / z), real(std::exp(3.0) / z)},
+        {real(1.0 / 3), real(1.0 / 3), real(1.0 / 3)}};
+    BOOST_TEST(max_abs_diff(y.value(), expected) < 1e-6);
+    BOOST_TEST(y.value()(0, 2) == real(0.66524096), boost::test_tools::tolerance(real(1e-6)));
+    BOOST_TEST(max_abs_diff(y.value(), xt::exp(log_softmax(x).value())) < 1e-6);
+    BOOST_TEST(all_finite(softmax(t.constant(tensor{{1000, -1000, 0}})).value()));
+
+    // dx = y ⊙ (gy − Σ gy·y): row 2 has y = 1/3 and Σ gy·y = 1, so dx = (gy − 1) / 3.
+    t.backward(y, tensor{{0, 0, 0}, {1, 0, 2}});
+    BOOST_TEST(max_abs_diff(x.grad(), tensor{{0, 0, 0}, {0, real(-1.0 / 3), real(1.0 / 3)}}) <
+               1e-6);
+
+    // Masked: padded positions get exactly 0, the kept ones the softmax of the kept scores alone,
+    // and no gradient reaches a padded score.
+    var scores = t.variable(tensor{{1, 2, 3, 50}, {4, -7, 4, 4}});
+    var attention = masked_softmax(scores, tensor{{1, 1, 1, 0}, {1, 0, 1, 0}});
+    BOOST_TEST(max_abs_diff(xt::view(attention.value(), 0, xt::range(0, 3)),
+                            xt::view(expected, 0)) < 1e-6);
+    BOOST_TEST(attention.value()(0, 3) == 0.0);
+    BOOST_TEST(attention.value()(1, 1) == 0.0);
+    BOOST_TEST(attention.value()(1, 3) == 0.0);
+    BOOST_TEST(attention.value()(1, 0) == real(0.5), boost::test_tools::tolerance(real(1e-6)));
+    t.backward(attention, tensor{{1, 2, 3, 4}, {1, 2, 3, 4}});
+    BOOST_TEST(scores.grad()(0, 3) == 0.0);
+    BOOST_TEST(scores.grad()(1, 1) == 0.0);
+    BOOST_TEST(scores.grad()(1, 0) == real(-0.5), boost::test_tools::tolerance(real(1e-6)));
+}
+
+BOOST_AUTO_TEST_CASE(softmax_refuses_a_bad_mask)
+{
+    tape t;
+    var x = t.constant(zeros({2, 3}));
+    expect_error(
+        [&] {
+            (void)masked_softmax(x, tensor{{1, 1}, {1, 1}});
+        },
+        {"softmax", "mask", "(2, 2)", "(2, 3)"});
+    expect_error(
+        [&] {
+            (void)masked_softmax(x, tensor{{1, 1, 1}, {0, 0, 0}});
+        },
+        {"softmax", "row 1", "masks out every position"});
+    expect_error(
+        [&] {
+            (void)masked_softmax(x, tensor{{1, 0.5, 1}, {1, 1, 1}});
+        },
+        {"softmax", "0 (masked out) or 1 (kept)", "0.5"});
+    expect_error([&] { (void)softmax(t.constant(full({}, 1))); }, {"softmax", "()"});
 }
 
 BOOST_AUTO_TEST_CASE(log_softmax_of_large_logits_is_finite)
