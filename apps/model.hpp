@@ -32,6 +32,8 @@ struct model_config
     std::size_t embed = 64;
     std::string gate = "sigmoid"; ///< sigmoid or hard_sigmoid (gru, lstm)
     std::string state = "tanh";   ///< tanh, relu or elu
+    /// Dropout between stacked layers while training; not saved (a loaded model evaluates).
+    double dropout = 0;
     vocabulary vocab;
 
     /// The configuration as checkpoint metadata ("unfold.cell" → "gru", ...).
@@ -128,6 +130,11 @@ public:
     virtual std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt,
                                               std::size_t length, token_choice how, generator* g,
                                               double temperature) const = 0;
+    /// Training mode: dropout between layers draws its masks from `g` (which must outlive the
+    /// calls). Models start in evaluation mode.
+    virtual void train(generator& g) = 0;
+    /// Evaluation mode: no dropout.
+    virtual void eval() = 0;
 
 protected:
     explicit model(model_config c)
@@ -147,8 +154,11 @@ public:
     model_of(model_config c, generator& g, MakeLayer&& make_layer)
         : model(std::move(c))
         , m_decoder(make_decoder(m_store, m_config.vocab.size(), m_config.embed, m_config.hidden,
-                                 m_config.layers, g, make_layer))
+                                 m_config.layers, g, make_layer, real(m_config.dropout)))
     {}
+
+    void train(generator& g) override { m_decoder.train(g); }
+    void eval() override { m_decoder.eval(); }
 
     model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
                   const std::vector<tensor>& initial, std::size_t training_step) const override
@@ -197,6 +207,12 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
                  "layers, hidden and embed must be positive (got {}, {}, {})", c.layers, c.hidden,
                  c.embed);
     UNFOLD_CHECK(c.vocab.size() > 3, "the vocabulary is empty");
+    UNFOLD_CHECK(c.dropout >= 0 && c.dropout < 1, "--dropout {} is not a probability in [0, 1)",
+                 c.dropout);
+    UNFOLD_CHECK(c.dropout == 0 || c.layers > 1,
+                 "--dropout {} acts between stacked layers, and --layers 1 has none: use --layers "
+                 "2 or more",
+                 c.dropout);
     const std::size_t hidden = c.hidden;
     if (c.cell == "rnn")
     {

@@ -271,7 +271,8 @@ inline train_result train(train_options o, std::FILE* out)
     UNFOLD_CHECK(o.epochs >= 1 && o.steps >= 1 && o.batch >= 1,
                  "epochs, steps and batch must be positive");
 
-    generator init(o.seed), data(o.seed + 1), feed_rng(o.seed + 2), eval_rng(o.seed + 3);
+    generator init(o.seed), data(o.seed + 1), feed_rng(o.seed + 2), eval_rng(o.seed + 3),
+        dropout_rng(o.seed + 4);
     train_result res;
     res.trained = make_model(o.model, init);
     model& m = *res.trained;
@@ -290,10 +291,11 @@ inline train_result train(train_options o, std::FILE* out)
     if (!o.quiet)
         std::fprintf(out,
                      "unfold train: task %s, %s × %zu layer(s), hidden %zu, %zu parameters; "
-                     "feeding %s, %s lr %g (%s), clip %g, batch %zu, %zu epochs × %zu steps\n",
+                     "feeding %s, %s lr %g (%s), clip %g, dropout %g, batch %zu, %zu epochs × "
+                     "%zu steps\n",
                      o.model.task.c_str(), o.model.cell.c_str(), o.model.layers, o.model.hidden,
                      m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
-                     o.lr_schedule.c_str(), o.clip, o.batch, o.epochs, o.steps);
+                     o.lr_schedule.c_str(), o.clip, o.model.dropout, o.batch, o.epochs, o.steps);
 
     interrupted = 0;
     struct sigaction action = {}, previous = {};
@@ -316,6 +318,7 @@ inline train_result train(train_options o, std::FILE* out)
         double epoch_loss = 0;
         std::size_t epoch_steps = 0;
         carried.clear();
+        m.train(dropout_rng);
         for (std::size_t k = 0; k < o.steps && !interrupted; ++k, ++step)
         {
             token_batch b;
@@ -366,6 +369,7 @@ inline train_result train(train_options o, std::FILE* out)
         if (interrupted)
             break;
         res.last_loss = epoch_loss / double(std::max<std::size_t>(epoch_steps, 1));
+        m.eval();
         res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
         if (!o.quiet)
             std::fprintf(

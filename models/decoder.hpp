@@ -231,15 +231,17 @@ private:
 
 /// A decoder with new parameters in `store`: "embed.weight" (V, E), the layer's
 /// "rnn.weight_ih_l{l}", ... and "head.weight" (V, H), "head.bias" (V). `make_layer(store,
-/// input_size, layer_options)` builds the layer, e.g. with gru_layer.
+/// input_size, layer_options)` builds the layer, e.g. with gru_layer. `dropout` is the layer's
+/// dropout between stacked cells (layer_options::dropout), applied only in training mode.
 template <class MakeLayer>
 auto make_decoder(param_store& store, std::size_t vocab, std::size_t embed_dim,
                   std::size_t hidden_size, std::size_t num_layers, generator& g,
-                  MakeLayer&& make_layer)
+                  MakeLayer&& make_layer, real dropout = 0)
 {
     embedding e = embedding::create(store, vocab, embed_dim, g, "embed.");
     layer_options lo;
     lo.num_layers = num_layers;
+    lo.dropout = dropout;
     lo.prefix = "rnn.";
     auto cells = make_layer(store, embed_dim, lo);
     linear head = linear::create(store, hidden_size, vocab, g, "head.");

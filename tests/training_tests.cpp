@@ -404,6 +404,49 @@ BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
     BOOST_TEST(r.last_loss < 0.5 * r.first_loss);
 }
 
+BOOST_AUTO_TEST_CASE(dropout_between_layers_acts_in_training_only)
+{
+    // Two layers, a few steps with and without --dropout 0.5 from the same seed: training differs
+    // (masks drawn in training), and the trained model evaluates deterministically (eval mode:
+    // the same held-out loss twice, so validation sees no dropout).
+    train_options o;
+    o.model.layers = 2;
+    o.model.hidden = 32;
+    o.model.embed = 8;
+    o.epochs = 1;
+    o.steps = 20;
+    o.batch = 8;
+    o.quiet = true;
+    o.samples = 0;
+    const train_result plain = train(o, stdout);
+    o.model.dropout = 0.5;
+    const train_result dropped = train(o, stdout);
+    BOOST_TEST(plain.first_loss != dropped.first_loss);
+    BOOST_TEST(plain.last_loss != dropped.last_loss);
+
+    model& m = *dropped.trained;
+    const addition_task tk;
+    generator g(3);
+    std::vector<example> ex;
+    for (int i = 0; i < 8; ++i)
+        ex.push_back(tk.draw(g));
+    const token_batch b = make_batch(tk.vocab(), ex);
+    auto held_out_loss = [&] {
+        tape t;
+        teacher_forcing teacher;
+        return run_loss(m.run(t, b, teacher), b).item();
+    };
+    const real evaluated = held_out_loss();
+    BOOST_TEST(held_out_loss() == evaluated);
+    generator masks(5);
+    m.train(masks);
+    const real in_training = held_out_loss();
+    BOOST_TEST(in_training != evaluated);
+    BOOST_TEST(held_out_loss() != in_training); // a new mask every run
+    m.eval();
+    BOOST_TEST(held_out_loss() == evaluated);
+}
+
 BOOST_AUTO_TEST_CASE(truncated_bptt_on_text_carries_the_state_detached)
 {
     std::string text;
