@@ -3,7 +3,8 @@
     /usr/bin/python3 tutorials/kernel/check_open.py
 
 Starts it (without a browser, on a free port, with the kernel installed into a temporary Jupyter
-data folder), then through the server's own REST API: every notebook of tutorials/ is listed, the
+data folder and the build tree it configures in a temporary folder, so the suite's own build/ is
+left alone), then through the server's own REST API: every notebook of tutorials/ is listed, the
 unfold-cpp kernel is offered, a kernel started from it runs a C++ cell that includes Unfold and
 prints a value computed on a tape. Exit status 0 when all of that worked.
 """
@@ -52,14 +53,15 @@ def main():
     data_dir = tempfile.mkdtemp(prefix="unfold-jupyter-")
     port, token = free_port(), "unfold-open-check"
     env = {**os.environ, "JUPYTER_DATA_DIR": data_dir,
-           "JUPYTER_RUNTIME_DIR": os.path.join(data_dir, "runtime")}
+           "JUPYTER_RUNTIME_DIR": os.path.join(data_dir, "runtime"),
+           "UNFOLD_BUILD": os.path.join(data_dir, "build")}
     server = subprocess.Popen(
         ["bash", os.path.join(ROOT, "scripts", "notebooks"), "--no-browser", f"--port={port}",
          "--port-retries=0", f"--NotebookApp.token={token}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             if server.poll() is not None:
                 sys.exit(f"scripts/notebooks exited with status {server.returncode}:\n"
@@ -69,7 +71,7 @@ def main():
                 break
             except OSError:
                 if time.time() > deadline:
-                    sys.exit("the notebook server did not answer within 60 s")
+                    sys.exit("the notebook server did not answer within 120 s")
                 time.sleep(0.5)
         names = sorted(item["name"] for item in listed["content"])
         wanted = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tutorials",
