@@ -15,6 +15,7 @@
 #include "apps/tasks.hpp"
 #include "apps/text.hpp"
 #include "apps/train.hpp"
+#include <unfold/framework/threads.hpp>
 
 namespace unfold::app
 {
@@ -110,6 +111,12 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             },
             "[0, 1)"));
     train_cmd->add_option("--embed", o.model.embed, "embedding size")->check(CLI::Range(1, 4096));
+    int threads = 1;
+    train_cmd
+        ->add_option("--threads", threads,
+                     "most BLAS threads a GEMM may use; only GEMMs large enough to gain get more "
+                     "than one (Note [BLAS threads])")
+        ->check(CLI::Range(1, 1024));
     train_cmd->add_option("--gate", o.model.gate, "gate activation (gru, lstm)")
         ->check(CLI::IsMember({"sigmoid", "hard_sigmoid"}));
     train_cmd->add_option("--state", o.model.state, "state activation")
@@ -184,6 +191,18 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
         std::fprintf(out, "%s", shown->help().c_str());
         return 0;
     }
+    catch (const CLI::ExtrasError&)
+    {
+        // CLI11 parses the reversed list, so its own message lists the extras back to front.
+        const CLI::App* where = app.get_subcommands().empty() ? &app : app.get_subcommands()[0];
+        std::string extras;
+        for (const std::string& a : where->remaining())
+            extras += (extras.empty() ? "" : " ") + a;
+        const std::string command = where == &app ? "unfold" : "unfold " + where->get_name();
+        std::fprintf(err, "unfold: %s does not take %s (see %s --help)\n", command.c_str(),
+                     extras.c_str(), command.c_str());
+        return 2;
+    }
     catch (const CLI::ParseError& e)
     {
         std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
@@ -246,6 +265,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             std::fprintf(out, "%s\n", v.str().c_str());
             return 0;
         }
+        set_num_threads(threads);
         if (!o.text_file.empty())
             o.model.task = "text";
         else

@@ -65,6 +65,11 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         {{"sample", "--checkpoint", not_a_checkpoint.path, "--length", "-1"}, "--length"},
         {{"eval"}, "--checkpoint"},
         {{"train", "--quiet", "extra"}, "extra"},
+        // unknown options are named as given, in their order
+        {{"train", "--resume", "x"}, "unfold train does not take --resume x"},
+        {{"sample", "--checkpoint", not_a_checkpoint.path, "--nope", "3"},
+         "unfold sample does not take --nope 3"},
+        {{"train", "--threads", "0"}, "--threads"},
         // files: empty, too short, not UTF-8 (a Latin-1 byte, a cut multi-byte sequence), a
         // directory, a corrupt checkpoint
         {{"train", "--text", empty.path}, empty.path + ": only 0 characters"},
@@ -90,6 +95,24 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         BOOST_TEST(e.rfind("unfold: ", 0) == 0u, shown << ": " << e);
         BOOST_TEST(e.find(named) != std::string::npos, shown << ": " << e << " lacks " << named);
     }
+}
+
+BOOST_AUTO_TEST_CASE(threads_sets_the_most_blas_threads_of_a_training_run)
+{
+    const scratch_file checkpoint("threads.safetensors", "");
+    const int before = unfold::num_threads();
+    std::FILE* out = std::tmpfile();
+    std::FILE* err = std::tmpfile();
+    const int status = unfold::app::run_cli(
+        {"train", "--threads", "2", "--epochs", "1", "--steps", "2", "--hidden", "8", "--embed",
+         "4", "--batch", "2", "--samples", "0", "--quiet", "--checkpoint", checkpoint.path},
+        out, err);
+    const std::string e = read_and_close(err);
+    read_and_close(out);
+    const int threads = unfold::num_threads();
+    unfold::set_num_threads(before);
+    BOOST_TEST(status == 0, e);
+    BOOST_TEST(threads == 2);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
