@@ -10,6 +10,7 @@
 #include <unfold/models/linear.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/peephole_lstm.hpp>
+#include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/rnn.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/sigmoid.hpp>
@@ -129,6 +130,30 @@ BOOST_AUTO_TEST_CASE(gru_cell_in_both_conventions_and_with_hard_sigmoid_gates)
                                      << r.report);
             BOOST_TEST(r.checked == T * B * I + B * H + 3 * H * (I + H + 2));
         }
+}
+
+BOOST_AUTO_TEST_CASE(lstm_with_recurrent_dropout)
+{
+    // The masks are drawn from the same seed on every tape the check records, so every run of
+    // the check sees the same masks; x, h_0, c_0 and every parameter are perturbed.
+    param_store store;
+    generator g(5);
+    const lstm_cell lstm = lstm_cell::create(store, I, H, g);
+    const std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1), g.uniform({B, H}, -0.5, 0.5),
+                                     g.uniform({B, H}, -0.5, 0.5)};
+    auto f = [&](tape& t, const std::vector<var>& xs) {
+        generator masks(11);
+        const auto cell = with_recurrent_dropout(lstm, t, masks, B, I, H, {0.3, 0.4});
+        const auto states = unroll(cell, t, xs[0], lstm_state{xs[1], xs[2]});
+        std::vector<var> ys;
+        for (const auto& s : states)
+            ys.push_back(s.h);
+        ys.push_back(states.back().c);
+        return ys;
+    };
+    const gradcheck_result r = gradcheck(f, inputs, all_of(store));
+    BOOST_TEST(r.passed, r.report);
+    BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * (I + H + 2));
 }
 
 BOOST_AUTO_TEST_CASE(lstm_cell_with_and_without_peepholes_hard_sigmoid_and_relu_state)
