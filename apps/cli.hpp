@@ -93,23 +93,29 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
         ->check(CLI::IsMember({"rnn", "gru", "lstm"}));
     train_cmd->add_option("--layers", o.model.layers, "stacked layers")->check(CLI::Range(1, 16));
     train_cmd->add_option("--hidden", o.model.hidden, "hidden size")->check(CLI::Range(1, 4096));
+    const CLI::Validator probability(
+        [](std::string& s) {
+            std::size_t used = 0;
+            double p = -1;
+            try
+            {
+                p = std::stod(s, &used);
+            }
+            catch (const std::exception&)
+            {}
+            return used == s.size() && p >= 0 && p < 1 ? std::string()
+                                                       : "must be a probability in [0, 1)";
+        },
+        "[0, 1)");
     train_cmd
         ->add_option("--dropout", o.model.dropout,
                      "dropout between stacked layers while training (needs --layers 2 or more)")
-        ->check(CLI::Validator(
-            [](std::string& s) {
-                std::size_t used = 0;
-                double p = -1;
-                try
-                {
-                    p = std::stod(s, &used);
-                }
-                catch (const std::exception&)
-                {}
-                return used == s.size() && p >= 0 && p < 1 ? std::string()
-                                                           : "must be a probability in [0, 1)";
-            },
-            "[0, 1)"));
+        ->check(probability);
+    train_cmd
+        ->add_option("--recurrent-dropout", o.model.recurrent_dropout,
+                     "dropout on the state each layer reads while training, one mask per "
+                     "sequence for all its steps")
+        ->check(probability);
     train_cmd->add_option("--embed", o.model.embed, "embedding size")->check(CLI::Range(1, 4096));
     int threads = 1;
     train_cmd

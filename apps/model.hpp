@@ -34,6 +34,9 @@ struct model_config
     std::string state = "tanh";   ///< tanh, relu or elu
     /// Dropout between stacked layers while training; not saved (a loaded model evaluates).
     double dropout = 0;
+    /// Recurrent dropout on the state each layer reads, while training (Note [Recurrent
+    /// dropout]); not saved either.
+    double recurrent_dropout = 0;
     vocabulary vocab;
 
     /// The configuration as checkpoint metadata ("unfold.cell" → "gru", ...).
@@ -155,7 +158,9 @@ public:
         : model(std::move(c))
         , m_decoder(make_decoder(m_store, m_config.vocab.size(), m_config.embed, m_config.hidden,
                                  m_config.layers, g, make_layer, real(m_config.dropout)))
-    {}
+    {
+        m_decoder.set_recurrent_dropout(real(m_config.recurrent_dropout));
+    }
 
     void train(generator& g) override { m_decoder.train(g); }
     void eval() override { m_decoder.eval(); }

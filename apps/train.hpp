@@ -291,11 +291,12 @@ inline train_result train(train_options o, std::FILE* out)
     if (!o.quiet)
         std::fprintf(out,
                      "unfold train: task %s, %s × %zu layer(s), hidden %zu, %zu parameters; "
-                     "feeding %s, %s lr %g (%s), clip %g, dropout %g, batch %zu, %zu epochs × "
-                     "%zu steps\n",
+                     "feeding %s, %s lr %g (%s), clip %g, dropout %g, recurrent dropout %g, "
+                     "batch %zu, %zu epochs × %zu steps\n",
                      o.model.task.c_str(), o.model.cell.c_str(), o.model.layers, o.model.hidden,
                      m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
-                     o.lr_schedule.c_str(), o.clip, o.model.dropout, o.batch, o.epochs, o.steps);
+                     o.lr_schedule.c_str(), o.clip, o.model.dropout, o.model.recurrent_dropout,
+                     o.batch, o.epochs, o.steps);
 
     interrupted = 0;
     struct sigaction action = {}, previous = {};

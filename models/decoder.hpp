@@ -20,6 +20,7 @@
 #include <unfold/models/feeding.hpp>
 #include <unfold/models/layer.hpp>
 #include <unfold/models/linear.hpp>
+#include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/cross_entropy.hpp>
 #include <unfold/ops/stack.hpp>
@@ -115,11 +116,27 @@ public:
     std::size_t num_layers() const { return m_cells.num_layers(); }
     /// The stacked cells, stepped one at a time by step().
     const layer<Cell>& cells() const { return m_cells; }
-    /// Training mode: the layer's dropout between stacked cells draws its masks from `g` (which
-    /// must outlive the calls), as in layer::train. Decoders start in evaluation mode.
-    void train(generator& g) { m_cells.train(g); }
+    /// Training mode: the layer's dropout between stacked cells and the recurrent dropout draw
+    /// their masks from `g` (which must outlive the calls), as in layer::train. Decoders start in
+    /// evaluation mode.
+    void train(generator& g)
+    {
+        m_cells.train(g);
+        m_generator = &g;
+    }
     /// Evaluation mode: no dropout.
-    void eval() { m_cells.eval(); }
+    void eval()
+    {
+        m_cells.eval();
+        m_generator = nullptr;
+    }
+    /// Recurrent dropout with probability p on the state every layer's cell reads, in training
+    /// mode: one mask per sequence and layer for a whole run (Note [Recurrent dropout]).
+    void set_recurrent_dropout(real p)
+    {
+        UNFOLD_CHECK(p >= 0 && p < 1, "decoder: recurrent dropout {} is not in [0, 1)", p);
+        m_recurrent_dropout = p;
+    }
 
     /// Zeros for every layer, batch B, recorded on `t` as constants.
     state zero_state(tape& t, std::size_t batch) const
@@ -129,6 +146,16 @@ public:
 
     /// One step: feeds `tokens` (B indices), advances `s` in place, returns the logits (B, V).
     var step(tape& t, const std::vector<std::size_t>& tokens, state& s) const
+    {
+        return step_through([this](std::size_t l) -> const Cell& { return m_cells.cell(l); }, t,
+                            tokens, s);
+    }
+
+private:
+    /// step() with the cell of layer l given by cell_of(l) (the cells or their dropout wrappers).
+    template <class CellOf>
+    var step_through(CellOf&& cell_of, tape& t, const std::vector<std::size_t>& tokens,
+                     state& s) const
     {
         UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
                      s.size(), num_layers());
@@ -144,12 +171,13 @@ public:
         for (std::size_t l = 0; l < s.size(); ++l)
         {
             const layer_scope in(l, false); // Note [Sites]
-            s[l] = unfold::step(m_cells.cell(l), t, x, s[l]);
+            s[l] = unfold::step(cell_of(l), t, x, s[l]);
             x = m_cells.between_layers(hidden(s[l]), l);
         }
         return m_head(t, x);
     }
 
+public:
     /// Decodes `batch` from `s0` (zeros when empty). Step 0 is fed inputs(0, ·); step t ≥ 1 is fed
     /// what `policy` chooses where targets(t − 1, b) is counted (the model predicted there) and
     /// inputs(t, b) elsewhere. The same code runs under every policy (Note [Fed tokens are data]).
@@ -164,6 +192,12 @@ public:
         decode_result<state> r;
         r.final_state = s0.empty() ? zero_state(t, batch.batch) : std::move(s0);
         policy.begin(batch.batch, training_step);
+        std::vector<recurrent_dropout_cell<Cell>> dropped; // Note [Recurrent dropout]
+        if (m_generator && m_recurrent_dropout > 0)
+            for (std::size_t l = 0; l < num_layers(); ++l)
+                dropped.push_back(with_recurrent_dropout(m_cells.cell(l), t, *m_generator,
+                                                         batch.batch, 0, hidden_size(),
+                                                         {0, m_recurrent_dropout}));
         std::vector<bool> choosable(batch.batch);
         for (std::size_t k = 0; k < batch.steps; ++k)
         {
@@ -186,7 +220,11 @@ public:
                 }
             }
             const step_scope at(k); // Note [Sites]
-            r.logits.push_back(step(t, fed, r.final_state));
+            r.logits.push_back(dropped.empty()
+                                   ? step(t, fed, r.final_state)
+                                   : step_through(
+                                         [&](std::size_t l) -> const auto& { return dropped[l]; },
+                                         t, fed, r.final_state));
             r.fed.push_back(std::move(fed));
         }
         return r;
@@ -227,6 +265,8 @@ private:
     embedding m_embed;
     layer<Cell> m_cells;
     linear m_head;
+    generator* m_generator = nullptr; // set in training mode
+    real m_recurrent_dropout = 0;
 };
 
 /// A decoder with new parameters in `store`: "embed.weight" (V, E), the layer's

@@ -58,6 +58,7 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         {{"train", "--layers", "2", "--dropout", "1"}, "--dropout"},
         {{"train", "--layers", "2", "--dropout", "half"}, "--dropout"},
         {{"train", "--dropout", "0.3"}, "--dropout 0.3 acts between stacked layers"},
+        {{"train", "--recurrent-dropout", "-0.1"}, "--recurrent-dropout"},
         {{"train", "--hidden"}, "--hidden"},
         {{"train", "--epochs", "many"}, "--epochs"},
         {{"train", "sample"}, "sample"},

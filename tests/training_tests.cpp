@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -404,22 +405,23 @@ BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
     BOOST_TEST(r.last_loss < 0.5 * r.first_loss);
 }
 
-BOOST_AUTO_TEST_CASE(dropout_between_layers_acts_in_training_only)
+namespace
 {
-    // Two layers, a few steps with and without --dropout 0.5 from the same seed: training differs
-    // (masks drawn in training), and the trained model evaluates deterministically (eval mode:
-    // the same held-out loss twice, so validation sees no dropout).
-    train_options o;
-    o.model.layers = 2;
-    o.model.hidden = 32;
-    o.model.embed = 8;
+/// Trains `o` without and with `add_dropout` applied to it from the same seed: training differs
+/// (masks are drawn in training), and the trained model evaluates deterministically (eval mode:
+/// the same loss twice, so validation sees no dropout), with a new mask every training run.
+void check_dropout_acts_in_training_only(train_options o,
+                                         const std::function<void(train_options&)>& add_dropout)
+{
     o.epochs = 1;
     o.steps = 20;
     o.batch = 8;
     o.quiet = true;
     o.samples = 0;
+    o.model.hidden = 32;
+    o.model.embed = 8;
     const train_result plain = train(o, stdout);
-    o.model.dropout = 0.5;
+    add_dropout(o);
     const train_result dropped = train(o, stdout);
     BOOST_TEST(plain.first_loss != dropped.first_loss);
     BOOST_TEST(plain.last_loss != dropped.last_loss);
@@ -431,20 +433,42 @@ BOOST_AUTO_TEST_CASE(dropout_between_layers_acts_in_training_only)
     for (int i = 0; i < 8; ++i)
         ex.push_back(tk.draw(g));
     const token_batch b = make_batch(tk.vocab(), ex);
-    auto held_out_loss = [&] {
+    auto loss = [&] {
         tape t;
         teacher_forcing teacher;
         return run_loss(m.run(t, b, teacher), b).item();
     };
-    const real evaluated = held_out_loss();
-    BOOST_TEST(held_out_loss() == evaluated);
+    const real evaluated = loss();
+    BOOST_TEST(loss() == evaluated);
     generator masks(5);
     m.train(masks);
-    const real in_training = held_out_loss();
+    const real in_training = loss();
     BOOST_TEST(in_training != evaluated);
-    BOOST_TEST(held_out_loss() != in_training); // a new mask every run
+    BOOST_TEST(loss() != in_training);
     m.eval();
-    BOOST_TEST(held_out_loss() == evaluated);
+    BOOST_TEST(loss() == evaluated);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(dropout_between_layers_acts_in_training_only)
+{
+    train_options o;
+    o.model.layers = 2;
+    check_dropout_acts_in_training_only(o, [](train_options& d) { d.model.dropout = 0.5; });
+}
+
+BOOST_AUTO_TEST_CASE(recurrent_dropout_acts_in_training_only)
+{
+    for (const char* cell : {"gru", "lstm"})
+    {
+        BOOST_TEST_CONTEXT(cell)
+        {
+            train_options o;
+            o.model.cell = cell;
+            check_dropout_acts_in_training_only(
+                o, [](train_options& d) { d.model.recurrent_dropout = 0.3; });
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(truncated_bptt_on_text_carries_the_state_detached)
