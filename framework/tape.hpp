@@ -71,7 +71,6 @@ struct contribution_recorder
     virtual void record(const param& p, const site& where, const tensor& contribution) = 0;
 };
 
-using gradient_hook = std::function<void(const tensor& grad)>;
 
 namespace detail
 {
