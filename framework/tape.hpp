@@ -71,7 +71,6 @@ struct contribution_recorder
     virtual void record(const param& p, const site& where, const tensor& contribution) = 0;
 };
 
-
 namespace detail
 {
 inline std::uint64_t next_generation()
