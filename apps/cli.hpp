@@ -33,6 +33,48 @@ inline std::string one_line(std::string message)
     return message;
 }
 
+/// Reads a checkpoint interval: "100" is 100 steps, "30s", "10m" and "2h" a time. An empty text is
+/// no interval. False when `text` is neither.
+inline bool parse_interval(const std::string& text, std::size_t& steps, double& seconds)
+{
+    steps = 0;
+    seconds = 0;
+    if (text.empty())
+        return true;
+    const char unit = text.back();
+    const double scale = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
+    const std::string number = scale > 0 ? text.substr(0, text.size() - 1) : text;
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos ||
+        number.size() > 9)
+        return false;
+    const std::size_t n = std::stoul(number);
+    if (n == 0)
+        return false;
+    if (scale > 0)
+        seconds = double(n) * scale;
+    else
+        steps = n;
+    return true;
+}
+
+/// For `unfold train --resume CKPT`: every run option not given on the command line takes the
+/// value the checkpoint's run was started with (train() then refuses any that differ).
+inline void take_run_options_not_given(const CLI::App& train_cmd, train_options& o)
+{
+    checkpoint_metadata ours = run_options_metadata(o);
+    const checkpoint_metadata theirs = run_options_metadata(read_run_options(o.resume));
+    for (auto& [key, value] : ours)
+    {
+        const std::string name = key.substr(4); // after "run."
+        const bool given = name == "task"
+                               ? train_cmd.count("--task") + train_cmd.count("--text") > 0
+                               : train_cmd.count("--" + name) > 0;
+        if (!given)
+            value = theirs.at(key);
+    }
+    o = run_options_from_metadata(ours, o.resume, o);
+}
+
 /// Prints what the model writes for a few held-out examples of its task (or a text sample).
 inline void print_samples(std::FILE* out, const model& m, const task* tk, const text_corpus* text,
                           std::size_t count, generator& g)
@@ -158,8 +200,27 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     train_cmd->add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 65536));
     train_cmd->add_option("--seed", o.seed, "random seed");
     train_cmd->add_option("--checkpoint", o.checkpoint,
-                          "checkpoint file (default unfold-<task>.safetensors)");
-    train_cmd->add_option("--save-every", o.save_every, "also save every N steps (0: at the end)");
+                          "training checkpoint to write (default unfold-<task>.safetensors, or "
+                          "the --resume file); never replaces another run's without --force");
+    std::string checkpoint_every;
+    const CLI::Validator interval(
+        [](std::string& s) {
+            std::size_t steps = 0;
+            double seconds = 0;
+            return detail::parse_interval(s, steps, seconds)
+                       ? std::string()
+                       : "must be a step count (100) or a time (30s, 10m, 2h)";
+        },
+        "N|Ns|Nm|Nh");
+    train_cmd
+        ->add_option("--checkpoint-every,--save-every", checkpoint_every,
+                     "also save every N steps, or every so many seconds, minutes or hours "
+                     "(30s, 10m, 2h); checkpoints are also saved after every epoch")
+        ->check(interval);
+    train_cmd->add_option("--resume", o.resume,
+                          "continue the run of this training checkpoint exactly; options left "
+                          "out are the run's");
+    train_cmd->add_flag("--force", o.force, "replace an existing --checkpoint file");
     train_cmd->add_option("--samples", o.samples, "examples generated after training");
     train_cmd->add_flag("--quiet", o.quiet, "no progress output");
 
@@ -276,6 +337,10 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             o.model.task = "text";
         else
             o.model.task = task_name;
+        detail::parse_interval(checkpoint_every, o.checkpoint_every_steps,
+                               o.checkpoint_every_seconds);
+        if (!o.resume.empty())
+            detail::take_run_options_not_given(*train_cmd, o);
         train_result r = train(o, out);
         if (r.interrupted)
             return 130;

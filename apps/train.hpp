@@ -7,8 +7,10 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include <unfold/framework/clip.hpp>
 #include <unfold/framework/optimizer.hpp>
 #include <unfold/framework/schedule.hpp>
+#include <unfold/framework/training_checkpoint.hpp>
 #include <unfold/models/feeding.hpp>
 
 namespace unfold::app
@@ -48,11 +51,140 @@ struct train_options
     std::size_t steps = 250; ///< steps per epoch (text: 0 = one pass)
     std::size_t batch = 64;
     std::uint64_t seed = 1;
-    std::string checkpoint;     ///< empty: unfold-<task>.safetensors
-    std::size_t save_every = 0; ///< 0: only at the end
-    std::size_t samples = 6;    ///< examples generated after training
-    bool quiet = false;         ///< no progress lines (tests)
+    std::string checkpoint; ///< empty: unfold-<task>.safetensors (or the --resume file)
+    std::size_t checkpoint_every_steps = 0; ///< also save every N steps (0: not by steps)
+    double checkpoint_every_seconds = 0;    ///< also save every S seconds (0: not by time)
+    std::string resume;                     ///< a training checkpoint whose run to continue
+    bool force = false;                     ///< replace an existing checkpoint file
+    std::size_t samples = 6;                ///< examples generated after training
+    bool quiet = false;                     ///< no progress lines (tests)
 };
+
+/// Calls f(name, field) for every option that defines a run, by its command-line name: the
+/// options a training checkpoint records and a resumed run must share. The others (where and
+/// how often to save, output) may change between a run and its resumption.
+template <class Options, class F>
+void for_each_run_option(Options& o, F&& f)
+{
+    f("task", o.model.task);
+    f("text", o.text_file);
+    f("digits", o.model.digits);
+    f("cell", o.model.cell);
+    f("layers", o.model.layers);
+    f("hidden", o.model.hidden);
+    f("embed", o.model.embed);
+    f("gate", o.model.gate);
+    f("state", o.model.state);
+    f("dropout", o.model.dropout);
+    f("recurrent-dropout", o.model.recurrent_dropout);
+    f("feeding", o.feeding);
+    f("decay", o.decay);
+    f("decay-k", o.decay_k);
+    f("decay-c", o.decay_c);
+    f("decay-floor", o.decay_floor);
+    f("sampling-unit", o.sampling_unit);
+    f("optimizer", o.optimizer);
+    f("lr", o.lr);
+    f("lr-schedule", o.lr_schedule);
+    f("clip", o.clip);
+    f("tbptt", o.tbptt);
+    f("epochs", o.epochs);
+    f("steps", o.steps);
+    f("batch", o.batch);
+    f("seed", o.seed);
+}
+
+namespace detail
+{
+/// An option's value as text that parse_option reads back exactly (doubles in shortest form).
+template <class T>
+std::string option_text(const T& v)
+{
+    if constexpr (std::is_same_v<T, std::string>)
+        return v;
+    else if constexpr (std::is_floating_point_v<T>)
+        return fmt::format("{}", v);
+    else
+        return std::to_string(v);
+}
+
+/// Parses `text` into `field` exactly as option_text wrote it; false when it does not parse.
+inline bool parse_option(const std::string& text, std::string& field)
+{
+    field = text;
+    return true;
+}
+template <class Number>
+bool parse_option(const std::string& text, Number& field)
+{
+    try
+    {
+        std::size_t used = 0;
+        if constexpr (std::is_floating_point_v<Number>)
+            field = std::stod(text, &used);
+        else
+        {
+            if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos)
+                return false;
+            field = Number(std::stoull(text, &used));
+        }
+        return used == text.size() && !text.empty();
+    }
+    catch (const std::exception&)
+    {
+        return false;
+    }
+}
+
+/// FNV-1a over a token sequence: a changed text file is caught on resume.
+inline std::uint64_t token_hash(const std::vector<std::size_t>& tokens, std::uint64_t h)
+{
+    for (std::size_t t : tokens)
+        for (int byte = 0; byte < 8; ++byte, t >>= 8)
+            h = (h ^ (t & 0xFF)) * 1099511628211ull;
+    return h;
+}
+} // namespace detail
+
+/// The run options as checkpoint metadata: "run.<option>" → its value as text.
+inline checkpoint_metadata run_options_metadata(const train_options& o)
+{
+    checkpoint_metadata m;
+    for_each_run_option(o, [&](const char* name, const auto& field) {
+        m[std::string("run.") + name] = detail::option_text(field);
+    });
+    return m;
+}
+
+/// The run options recorded in a training checkpoint's metadata (the other fields as in `base`);
+/// throws unfold::error naming the file and the missing or malformed option.
+inline train_options run_options_from_metadata(const checkpoint_metadata& m,
+                                               const std::string& path, train_options base = {})
+{
+    for_each_run_option(base, [&](const char* name, auto& field) {
+        const auto found = m.find(std::string("run.") + name);
+        UNFOLD_CHECK(found != m.end(),
+                     "checkpoint {}: no run option '{}' in its metadata (it was not saved by "
+                     "unfold train)",
+                     path, name);
+        UNFOLD_CHECK(detail::parse_option(found->second, field),
+                     "checkpoint {}: run option '{}' = '{}' is malformed", path, name,
+                     found->second);
+    });
+    return base;
+}
+
+/// The run options of the training checkpoint at `path` (e.g. to resume it with the options it
+/// was started with); throws unfold::error when it is not a training checkpoint of unfold train.
+inline train_options read_run_options(const std::string& path, train_options base = {})
+{
+    const checkpoint_metadata m = read_checkpoint_metadata(path);
+    UNFOLD_CHECK(is_training_checkpoint(m),
+                 "checkpoint {}: it holds a model but no training state (it was not saved by "
+                 "unfold train), so it cannot be resumed",
+                 path);
+    return run_options_from_metadata(m, path, std::move(base));
+}
 
 /// Set by the SIGINT handler; the loop saves a checkpoint and stops when it sees it.
 inline volatile std::sig_atomic_t interrupted = 0;
@@ -243,12 +375,44 @@ struct train_result
     double seconds = 0;
 };
 
-/// Trains as `o` says, printing progress to `out`, saving checkpoints; returns the model and its
-/// metrics. Throws unfold::error on bad options or unreadable files.
+/// Trains as `o` says, printing progress to `out`, saving training checkpoints (Note [Training
+/// checkpoints]); returns the model and its metrics. With `o.resume` it continues the run saved
+/// there exactly: the same parameters, optimiser state, generators, data position and carried
+/// state, so the result is bit-identical to a run that was never stopped. Throws unfold::error on
+/// bad options, unreadable files, a resumed run that differs from the checkpoint's, or an
+/// existing checkpoint file that would be replaced without `o.force`.
 inline train_result train(train_options o, std::FILE* out)
 {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
+    const train_options given = o; // the run as defined, before defaults are filled in
+
+    if (!o.resume.empty())
+    {
+        const checkpoint_metadata here = run_options_metadata(o);
+        const checkpoint_metadata there = run_options_metadata(read_run_options(o.resume));
+        std::vector<std::string> differ;
+        for (const auto& [key, value] : here)
+            if (there.at(key) != value)
+                differ.push_back(fmt::format("--{} {} (the checkpoint's run has {})", key.substr(4),
+                                             value.empty() ? "''" : value,
+                                             there.at(key).empty() ? "''" : there.at(key)));
+        UNFOLD_CHECK(differ.empty(),
+                     "--resume {}: this run differs from the checkpoint's in {}; a resumed run "
+                     "continues the same run (leave those options out, or start a new run with "
+                     "another --checkpoint)",
+                     o.resume, fmt::join(differ, ", "));
+        if (o.checkpoint.empty())
+            o.checkpoint = o.resume;
+    }
+    const std::string path = checkpoint_path(o);
+    const bool saving = !o.checkpoint.empty() || !o.quiet;
+    if (saving && !o.force && path != o.resume)
+        UNFOLD_CHECK(!std::filesystem::exists(path),
+                     "checkpoint {} already exists: pass --resume {} to continue its run, or "
+                     "--force to replace it",
+                     path, path);
+
     std::unique_ptr<task> tk;
     std::unique_ptr<text_corpus> text;
     if (o.model.task == "text")
@@ -273,6 +437,8 @@ inline train_result train(train_options o, std::FILE* out)
 
     generator init(o.seed), data(o.seed + 1), feed_rng(o.seed + 2), eval_rng(o.seed + 3),
         dropout_rng(o.seed + 4);
+    const std::pair<const char*, generator*> generators[] = {
+        {"data", &data}, {"feeding", &feed_rng}, {"eval", &eval_rng}, {"dropout", &dropout_rng}};
     train_result res;
     res.trained = make_model(o.model, init);
     model& m = *res.trained;
@@ -284,11 +450,126 @@ inline train_result train(train_options o, std::FILE* out)
     const schedule lr_at =
         o.lr_schedule == "cosine" ? cosine_annealing(lr, total, lr / 20) : constant_lr(lr);
     auto policy = make_feeding(o, total, feed_rng);
-    const std::string path = checkpoint_path(o);
-    const checkpoint_metadata meta = m.config().to_metadata();
     const bool terminal = !o.quiet && ::isatty(::fileno(out));
+    const std::uint64_t data_hash =
+        text ? detail::token_hash(text->valid,
+                                  detail::token_hash(text->train, 14695981039346656037ull))
+             : 0;
+
+    // Where the run is: everything besides the parameters and the optimiser that the next step
+    // depends on, and the counters its progress lines print.
+    std::size_t step = 0;      // steps done
+    std::size_t validated = 0; // epochs whose held-out evaluation is done
+    std::size_t epoch_steps = 0, first_count = 0;
+    double epoch_loss = 0, first_sum = 0, tokens = 0, seconds_before = 0;
+    std::vector<tensor> carried; // Note [Truncated BPTT]
+    const auto elapsed = [&] {
+        return seconds_before + std::chrono::duration<double>(clock::now() - start).count();
+    };
+
+    auto save = [&] {
+        training_state st;
+        st.metadata = m.config().to_metadata();
+        for (const auto& [key, value] : run_options_metadata(given))
+            st.metadata[key] = value;
+        st.metadata["state.step"] = std::to_string(step);
+        st.metadata["state.validated"] = std::to_string(validated);
+        st.metadata["state.epoch_steps"] = std::to_string(epoch_steps);
+        st.metadata["state.first_count"] = std::to_string(first_count);
+        st.metadata["state.epoch_loss"] = detail::option_text(epoch_loss);
+        st.metadata["state.first_sum"] = detail::option_text(first_sum);
+        st.metadata["state.last_loss"] = detail::option_text(res.last_loss);
+        st.metadata["state.tokens"] = detail::option_text(tokens);
+        st.metadata["state.seconds"] = detail::option_text(elapsed());
+        st.metadata["state.data_hash"] = std::to_string(data_hash);
+        nlohmann::json epochs = nlohmann::json::array();
+        for (const auto& v : res.epochs)
+        {
+            nlohmann::json metrics = nlohmann::json::array();
+            for (const auto& x : v.metrics)
+                metrics.push_back({x.name, x.value});
+            epochs.push_back(metrics);
+        }
+        st.metadata["state.validations"] = epochs.dump();
+        for (const auto& [name, g] : generators)
+            st.metadata[std::string("state.generator.") + name] = g->state();
+        for (std::size_t i = 0; i < carried.size(); ++i)
+            st.tensors["carried/" + std::to_string(i)] = carried[i];
+        save_training_checkpoint(path, m.store(), *opt, st);
+    };
+
+    if (!o.resume.empty())
+    {
+        // Before the parameters: a changed text may also change the vocabulary's size.
+        const checkpoint_metadata saved = read_checkpoint_metadata(o.resume);
+        const auto hash = saved.find("state.data_hash");
+        UNFOLD_CHECK(hash == saved.end() || hash->second == std::to_string(data_hash),
+                     "--resume {}: the text of --text {} has changed since the checkpoint was "
+                     "saved",
+                     o.resume, o.text_file);
+        training_state st = load_training_checkpoint(o.resume, m.store(), *opt);
+        auto get = [&](const std::string& key) {
+            const auto found = st.metadata.find(key);
+            UNFOLD_CHECK(found != st.metadata.end(), "checkpoint {}: no '{}' in its metadata",
+                         o.resume, key);
+            return found->second;
+        };
+        auto read = [&](const std::string& key, auto& field) {
+            UNFOLD_CHECK(detail::parse_option(get(key), field),
+                         "checkpoint {}: metadata '{}' = '{}' is malformed", o.resume, key,
+                         get(key));
+        };
+        read("state.step", step);
+        read("state.validated", validated);
+        read("state.epoch_steps", epoch_steps);
+        read("state.first_count", first_count);
+        read("state.epoch_loss", epoch_loss);
+        read("state.first_sum", first_sum);
+        read("state.last_loss", res.last_loss);
+        read("state.tokens", tokens);
+        read("state.seconds", seconds_before);
+        // Evaluated up to the step's epoch, or one short right after an epoch's last step.
+        const bool evaluation_fits =
+            validated == step / o.steps ||
+            (step > 0 && step % o.steps == 0 && validated + 1 == step / o.steps);
+        UNFOLD_CHECK(step <= total && evaluation_fits,
+                     "checkpoint {}: step {} with {} epochs evaluated does not fit a run of {} "
+                     "epochs of {} steps",
+                     o.resume, step, validated, o.epochs, o.steps);
+        for (const auto& [name, g] : generators)
+            try
+            {
+                g->set_state(get(std::string("state.generator.") + name));
+            }
+            catch (const unfold::error& e)
+            {
+                fail(fmt::format("checkpoint {}: {}", o.resume, e.what()));
+            }
+        for (std::size_t i = 0; st.tensors.count("carried/" + std::to_string(i)); ++i)
+            carried.push_back(st.tensors.at("carried/" + std::to_string(i)));
+        UNFOLD_CHECK(carried.size() == st.tensors.size(),
+                     "checkpoint {}: unexpected run tensors besides the carried state", o.resume);
+        const auto epochs = nlohmann::json::parse(get("state.validations"), nullptr, false);
+        UNFOLD_CHECK(epochs.is_array() && epochs.size() == validated,
+                     "checkpoint {}: metadata 'state.validations' is malformed", o.resume);
+        for (const auto& metrics : epochs)
+        {
+            validation v;
+            for (const auto& x : metrics)
+            {
+                UNFOLD_CHECK(x.is_array() && x.size() == 2 && x[0].is_string() && x[1].is_number(),
+                             "checkpoint {}: metadata 'state.validations' is malformed", o.resume);
+                v.metrics.push_back({x[0].get<std::string>(), x[1].get<double>()});
+            }
+            UNFOLD_CHECK(!v.metrics.empty(),
+                         "checkpoint {}: metadata 'state.validations' is malformed", o.resume);
+            v.primary = v.metrics.front().value;
+            res.epochs.push_back(std::move(v));
+        }
+    }
 
     if (!o.quiet)
+    {
         std::fprintf(out,
                      "unfold train: task %s, %s × %zu layer(s), hidden %zu, %zu parameters; "
                      "feeding %s, %s lr %g (%s), clip %g, dropout %g, recurrent dropout %g, "
@@ -297,6 +578,10 @@ inline train_result train(train_options o, std::FILE* out)
                      m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
                      o.lr_schedule.c_str(), o.clip, o.model.dropout, o.model.recurrent_dropout,
                      o.batch, o.epochs, o.steps);
+        if (!o.resume.empty())
+            std::fprintf(out, "resuming %s after step %zu of %zu (epoch %zu)\n", o.resume.c_str(),
+                         step, total, std::min(o.epochs, step / o.steps + 1));
+    }
 
     interrupted = 0;
     struct sigaction action = {}, previous = {};
@@ -309,85 +594,103 @@ inline train_result train(train_options o, std::FILE* out)
         ~restore_handler() { ::sigaction(SIGINT, p, nullptr); }
     } restore{&previous};
 
-    std::size_t step = 0;
-    double tokens = 0;
-    std::vector<tensor> carried;
-    double first_sum = 0;
-    std::size_t first_count = 0;
-    for (std::size_t epoch = 1; epoch <= o.epochs && !interrupted; ++epoch)
+    auto last_save = clock::now();
+    bool unsaved = o.resume.empty(); // the state differs from the file's
+    while (!interrupted)
     {
-        double epoch_loss = 0;
-        std::size_t epoch_steps = 0;
-        carried.clear();
-        m.train(dropout_rng);
-        for (std::size_t k = 0; k < o.steps && !interrupted; ++k, ++step)
+        if (step > 0 && step % o.steps == 0 && validated < step / o.steps)
         {
-            token_batch b;
-            if (stream)
-                b = stream->chunk(k);
-            else
-            {
-                std::vector<example> ex;
-                for (std::size_t i = 0; i < o.batch; ++i)
-                    ex.push_back(tk->draw(data));
-                b = make_batch(tk->vocab(), ex);
-            }
-            tape t;
-            const model_run r = m.run(t, b, *policy, carried, step);
-            if (stream)
-                carried = r.final_state; // Note [Truncated BPTT]: carried detached
-            const var loss = run_loss(r, b);
-            opt->zero_grad();
-            t.backward(loss);
-            const double norm = o.clip > 0 ? clip_grad_norm(opt->params(), o.clip) : 0;
-            opt->set_lr(lr_at(step));
-            if (std::isfinite(norm))
-                opt->step();
-            const double l = loss.item();
-            epoch_loss += l;
-            ++epoch_steps;
-            if (step < 20)
-                first_sum += l, ++first_count;
-            for (auto y : b.targets)
-                tokens += y != token_batch::ignore_index;
-
-            const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
-            const double eta = elapsed / double(step + 1) * double(total - step - 1);
-            const std::string line =
-                fmt::format("epoch {}/{}  step {}/{}  loss {:.4f}  {:.0f} tok/s  ETA {}", epoch,
-                            o.epochs, step + 1, total, epoch_loss / double(epoch_steps),
-                            tokens / elapsed, duration_str(eta));
+            // The end of an epoch: its held-out evaluation, then the next epoch starts afresh.
             if (terminal)
-                std::fprintf(out, "\r%s\033[K", line.c_str());
-            else if (!o.quiet && ((k + 1) % std::max<std::size_t>(1, o.steps / 4) == 0))
-                std::fprintf(out, "%s\n", line.c_str());
-            std::fflush(out);
-            if (o.save_every && (step + 1) % o.save_every == 0)
-                save_checkpoint(path, m.store(), meta);
+                std::fprintf(out, "\n");
+            res.last_loss = epoch_loss / double(std::max<std::size_t>(epoch_steps, 1));
+            m.eval();
+            res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
+            ++validated;
+            if (!o.quiet)
+                std::fprintf(out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)\n", validated,
+                             o.epochs, res.last_loss, res.epochs.back().str().c_str(),
+                             duration_str(elapsed()).c_str());
+            epoch_loss = 0;
+            epoch_steps = 0;
+            carried.clear();
+            if (saving)
+            {
+                save();
+                last_save = clock::now();
+                unsaved = false;
+            }
+            continue;
         }
-        if (terminal)
-            std::fprintf(out, "\n");
-        if (interrupted)
+        if (step == total)
             break;
-        res.last_loss = epoch_loss / double(std::max<std::size_t>(epoch_steps, 1));
-        m.eval();
-        res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
-        if (!o.quiet)
-            std::fprintf(
-                out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)\n", epoch, o.epochs,
-                res.last_loss, res.epochs.back().str().c_str(),
-                duration_str(std::chrono::duration<double>(clock::now() - start).count()).c_str());
+        const std::size_t epoch = step / o.steps + 1, k = step % o.steps;
+        m.train(dropout_rng);
+        token_batch b;
+        if (stream)
+            b = stream->chunk(k);
+        else
+        {
+            std::vector<example> ex;
+            for (std::size_t i = 0; i < o.batch; ++i)
+                ex.push_back(tk->draw(data));
+            b = make_batch(tk->vocab(), ex);
+        }
+        tape t;
+        const model_run r = m.run(t, b, *policy, carried, step);
+        if (stream)
+            carried = r.final_state; // Note [Truncated BPTT]: carried detached
+        const var loss = run_loss(r, b);
+        opt->zero_grad();
+        t.backward(loss);
+        const double norm = o.clip > 0 ? clip_grad_norm(opt->params(), o.clip) : 0;
+        opt->set_lr(lr_at(step));
+        if (std::isfinite(norm))
+            opt->step();
+        const double l = loss.item();
+        epoch_loss += l;
+        ++epoch_steps;
+        if (step < 20)
+            first_sum += l, ++first_count;
+        for (auto y : b.targets)
+            tokens += y != token_batch::ignore_index;
+        ++step;
+        unsaved = true;
+
+        const double seconds = elapsed();
+        const double eta = seconds / double(step) * double(total - step);
+        const std::string line = fmt::format(
+            "epoch {}/{}  step {}/{}  loss {:.4f}  {:.0f} tok/s  ETA {}", epoch, o.epochs, step,
+            total, epoch_loss / double(epoch_steps), tokens / seconds, duration_str(eta));
+        if (terminal)
+            std::fprintf(out, "\r%s\033[K", line.c_str());
+        else if (!o.quiet && ((k + 1) % std::max<std::size_t>(1, o.steps / 4) == 0))
+            std::fprintf(out, "%s\n", line.c_str());
+        std::fflush(out);
+        const bool by_steps = o.checkpoint_every_steps && step % o.checkpoint_every_steps == 0;
+        const bool by_time = o.checkpoint_every_seconds > 0 &&
+                             std::chrono::duration<double>(clock::now() - last_save).count() >=
+                                 o.checkpoint_every_seconds;
+        if (saving && (by_steps || by_time))
+        {
+            save();
+            last_save = clock::now();
+            unsaved = false;
+        }
     }
+    if (terminal && interrupted)
+        std::fprintf(out, "\n");
     res.first_loss = first_count ? first_sum / double(first_count) : 0;
     res.interrupted = interrupted != 0;
-    if (!o.checkpoint.empty() || !o.quiet)
+    if (saving)
     {
-        save_checkpoint(path, m.store(), meta);
+        if (unsaved)
+            save();
         if (!o.quiet)
-            std::fprintf(out, "%scheckpoint saved to %s\n",
-                         res.interrupted ? "\ninterrupted: " : "", path.c_str());
+            std::fprintf(out, "%scheckpoint saved to %s\n", res.interrupted ? "interrupted: " : "",
+                         path.c_str());
     }
-    res.seconds = std::chrono::duration<double>(clock::now() - start).count();
+    res.seconds = elapsed();
     if (!o.quiet)
         std::fprintf(out, "trained for %s\n", duration_str(res.seconds).c_str());
     return res;

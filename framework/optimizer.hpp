@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -24,6 +26,17 @@ inline std::vector<param> params_of(const param_store& store)
 {
     return std::vector<param>(store.begin(), store.end());
 }
+
+/// What an optimiser has learnt beyond the parameters, for saving with a training run: its name,
+/// step count, learning rate and every state tensor, named "<slot>/<parameter>" (for example
+/// "exp_avg/rnn.weight_hh_l0"; the slots are PyTorch's state_dict names).
+struct optimizer_state
+{
+    std::string name;
+    std::size_t steps = 0;
+    double lr = 0;
+    std::map<std::string, tensor> tensors;
+};
 
 /// The base of every optimiser: the parameters, the learning rate (which a schedule may change
 /// between steps, see framework/schedule.hpp) and the step count. Not copyable: its state belongs
@@ -75,6 +88,48 @@ public:
     /// The optimiser's name, for error messages ("sgd", "adam", ...).
     virtual const char* name() const = 0;
 
+    /// A copy of the whole state: an optimiser given it by load_state() takes the same next steps.
+    optimizer_state state() const
+    {
+        optimizer_state s{name(), m_steps, m_lr, {}};
+        for (const auto& [slot, tensors] : m_slots)
+            for (std::size_t i = 0; i < m_params.size(); ++i)
+                s.tensors.emplace(slot + "/" + m_params[i].name(), (*tensors)[i]);
+        return s;
+    }
+
+    /// Replaces the state with `s`, saved by an optimiser of the same kind over parameters of the
+    /// same names and shapes. All or nothing: a different optimiser, a missing, misshapen or
+    /// unexpected tensor throws unfold::error naming it, and nothing changes.
+    void load_state(optimizer_state s)
+    {
+        UNFOLD_CHECK(s.name == name(), "{}: the saved state is a '{}' optimiser's", name(), s.name);
+        UNFOLD_CHECK(s.lr >= 0, "{}: the saved learning rate {} is negative", name(), s.lr);
+        std::vector<tensor*> targets;
+        std::vector<tensor> values;
+        for (const auto& [slot, tensors] : m_slots)
+            for (std::size_t i = 0; i < m_params.size(); ++i)
+            {
+                const std::string key = slot + "/" + m_params[i].name();
+                auto found = s.tensors.find(key);
+                UNFOLD_CHECK(found != s.tensors.end(), "{}: the saved state has no '{}'", name(),
+                             key);
+                UNFOLD_CHECK(found->second.shape() == m_params[i].shape(),
+                             "{}: the saved '{}' has shape {}, the parameter {}", name(), key,
+                             shape_str(found->second.shape()), shape_str(m_params[i].shape()));
+                targets.push_back(&(*tensors)[i]);
+                values.push_back(std::move(found->second));
+                s.tensors.erase(found);
+            }
+        UNFOLD_CHECK(s.tensors.empty(), "{}: the saved state has '{}', which this optimiser lacks",
+                     name(), s.tensors.empty() ? std::string() : s.tensors.begin()->first);
+        // Commit: moves only, nothing here can throw.
+        for (std::size_t k = 0; k < targets.size(); ++k)
+            *targets[k] = std::move(values[k]);
+        m_steps = s.steps;
+        m_lr = s.lr;
+    }
+
 protected:
     /// Takes the parameters (handles: updates reach every copy) and the initial learning rate;
     /// throws on an empty handle.
@@ -101,10 +156,18 @@ protected:
         return state;
     }
 
+    /// Declares per-parameter state (from make_state) under its PyTorch name, for state() and
+    /// load_state(). The optimiser is neither copyable nor movable, so the pointer stays valid.
+    void keep_state(std::string slot, std::vector<tensor>& tensors)
+    {
+        m_slots.emplace_back(std::move(slot), &tensors);
+    }
+
 private:
     std::vector<param> m_params;
     double m_lr = 0;
     std::size_t m_steps = 0;
+    std::vector<std::pair<std::string, std::vector<tensor>*>> m_slots;
 };
 
 /// Options of sgd (PyTorch's defaults, except that lr, required there, defaults to 0.01).
@@ -135,7 +198,10 @@ public:
                      "momentum {}, dampening {})",
                      options.momentum, options.dampening);
         if (options.momentum != 0)
+        {
             m_buffer = make_state();
+            keep_state("momentum_buffer", m_buffer);
+        }
     }
     const char* name() const override { return "sgd"; }
 
@@ -229,6 +295,8 @@ public:
         detail::check_adam_options(name(), options);
         m_exp_avg = make_state();
         m_exp_avg_sq = make_state();
+        keep_state("exp_avg", m_exp_avg);
+        keep_state("exp_avg_sq", m_exp_avg_sq);
     }
     const char* name() const override { return "adam"; }
 
@@ -257,6 +325,8 @@ public:
         detail::check_adam_options(name(), options);
         m_exp_avg = make_state();
         m_exp_avg_sq = make_state();
+        keep_state("exp_avg", m_exp_avg);
+        keep_state("exp_avg_sq", m_exp_avg_sq);
     }
     const char* name() const override { return "adamw"; }
 
@@ -304,10 +374,17 @@ public:
                      options.lr, options.alpha, options.eps, options.weight_decay,
                      options.momentum);
         m_square_avg = make_state();
+        keep_state("square_avg", m_square_avg);
         if (options.centered)
+        {
             m_grad_avg = make_state();
+            keep_state("grad_avg", m_grad_avg);
+        }
         if (options.momentum > 0)
+        {
             m_buffer = make_state();
+            keep_state("momentum_buffer", m_buffer);
+        }
     }
     const char* name() const override { return "rmsprop"; }
 
@@ -376,6 +453,7 @@ public:
                      options.lr, options.lr_decay, options.weight_decay,
                      options.initial_accumulator_value, options.eps);
         m_sum = make_state(real(options.initial_accumulator_value));
+        keep_state("sum", m_sum);
     }
     const char* name() const override { return "adagrad"; }
 

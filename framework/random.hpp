@@ -9,7 +9,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
+#include <sstream>
+#include <string>
 
 #include <unfold/framework/tensor.hpp>
 
@@ -67,6 +70,40 @@ public:
 
     /// The underlying engine, for draws this class does not offer.
     std::mt19937_64& engine() { return m_engine; }
+
+    /// The stream's whole position as text (the engine's standard text form and the Box–Muller
+    /// spare), for saving with a training run: set_state() of it makes a generator repeat this
+    /// one's future draws exactly.
+    std::string state() const
+    {
+        std::ostringstream s;
+        std::uint64_t spare_bits = 0;
+        std::memcpy(&spare_bits, &m_spare, sizeof spare_bits);
+        s << "mt19937_64 " << m_engine << ' ' << int(m_spare_normal) << ' ' << spare_bits;
+        return s.str();
+    }
+
+    /// Restores a position saved by state(). All or nothing: text that is not such a state
+    /// throws unfold::error and leaves the generator unchanged.
+    void set_state(const std::string& text)
+    {
+        std::istringstream s(text);
+        std::string kind;
+        std::mt19937_64 engine;
+        int spare_normal = -1;
+        std::uint64_t spare_bits = 0;
+        s >> kind >> engine >> spare_normal >> spare_bits;
+        const bool read = !s.fail();
+        if (read && !s.eof())
+            s >> std::ws; // trailing blanks only (ws on a stream already at its end would fail it)
+        UNFOLD_CHECK(kind == "mt19937_64" && read && s.eof() &&
+                         (spare_normal == 0 || spare_normal == 1),
+                     "generator: '{}' is not a saved generator state",
+                     text.size() > 40 ? text.substr(0, 40) + "..." : text);
+        m_engine = engine;
+        m_spare_normal = spare_normal == 1;
+        std::memcpy(&m_spare, &spare_bits, sizeof spare_bits);
+    }
 
 private:
     double next_normal()

@@ -424,25 +424,46 @@ inline void encode(const tensor& value, std::vector<char>& out)
     }
 }
 
-/// The header bytes (length prefix included) for `store`, padded to a multiple of 8.
-inline std::string encode_header(const std::string& path, const param_store& store,
+/// A tensor to save and the name to save it under.
+struct named_tensor
+{
+    const std::string* name;
+    const tensor* value;
+};
+
+/// Every parameter of `store` as a named_tensor, in its order; throws if a value has lost its
+/// declared shape.
+inline std::vector<named_tensor> named_tensors(const std::string& path, const param_store& store)
+{
+    std::vector<named_tensor> out;
+    for (const auto& p : store)
+    {
+        UNFOLD_CHECK(p.value().shape() == p.shape(),
+                     "checkpoint {}: parameter '{}' has a value of shape {}, declared {}", path,
+                     p.name(), shape_str(p.value().shape()), shape_str(p.shape()));
+        out.push_back({&p.name(), &p.value()});
+    }
+    return out;
+}
+
+/// The header bytes (length prefix included) for `tensors`, padded to a multiple of 8.
+inline std::string encode_header(const std::string& path, const std::vector<named_tensor>& tensors,
                                  const checkpoint_metadata& metadata)
 {
     nlohmann::json j = nlohmann::json::object();
     std::uint64_t offset = 0;
-    for (const auto& p : store)
+    for (const auto& [name, value] : tensors)
     {
-        UNFOLD_CHECK(p.name() != "__metadata__",
-                     "checkpoint {}: a parameter cannot be named '__metadata__'", path);
-        UNFOLD_CHECK(invalid_utf8_at(p.name()) == std::string::npos,
-                     "checkpoint {}: the parameter name '{}' is not valid UTF-8", path, p.name());
-        UNFOLD_CHECK(p.value().shape() == p.shape(),
-                     "checkpoint {}: parameter '{}' has a value of shape {}, declared {}", path,
-                     p.name(), shape_str(p.value().shape()), shape_str(p.shape()));
-        const std::uint64_t bytes = p.size() * sizeof(real);
-        j[p.name()] = {{"dtype", real_dtype()},
-                       {"shape", std::vector<std::uint64_t>(p.shape().begin(), p.shape().end())},
-                       {"data_offsets", {offset, offset + bytes}}};
+        UNFOLD_CHECK(*name != "__metadata__",
+                     "checkpoint {}: a tensor cannot be named '__metadata__'", path);
+        UNFOLD_CHECK(invalid_utf8_at(*name) == std::string::npos,
+                     "checkpoint {}: the tensor name '{}' is not valid UTF-8", path, *name);
+        UNFOLD_CHECK(!j.contains(*name), "checkpoint {}: two tensors are named '{}'", path, *name);
+        const std::uint64_t bytes = value->size() * sizeof(real);
+        j[*name] = {
+            {"dtype", real_dtype()},
+            {"shape", std::vector<std::uint64_t>(value->shape().begin(), value->shape().end())},
+            {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
     }
     if (!metadata.empty())

@@ -67,7 +67,9 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         {{"eval"}, "--checkpoint"},
         {{"train", "--quiet", "extra"}, "extra"},
         // unknown options are named as given, in their order
-        {{"train", "--resume", "x"}, "unfold train does not take --resume x"},
+        {{"train", "--resmue", "x"}, "unfold train does not take --resmue x"},
+        {{"train", "--resume", "x"}, "checkpoint x: "},
+        {{"train", "--checkpoint-every", "5 min"}, "--checkpoint-every"},
         {{"sample", "--checkpoint", not_a_checkpoint.path, "--nope", "3"},
          "unfold sample does not take --nope 3"},
         {{"train", "--threads", "0"}, "--threads"},
@@ -104,10 +106,11 @@ BOOST_AUTO_TEST_CASE(threads_sets_the_most_blas_threads_of_a_training_run)
     const int before = unfold::num_threads();
     std::FILE* out = std::tmpfile();
     std::FILE* err = std::tmpfile();
-    const int status = unfold::app::run_cli(
-        {"train", "--threads", "2", "--epochs", "1", "--steps", "2", "--hidden", "8", "--embed",
-         "4", "--batch", "2", "--samples", "0", "--quiet", "--checkpoint", checkpoint.path},
-        out, err);
+    const int status =
+        unfold::app::run_cli({"train", "--threads", "2", "--epochs", "1", "--steps", "2",
+                              "--hidden", "8", "--embed", "4", "--batch", "2", "--samples", "0",
+                              "--quiet", "--force", "--checkpoint", checkpoint.path},
+                             out, err);
     const std::string e = read_and_close(err);
     read_and_close(out);
     const int threads = unfold::num_threads();

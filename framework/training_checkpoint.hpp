@@ -1,0 +1,180 @@
+#pragma once
+/// Training checkpoints: the parameters, the optimiser's state and whatever else a training run
+/// needs to continue exactly, in one checkpoint file, saved atomically.
+///
+/// Note [Training checkpoints]
+/// A training checkpoint is a checkpoint file (Note [Checkpoint format], same validation, same
+/// atomic save: Note [Checkpoint saving never destroys the previous one]) that also holds:
+///   - the optimiser's state tensors, named "optimizer/<slot>/<parameter>";
+///   - the caller's tensors (a state carried between truncated-BPTT chunks, ...), "run/<name>";
+///   - in the metadata, "unfold.training" = "1", the optimiser's name, step count and learning
+///     rate, and the caller's own keys (generator states, counters, the run's configuration).
+/// Parameters keep their own names, and no parameter name contains a '/', so the file is still a
+/// model checkpoint: load_checkpoint loads the model and skips the training state, and PyTorch
+/// loads it after dropping those names:
+///   model.load_state_dict({k: v for k, v in load_file(path).items() if "/" not in k})
+/// Resuming is all or nothing: the parameters and the optimiser change only once everything in the
+/// file has been checked against both.
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <unfold/framework/checkpoint.hpp>
+#include <unfold/framework/optimizer.hpp>
+
+namespace unfold
+{
+
+/// What a training run saves besides the parameters and the optimiser.
+struct training_state
+{
+    checkpoint_metadata
+        metadata; ///< the caller's keys (not "unfold.training", "unfold.optimizer…")
+    std::map<std::string, tensor>
+        tensors; ///< the caller's tensors, by name (saved as "run/<name>")
+};
+
+/// True when `metadata` is a training checkpoint's (see Note [Training checkpoints]).
+inline bool is_training_checkpoint(const checkpoint_metadata& metadata)
+{
+    const auto found = metadata.find("unfold.training");
+    return found != metadata.end() && found->second == "1";
+}
+
+namespace detail
+{
+inline const std::string optimizer_prefix = "optimizer/";
+inline const std::string run_prefix = "run/";
+
+/// The metadata keys a training checkpoint writes itself.
+inline bool training_key(const std::string& key)
+{
+    return key == "unfold.training" || key.rfind("unfold.optimizer", 0) == 0;
+}
+
+/// save_training_checkpoint with the byte writer as a parameter (tests simulate a full disk).
+inline void save_training_checkpoint_with(const std::string& path, const param_store& model,
+                                          const optimizer& opt, const training_state& run,
+                                          const checkpoint_writer& write)
+{
+    const optimizer_state s = opt.state();
+    checkpoint_metadata metadata = run.metadata;
+    for (const auto& [key, value] : metadata)
+        UNFOLD_CHECK(!training_key(key),
+                     "checkpoint {}: the run's metadata key '{}' is reserved for the training "
+                     "checkpoint itself",
+                     path, key);
+    metadata["unfold.training"] = "1";
+    metadata["unfold.optimizer"] = s.name;
+    metadata["unfold.optimizer.steps"] = std::to_string(s.steps);
+    metadata["unfold.optimizer.lr"] = fmt::format("{}", s.lr); // shortest text that reads back
+
+    std::vector<named_tensor> tensors = named_tensors(path, model);
+    std::vector<std::string> names;
+    names.reserve(s.tensors.size() + run.tensors.size()); // no reallocation: tensors point in
+    for (const auto& [name, value] : s.tensors)
+    {
+        names.push_back(optimizer_prefix + name);
+        tensors.push_back({&names.back(), &value});
+    }
+    for (const auto& [name, value] : run.tensors)
+    {
+        names.push_back(run_prefix + name);
+        tensors.push_back({&names.back(), &value});
+    }
+    save_tensors_with(path, tensors, metadata, write);
+}
+} // namespace detail
+
+/// Saves the parameters of `model`, the state of `opt` and `run` to `path` as a training
+/// checkpoint (Note [Training checkpoints]), atomically: on failure it throws unfold::error and
+/// the previous file is unchanged.
+inline void save_training_checkpoint(const std::string& path, const param_store& model,
+                                     const optimizer& opt, const training_state& run = {})
+{
+    detail::save_training_checkpoint_with(path, model, opt, run, detail::write_fully);
+}
+
+/// Loads a training checkpoint into `model` and `opt` and returns the run's own metadata and
+/// tensors. All or nothing: a file that is not a training checkpoint, a parameter that is missing,
+/// misshapen or unexpected, or an optimiser state that does not fit `opt` (another optimiser,
+/// other parameters) throws unfold::error naming the file and what differs, and neither `model`
+/// nor `opt` changes.
+inline training_state load_training_checkpoint(const std::string& path, param_store& model,
+                                               optimizer& opt)
+{
+    checkpoint_contents file = read_checkpoint(path);
+    UNFOLD_CHECK(is_training_checkpoint(file.metadata),
+                 "checkpoint {}: it holds a model but no training state (it was not saved by a "
+                 "training run), so there is nothing to resume",
+                 path);
+    auto get = [&](const std::string& key) {
+        const auto found = file.metadata.find(key);
+        UNFOLD_CHECK(found != file.metadata.end(), "checkpoint {}: no '{}' in its metadata", path,
+                     key);
+        return found->second;
+    };
+    optimizer_state s;
+    s.name = get("unfold.optimizer");
+    const std::string steps = get("unfold.optimizer.steps"), lr = get("unfold.optimizer.lr");
+    std::size_t used = 0;
+    try
+    {
+        UNFOLD_CHECK(!steps.empty() && steps.find_first_not_of("0123456789") == std::string::npos,
+                     "bad");
+        s.steps = std::stoull(steps);
+        s.lr = std::stod(lr, &used);
+    }
+    catch (const std::exception&)
+    {
+        used = 0;
+    }
+    UNFOLD_CHECK(used == lr.size() && used > 0,
+                 "checkpoint {}: optimiser step count '{}' or learning rate '{}' is not a number",
+                 path, steps, lr);
+
+    training_state run;
+    std::vector<tensor> values;
+    for (auto& [name, value] : file.tensors)
+    {
+        if (name.rfind(detail::optimizer_prefix, 0) == 0)
+            s.tensors.emplace(name.substr(detail::optimizer_prefix.size()), std::move(value));
+        else if (name.rfind(detail::run_prefix, 0) == 0)
+            run.tensors.emplace(name.substr(detail::run_prefix.size()), std::move(value));
+        else
+            UNFOLD_CHECK(model.contains(name),
+                         "checkpoint {}: unexpected tensor '{}' that the model does not have", path,
+                         name);
+    }
+    for (const auto& p : model)
+    {
+        const auto found = file.tensors.find(p.name());
+        UNFOLD_CHECK(found != file.tensors.end(),
+                     "checkpoint {}: missing tensor '{}' {} required by the model", path, p.name(),
+                     shape_str(p.shape()));
+        UNFOLD_CHECK(found->second.shape() == p.shape(),
+                     "checkpoint {}: tensor '{}' has shape {} in the file, but the parameter has "
+                     "shape {}",
+                     path, p.name(), shape_str(found->second.shape()), shape_str(p.shape()));
+        values.push_back(std::move(found->second));
+    }
+    try
+    {
+        opt.load_state(std::move(s)); // checks everything before it changes anything
+    }
+    catch (const unfold::error& e)
+    {
+        fail(fmt::format("checkpoint {}: {}", path, e.what()));
+    }
+    // Commit: moves only, nothing here can throw.
+    std::size_t i = 0;
+    for (auto p : model)
+        p.value() = std::move(values[i++]);
+    for (auto& [key, value] : file.metadata)
+        if (!detail::training_key(key))
+            run.metadata.emplace(key, std::move(value));
+    return run;
+}
+
+} // namespace unfold
