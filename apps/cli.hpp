@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/model.hpp"
+#include "apps/plot.hpp"
 #include "apps/tasks.hpp"
 #include "apps/text.hpp"
 #include "apps/train.hpp"
@@ -195,7 +196,9 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     train_cmd->add_option("--tbptt", o.tbptt, "truncated BPTT length (--text)")
         ->check(CLI::Range(1, 100000));
     train_cmd->add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 1000000));
-    train_cmd->add_option("--steps", o.steps, "steps per epoch (--text: 0 = one pass)")
+    train_cmd
+        ->add_option("--steps", o.steps,
+                     "steps per epoch (0: 250 for a task, one pass over a --text)")
         ->check(CLI::Range(0, 100000000));
     train_cmd->add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 65536));
     train_cmd->add_option("--seed", o.seed, "random seed");
@@ -221,6 +224,13 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                           "continue the run of this training checkpoint exactly; options left "
                           "out are the run's");
     train_cmd->add_flag("--force", o.force, "replace an existing --checkpoint file");
+    train_cmd->add_option(
+        "--patience", o.patience,
+        "stop after this many epochs without a better held-out metric (0: "
+        "never); the best epoch's model is kept in <checkpoint>.best.safetensors");
+    train_cmd->add_option("--log", o.log,
+                          "write the metrics of every step and epoch to this file (JSON lines; "
+                          "unfold plot draws it)");
     train_cmd->add_option("--samples", o.samples, "examples generated after training");
     train_cmd->add_flag("--quiet", o.quiet, "no progress output");
 
@@ -235,9 +245,17 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     sample_cmd->add_option("--temperature", temperature, "sampling temperature")
         ->check(CLI::PositiveNumber);
     sample_cmd->add_flag("--greedy", greedy, "take the most likely character at every step");
+    std::size_t top_k = 0;
+    sample_cmd->add_option("--top-k", top_k, "sample among the K most likely characters (0: all)");
     sample_cmd->add_option("--length", length, "characters to generate at most")
         ->check(CLI::Range(0, 1000000));
     sample_cmd->add_option("--seed", seed, "random seed");
+
+    std::string plot_log, plot_image;
+    CLI::App* plot_cmd =
+        app.add_subcommand("plot", "draw the metrics log of a training run (unfold train --log)");
+    plot_cmd->add_option("log", plot_log, "metrics log (JSON lines)")->required();
+    plot_cmd->add_option("--output", plot_image, "image to write, .svg or .png (default LOG.svg)");
 
     std::string eval_task, eval_text;
     CLI::App* eval_cmd = app.add_subcommand("eval", "report a checkpoint's metrics on a task");
@@ -279,6 +297,13 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     generator g(seed);
     try
     {
+        if (plot_cmd->parsed())
+        {
+            const std::string image = plot_image.empty() ? plot_log + ".svg" : plot_image;
+            plot_metrics_log(plot_log, image);
+            std::fprintf(out, "%s\n", image.c_str());
+            return 0;
+        }
         if (sample_cmd->parsed())
         {
             const auto m = load_model(checkpoint);
@@ -294,9 +319,16 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                              "--prompt: the character '{}' is not in the model's vocabulary", c);
                 ids.push_back(v.id(c));
             }
-            UNFOLD_CHECK(!ids.empty(), "--prompt: a text model needs at least one character");
-            const auto written = m->generate(
-                ids, length, greedy ? token_choice::greedy : token_choice::sample, &g, temperature);
+            // Without a prompt a text model starts as a new line (or a space) of its text would.
+            if (ids.empty())
+                for (const std::string c : {"\n", " "})
+                    if (ids.empty() && v.contains(c))
+                        ids.push_back(v.id(c));
+            if (ids.empty())
+                ids.push_back(vocabulary::eos + 1);
+            const auto written =
+                m->generate(ids, length, greedy ? token_choice::greedy : token_choice::sample, &g,
+                            temperature, top_k);
             std::fprintf(out, "%s%s\n", prompt.c_str(), v.decode(written).c_str());
             return 0;
         }
@@ -307,17 +339,40 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             std::unique_ptr<text_corpus> text;
             if (!eval_text.empty() || (eval_task.empty() && m->config().task == "text"))
             {
-                UNFOLD_CHECK(!eval_text.empty(), "eval: {} is a text model; give --text FILE",
-                             checkpoint);
-                // Encoded with the model's vocabulary: every character must be known to it.
+                bool held_out_split = false;
+                if (eval_text.empty())
+                {
+                    // The run's own held-out split, when the checkpoint names its text file.
+                    const auto meta = read_checkpoint_metadata(checkpoint);
+                    const auto trained_on = meta.find("run.text");
+                    UNFOLD_CHECK(trained_on != meta.end() && !trained_on->second.empty(),
+                                 "eval: {} is a text model that does not name its text; give "
+                                 "--text FILE",
+                                 checkpoint);
+                    eval_text = trained_on->second;
+                    held_out_split = true;
+                }
                 text = std::make_unique<text_corpus>();
                 text->vocab = m->config().vocab;
-                for (const auto& c : utf8_chars(read_file(eval_text), eval_text))
+                if (held_out_split)
                 {
-                    UNFOLD_CHECK(text->vocab.contains(c),
-                                 "{}: the character '{}' is unknown to the model", eval_text, c);
-                    text->valid.push_back(text->vocab.id(c));
+                    const text_corpus run_text = text_corpus::load(eval_text);
+                    UNFOLD_CHECK(run_text.vocab.to_json() == text->vocab.to_json(),
+                                 "eval: {} has changed since {} was trained on it (its characters "
+                                 "differ); give --text FILE",
+                                 eval_text, checkpoint);
+                    text->valid = run_text.valid;
+                    std::fprintf(out, "held-out split of %s: its last 10%%, %zu characters\n",
+                                 eval_text.c_str(), text->valid.size());
                 }
+                else // encoded with the model's vocabulary: every character must be known to it
+                    for (const auto& c : utf8_chars(read_file(eval_text), eval_text))
+                    {
+                        UNFOLD_CHECK(text->vocab.contains(c),
+                                     "{}: the character '{}' is unknown to the model", eval_text,
+                                     c);
+                        text->valid.push_back(text->vocab.id(c));
+                    }
                 UNFOLD_CHECK(text->valid.size() >= 200, "{}: too short to evaluate on", eval_text);
             }
             else

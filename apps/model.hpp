@@ -132,7 +132,7 @@ public:
     /// Free-running generation after `prompt` (see decoder::generate).
     virtual std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt,
                                               std::size_t length, token_choice how, generator* g,
-                                              double temperature) const = 0;
+                                              double temperature, std::size_t top_k = 0) const = 0;
     /// Training mode: dropout between layers draws its masks from `g` (which must outlive the
     /// calls). Models start in evaluation mode.
     virtual void train(generator& g) = 0;
@@ -193,10 +193,10 @@ public:
     }
 
     std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,
-                                      token_choice how, generator* g,
-                                      double temperature) const override
+                                      token_choice how, generator* g, double temperature,
+                                      std::size_t top_k) const override
     {
-        return m_decoder.generate(prompt, length, vocabulary::eos, how, g, temperature);
+        return m_decoder.generate(prompt, length, vocabulary::eos, how, g, temperature, top_k);
     }
 
 private:

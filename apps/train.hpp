@@ -3,12 +3,16 @@
 /// `unfold sample`, as library functions (the tests call them directly).
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -48,16 +52,18 @@ struct train_options
     double clip = 1.0;                     ///< global gradient norm; 0: no clipping
     std::size_t tbptt = 64;                ///< chunk length for --text
     std::size_t epochs = 7;
-    std::size_t steps = 250; ///< steps per epoch (text: 0 = one pass)
+    std::size_t steps = 0; ///< steps per epoch; 0: 250 for a task, one pass over a text
     std::size_t batch = 64;
     std::uint64_t seed = 1;
     std::string checkpoint; ///< empty: unfold-<task>.safetensors (or the --resume file)
     std::size_t checkpoint_every_steps = 0; ///< also save every N steps (0: not by steps)
     double checkpoint_every_seconds = 0;    ///< also save every S seconds (0: not by time)
-    std::string resume;                     ///< a training checkpoint whose run to continue
-    bool force = false;                     ///< replace an existing checkpoint file
-    std::size_t samples = 6;                ///< examples generated after training
-    bool quiet = false;                     ///< no progress lines (tests)
+    std::size_t patience = 0; ///< stop after this many epochs without a better held-out metric
+    std::string log;          ///< metrics log (JSON lines); on resume, the run's own by default
+    std::string resume;       ///< a training checkpoint whose run to continue
+    bool force = false;       ///< replace an existing checkpoint file
+    std::size_t samples = 6;  ///< examples generated after training
+    bool quiet = false;       ///< no progress lines (tests)
 };
 
 /// Calls f(name, field) for every option that defines a run, by its command-line name: the
@@ -92,6 +98,7 @@ void for_each_run_option(Options& o, F&& f)
     f("steps", o.steps);
     f("batch", o.batch);
     f("seed", o.seed);
+    f("patience", o.patience);
 }
 
 namespace detail
@@ -207,9 +214,10 @@ struct validation
 
 /// Held-out metrics: exact match and teacher-forced loss for addition and copy; legal-successor
 /// accuracy and the fraction of valid sampled strings for reber; loss, bits per character and
-/// next-character accuracy for text (on at most `text_limit` validation characters).
+/// next-character accuracy for text (on its first `text_limit` held-out characters: all of them
+/// by default, in up to 16 streams of chunks of 64 with the state carried between chunks).
 inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g,
-                           std::size_t text_limit = 20000)
+                           std::size_t text_limit = std::size_t(-1))
 {
     no_grad_guard no_grad;
     validation v;
@@ -372,7 +380,128 @@ struct train_result
     double first_loss = 0;          ///< the mean training loss of the first epoch's first steps
     double last_loss = 0;           ///< the mean training loss of the last epoch
     bool interrupted = false;
+    bool stopped_early = false; ///< by the patience
     double seconds = 0;
+};
+
+/// The held-out metric that picks the best epoch and drives early stopping: bits per character
+/// for text (lower is better), legal-successor accuracy for reber, exact match otherwise.
+struct monitored_metric
+{
+    std::string name;
+    bool higher_is_better;
+};
+inline monitored_metric monitored_for(const std::string& task)
+{
+    if (task == "text")
+        return {"bits_per_char", false};
+    if (task == "reber")
+        return {"legal_next", true};
+    return {"exact_match", true};
+}
+
+/// The value of metric `name` in `v`; throws unfold::error when it has none.
+inline double metric_value(const validation& v, const std::string& name)
+{
+    for (const auto& m : v.metrics)
+        if (m.name == name)
+            return m.value;
+    unfold::fail(fmt::format("held-out metrics have no '{}'", name));
+}
+
+/// The index of the best of `epochs` by `metric` (the first of equals); epochs must not be empty.
+inline std::size_t best_epoch(const std::vector<validation>& epochs, const monitored_metric& metric)
+{
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < epochs.size(); ++i)
+    {
+        const double a = metric_value(epochs[i], metric.name);
+        const double b = metric_value(epochs[best], metric.name);
+        if (metric.higher_is_better ? a > b : a < b)
+            best = i;
+    }
+    return best;
+}
+
+/// Where the best epoch's model is kept: run.safetensors → run.best.safetensors.
+inline std::string best_checkpoint_path(const std::string& path)
+{
+    const std::string suffix = ".safetensors";
+    if (path.size() > suffix.size() &&
+        path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return path.substr(0, path.size() - suffix.size()) + ".best" + suffix;
+    return path + ".best";
+}
+
+/// The metrics log of a run: one JSON object per line, a step record
+///   {"step": 17, "epoch": 1, "loss": …, "grad_norm": …, "lr": …, "seconds": …}
+/// after every step (grad_norm is the global norm before clipping) and an epoch record
+///   {"step": 40, "epoch": 1, "train_loss": …, "held_out": {"exact_match": …, …}, "seconds": …}
+/// after every held-out evaluation. A resumed run first drops the records its checkpoint does not
+/// cover (the steps it redoes, a line cut by a kill), so the log reads as one uninterrupted run.
+class metrics_log
+{
+public:
+    /// Starts `path` afresh.
+    static metrics_log create(const std::string& path) { return metrics_log(path, {}); }
+
+    /// Continues `path`, keeping the step records up to `step` and the epoch records up to
+    /// `epochs`; a missing file starts empty.
+    static metrics_log resume(const std::string& path, std::size_t step, std::size_t epochs)
+    {
+        std::vector<std::string> kept;
+        std::ifstream in(path);
+        for (std::string line; std::getline(in, line);)
+        {
+            const auto j = nlohmann::json::parse(line, nullptr, false);
+            if (!j.is_object() || !j.contains("step") || !j["step"].is_number_unsigned() ||
+                !j.contains("epoch") || !j["epoch"].is_number_unsigned())
+                continue; // e.g. the last line of a killed run, cut short
+            const bool epoch_record = j.contains("held_out");
+            if (epoch_record ? j["epoch"].get<std::size_t>() <= epochs
+                             : j["step"].get<std::size_t>() <= step)
+                kept.push_back(line);
+        }
+        return metrics_log(path, kept);
+    }
+
+    /// Appends one record and flushes it.
+    void write(const nlohmann::json& record)
+    {
+        const std::string line = record.dump() + "\n";
+        UNFOLD_CHECK(std::fwrite(line.data(), 1, line.size(), m_file.get()) == line.size() &&
+                         std::fflush(m_file.get()) == 0,
+                     "metrics log {}: write failed: {}", m_path, std::strerror(errno));
+    }
+    const std::string& path() const { return m_path; }
+
+private:
+    metrics_log(const std::string& path, const std::vector<std::string>& kept)
+        : m_path(path)
+    {
+        // The kept lines go to a temporary file renamed over the log: a kill now loses nothing.
+        const std::string temp = path + ".tmp-" + std::to_string(::getpid());
+        {
+            std::ofstream t(temp, std::ios::binary | std::ios::trunc);
+            UNFOLD_CHECK(t.good(), "metrics log {}: cannot write {}: {}", path, temp,
+                         std::strerror(errno));
+            for (const auto& line : kept)
+                t << line << '\n';
+            t.flush();
+            UNFOLD_CHECK(t.good(), "metrics log {}: cannot write {}", path, temp);
+        }
+        UNFOLD_CHECK(std::rename(temp.c_str(), path.c_str()) == 0,
+                     "metrics log {}: cannot replace it: {}", path, std::strerror(errno));
+        m_file.reset(std::fopen(path.c_str(), "ab"));
+        UNFOLD_CHECK(m_file != nullptr, "metrics log {}: cannot open it: {}", path,
+                     std::strerror(errno));
+    }
+    struct closer
+    {
+        void operator()(std::FILE* f) const { std::fclose(f); }
+    };
+    std::string m_path;
+    std::unique_ptr<std::FILE, closer> m_file;
 };
 
 /// Trains as `o` says, printing progress to `out`, saving training checkpoints (Note [Training
@@ -407,11 +536,13 @@ inline train_result train(train_options o, std::FILE* out)
     }
     const std::string path = checkpoint_path(o);
     const bool saving = !o.checkpoint.empty() || !o.quiet;
+    const std::string best_path = best_checkpoint_path(path);
     if (saving && !o.force && path != o.resume)
-        UNFOLD_CHECK(!std::filesystem::exists(path),
-                     "checkpoint {} already exists: pass --resume {} to continue its run, or "
-                     "--force to replace it",
-                     path, path);
+        for (const std::string& file : {path, best_path})
+            UNFOLD_CHECK(!std::filesystem::exists(file),
+                         "checkpoint {} already exists: pass --resume {} to continue its run, or "
+                         "--force to replace it",
+                         file, path);
 
     std::unique_ptr<task> tk;
     std::unique_ptr<text_corpus> text;
@@ -429,9 +560,32 @@ inline train_result train(train_options o, std::FILE* out)
     if (text)
     {
         stream = std::make_unique<text_stream>(text->train, o.batch, o.tbptt);
-        if (o.steps == 0 || o.steps > stream->chunks())
-            o.steps = stream->chunks();
+        const std::size_t chunks = stream->chunks();
+        if (!o.quiet)
+        {
+            std::fprintf(out,
+                         "text %s: %zu characters; training on the first 90%% (%zu), held out "
+                         "the last 10%% (%zu), scored after every epoch on all of it\n",
+                         o.text_file.c_str(), text->train.size() + text->valid.size(),
+                         text->train.size(), text->valid.size());
+            if (o.steps > 0 && o.steps < chunks)
+                std::fprintf(out,
+                             "note: --steps %zu trains on the first %zu of the %zu chunks of "
+                             "every stream each epoch: %.0f%% of the training text is never "
+                             "used (--steps 0: one pass)\n",
+                             o.steps, o.steps, chunks,
+                             100.0 * double(chunks - o.steps) / double(chunks));
+            else if (o.steps > chunks)
+                std::fprintf(out,
+                             "note: --steps %zu is more than one pass; an epoch is one "
+                             "pass, %zu steps\n",
+                             o.steps, chunks);
+        }
+        if (o.steps == 0 || o.steps > chunks)
+            o.steps = chunks;
     }
+    else if (o.steps == 0)
+        o.steps = 250;
     UNFOLD_CHECK(o.epochs >= 1 && o.steps >= 1 && o.batch >= 1,
                  "epochs, steps and batch must be positive");
 
@@ -467,6 +621,8 @@ inline train_result train(train_options o, std::FILE* out)
         return seconds_before + std::chrono::duration<double>(clock::now() - start).count();
     };
 
+    std::optional<metrics_log> log;
+    const monitored_metric monitor = monitored_for(o.model.task);
     auto save = [&] {
         training_state st;
         st.metadata = m.config().to_metadata();
@@ -482,6 +638,7 @@ inline train_result train(train_options o, std::FILE* out)
         st.metadata["state.tokens"] = detail::option_text(tokens);
         st.metadata["state.seconds"] = detail::option_text(elapsed());
         st.metadata["state.data_hash"] = std::to_string(data_hash);
+        st.metadata["state.log"] = log ? log->path() : "";
         nlohmann::json epochs = nlohmann::json::array();
         for (const auto& v : res.epochs)
         {
@@ -528,6 +685,8 @@ inline train_result train(train_options o, std::FILE* out)
         read("state.last_loss", res.last_loss);
         read("state.tokens", tokens);
         read("state.seconds", seconds_before);
+        if (o.log.empty())
+            o.log = get("state.log");
         // Evaluated up to the step's epoch, or one short right after an epoch's last step.
         const bool evaluation_fits =
             validated == step / o.steps ||
@@ -568,6 +727,10 @@ inline train_result train(train_options o, std::FILE* out)
         }
     }
 
+    if (!o.log.empty())
+        log = o.resume.empty() ? metrics_log::create(o.log)
+                               : metrics_log::resume(o.log, step, validated);
+
     if (!o.quiet)
     {
         std::fprintf(out,
@@ -578,6 +741,11 @@ inline train_result train(train_options o, std::FILE* out)
                      m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
                      o.lr_schedule.c_str(), o.clip, o.model.dropout, o.model.recurrent_dropout,
                      o.batch, o.epochs, o.steps);
+        if (tk)
+            std::fprintf(out,
+                         "held out: %zu fixed %s examples that training never draws, scored "
+                         "after every epoch (%s picks the best epoch)\n",
+                         tk->held_out().size(), tk->name().c_str(), monitor.name.c_str());
         if (!o.resume.empty())
             std::fprintf(out, "resuming %s after step %zu of %zu (epoch %zu)\n", o.resume.c_str(),
                          step, total, std::min(o.epochs, step / o.steps + 1));
@@ -596,8 +764,16 @@ inline train_result train(train_options o, std::FILE* out)
 
     auto last_save = clock::now();
     bool unsaved = o.resume.empty(); // the state differs from the file's
+    const auto epochs_since_best = [&] {
+        return res.epochs.size() - 1 - best_epoch(res.epochs, monitor);
+    };
     while (!interrupted)
     {
+        if (o.patience && step < total && !res.epochs.empty() && epochs_since_best() >= o.patience)
+        {
+            res.stopped_early = true;
+            break;
+        }
         if (step > 0 && step % o.steps == 0 && validated < step / o.steps)
         {
             // The end of an epoch: its held-out evaluation, then the next epoch starts afresh.
@@ -607,10 +783,28 @@ inline train_result train(train_options o, std::FILE* out)
             m.eval();
             res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
             ++validated;
+            const bool best = best_epoch(res.epochs, monitor) == res.epochs.size() - 1;
             if (!o.quiet)
-                std::fprintf(out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)\n", validated,
-                             o.epochs, res.last_loss, res.epochs.back().str().c_str(),
-                             duration_str(elapsed()).c_str());
+                std::fprintf(out, "epoch %zu/%zu  train loss %.4f  held-out %s  (%s)%s\n",
+                             validated, o.epochs, res.last_loss, res.epochs.back().str().c_str(),
+                             duration_str(elapsed()).c_str(), best && saving ? "  best" : "");
+            if (log)
+            {
+                nlohmann::json held_out = nlohmann::json::object();
+                for (const auto& x : res.epochs.back().metrics)
+                    held_out[x.name] = x.value;
+                log->write({{"step", step},
+                            {"epoch", validated},
+                            {"train_loss", res.last_loss},
+                            {"held_out", held_out},
+                            {"seconds", elapsed()}});
+            }
+            if (best && saving)
+            {
+                checkpoint_metadata meta = m.config().to_metadata();
+                meta["unfold.best_epoch"] = std::to_string(validated);
+                save_checkpoint(best_path, m.store(), meta);
+            }
             epoch_loss = 0;
             epoch_steps = 0;
             carried.clear();
@@ -643,7 +837,8 @@ inline train_result train(train_options o, std::FILE* out)
         const var loss = run_loss(r, b);
         opt->zero_grad();
         t.backward(loss);
-        const double norm = o.clip > 0 ? clip_grad_norm(opt->params(), o.clip) : 0;
+        const double norm =
+            o.clip > 0 ? clip_grad_norm(opt->params(), o.clip) : grad_norm(opt->params());
         opt->set_lr(lr_at(step));
         if (std::isfinite(norm))
             opt->step();
@@ -656,6 +851,13 @@ inline train_result train(train_options o, std::FILE* out)
             tokens += y != token_batch::ignore_index;
         ++step;
         unsaved = true;
+        if (log)
+            log->write({{"step", step},
+                        {"epoch", epoch},
+                        {"loss", l},
+                        {"grad_norm", norm},
+                        {"lr", lr_at(step - 1)},
+                        {"seconds", elapsed()}});
 
         const double seconds = elapsed();
         const double eta = seconds / double(step) * double(total - step);
@@ -682,10 +884,19 @@ inline train_result train(train_options o, std::FILE* out)
         std::fprintf(out, "\n");
     res.first_loss = first_count ? first_sum / double(first_count) : 0;
     res.interrupted = interrupted != 0;
+    if (res.stopped_early && !o.quiet)
+        std::fprintf(out,
+                     "early stop: no better held-out %s for %zu epochs (the best was epoch %zu)\n",
+                     monitor.name.c_str(), o.patience, best_epoch(res.epochs, monitor) + 1);
     if (saving)
     {
         if (unsaved)
             save();
+        if (!o.quiet && !res.epochs.empty())
+            std::fprintf(out, "best model (epoch %zu, held-out %s %.4f) saved to %s\n",
+                         best_epoch(res.epochs, monitor) + 1, monitor.name.c_str(),
+                         metric_value(res.epochs[best_epoch(res.epochs, monitor)], monitor.name),
+                         best_path.c_str());
         if (!o.quiet)
             std::fprintf(out, "%scheckpoint saved to %s\n", res.interrupted ? "interrupted: " : "",
                          path.c_str());

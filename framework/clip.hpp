@@ -11,6 +11,17 @@
 namespace unfold
 {
 
+/// The global L2 norm of the gradients of `params`, over all of them together as one vector,
+/// computed in double (not finite when a gradient is NaN or infinite).
+inline double grad_norm(const std::vector<param>& params)
+{
+    double sum = 0;
+    for (const auto& p : params)
+        for (real g : p.grad())
+            sum += double(g) * double(g);
+    return std::sqrt(sum);
+}
+
 /// Rescales the gradients so that their global L2 norm (over all parameters together, as one
 /// vector) is at most `max_norm` — PyTorch's clip_grad_norm_ with norm_type 2: the total norm
 /// ‖g‖ is computed in double, and when s = max_norm / (‖g‖ + 1e-6) is below 1 every gradient is
@@ -20,11 +31,7 @@ namespace unfold
 inline double clip_grad_norm(const std::vector<param>& params, double max_norm)
 {
     UNFOLD_CHECK(max_norm >= 0, "clip_grad_norm: max_norm {} is negative", max_norm);
-    double sum = 0;
-    for (const auto& p : params)
-        for (real g : p.grad())
-            sum += double(g) * double(g);
-    const double total = std::sqrt(sum);
+    const double total = grad_norm(params);
     const double scale = max_norm / (total + 1e-6);
     if (std::isfinite(total) && scale < 1)
         for (auto p : params)

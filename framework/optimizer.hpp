@@ -32,10 +32,10 @@ inline std::vector<param> params_of(const param_store& store)
 /// "exp_avg/rnn.weight_hh_l0"; the slots are PyTorch's state_dict names).
 struct optimizer_state
 {
-    std::string name;
-    std::size_t steps = 0;
-    double lr = 0;
-    std::map<std::string, tensor> tensors;
+    std::string name;                      ///< the optimiser's name() ("adam", ...)
+    std::size_t steps = 0;                 ///< step() calls so far
+    double lr = 0;                         ///< the learning rate the next step() uses
+    std::map<std::string, tensor> tensors; ///< every state tensor, "<slot>/<parameter>"
 };
 
 /// The base of every optimiser: the parameters, the learning rate (which a schedule may change

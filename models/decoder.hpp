@@ -232,10 +232,11 @@ public:
 
     /// Free-running generation for one sequence: feeds `prompt` (at least one token), then the
     /// model's own choices, until `stop` is produced or `length` tokens were generated. Returns
-    /// the generated tokens (without the prompt; with `stop` if it was produced).
+    /// the generated tokens (without the prompt; with `stop` if it was produced). Sampling draws
+    /// from the `top_k` most likely tokens only when top_k > 0 (choose_tokens).
     std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,
                                       std::size_t stop, token_choice how, generator* g = nullptr,
-                                      double temperature = 1) const
+                                      double temperature = 1, std::size_t top_k = 0) const
     {
         UNFOLD_CHECK(!prompt.empty(), "decoder: generation needs a prompt of at least one token");
         no_grad_guard no_grad;
@@ -251,7 +252,7 @@ public:
         std::vector<std::size_t> out;
         while (out.size() < length)
         {
-            const std::size_t next = choose_tokens(logits.value(), how, g, temperature)[0];
+            const std::size_t next = choose_tokens(logits.value(), how, g, temperature, top_k)[0];
             out.push_back(next);
             if (next == stop)
                 break;

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstddef>
 #include <functional>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,9 +66,11 @@ enum class token_choice
 };
 
 /// The token of each row of `logits` (B, V): argmax (ties: the lowest index) when greedy, else
-/// a draw from softmax(logits / temperature) with `g` (temperature > 0).
+/// a draw from softmax(logits / temperature) with `g` (temperature > 0). With top_k > 0 the draw
+/// is among the top_k largest logits only (and any equal to the k-th), renormalised.
 inline std::vector<std::size_t> choose_tokens(const tensor& logits, token_choice how,
-                                              generator* g = nullptr, double temperature = 1)
+                                              generator* g = nullptr, double temperature = 1,
+                                              std::size_t top_k = 0)
 {
     UNFOLD_CHECK(logits.dimension() == 2, "choose_tokens: logits must be (B, V), got {}",
                  shape_str(logits.shape()));
@@ -85,10 +88,19 @@ inline std::vector<std::size_t> choose_tokens(const tensor& logits, token_choice
         UNFOLD_CHECK(g != nullptr, "choose_tokens: sampling needs a generator");
         UNFOLD_CHECK(temperature > 0, "choose_tokens: temperature {} must be positive",
                      temperature);
+        real threshold = -std::numeric_limits<real>::infinity();
+        if (top_k > 0 && top_k < v)
+        {
+            std::vector<real> sorted(x, x + v);
+            std::nth_element(sorted.begin(), sorted.begin() + std::ptrdiff_t(top_k - 1),
+                             sorted.end(), std::greater<real>());
+            threshold = sorted[top_k - 1];
+        }
         std::vector<double> p(v);
         double total = 0;
         for (std::size_t j = 0; j < v; ++j)
-            total += p[j] = std::exp((double(x[j]) - double(x[best])) / temperature);
+            total += p[j] =
+                x[j] < threshold ? 0.0 : std::exp((double(x[j]) - double(x[best])) / temperature);
         double u = g->next_double() * total;
         out[r] = v - 1;
         for (std::size_t j = 0; j < v; ++j)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <nlohmann/json.hpp>
 
 #include "apps/cli.hpp"
 #include "apps/train.hpp"
@@ -377,8 +378,22 @@ void check_same_run(const std::string& a, const std::string& b)
     }
     BOOST_TEST(optimizer_tensors > 0u);
     for (const auto& [key, value] : x.metadata)
-        if (key != "state.seconds")
+        if (key != "state.seconds" && key != "state.log") // times and file names differ
             BOOST_TEST(y.metadata.at(key) == value, key);
+}
+
+/// The records of a metrics log without their times.
+std::vector<nlohmann::json> log_without_times(const std::string& path)
+{
+    std::vector<nlohmann::json> records;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);)
+    {
+        auto j = nlohmann::json::parse(line);
+        j.erase("seconds");
+        records.push_back(j);
+    }
+    return records;
 }
 
 /// The "state.step" of the checkpoint at `path`, or -1 while there is none to read.
@@ -498,7 +513,8 @@ BOOST_FIXTURE_TEST_CASE(a_run_killed_with_sigkill_resumes_bit_identical_to_one_n
         args.insert(args.end(), common.begin(), common.end());
         const std::string whole = file("whole" + std::to_string(r)),
                           killed = file("killed" + std::to_string(r));
-        std::vector<std::string> uninterrupted = {"train", "--checkpoint", whole};
+        std::vector<std::string> uninterrupted = {"train", "--checkpoint", whole, "--log",
+                                                  whole + ".jsonl"};
         uninterrupted.insert(uninterrupted.end(), args.begin(), args.end());
         // Every run in the same program: the arithmetic is compiled once.
         BOOST_TEST_REQUIRE(run_program(program, uninterrupted), name);
@@ -507,7 +523,7 @@ BOOST_FIXTURE_TEST_CASE(a_run_killed_with_sigkill_resumes_bit_identical_to_one_n
         // Killed at a random step: some steps after its last checkpoint are lost and redone.
         const long kill_after = std::uniform_int_distribution<long>(3, total * 2 / 3)(pick);
         std::vector<std::string> every = args;
-        every.insert(every.end(), {"--checkpoint-every", "5"});
+        every.insert(every.end(), {"--checkpoint-every", "5", "--log", killed + ".jsonl"});
         const long left = kill_during(program, every, killed, kill_after);
         BOOST_TEST_MESSAGE(name << ": killed after step " << kill_after << ", its checkpoint at "
                                 << left << " of " << total);
@@ -518,6 +534,11 @@ BOOST_FIXTURE_TEST_CASE(a_run_killed_with_sigkill_resumes_bit_identical_to_one_n
         BOOST_TEST_CONTEXT(name << ", killed after step " << kill_after)
         {
             check_same_run(whole, killed);
+            // The log was cut back to the checkpoint and continued: it reads as one run.
+            const auto a = log_without_times(whole + ".jsonl"),
+                       b = log_without_times(killed + ".jsonl");
+            BOOST_TEST(a.size() == std::size_t(total) + 3u); // a record per step and per epoch
+            BOOST_TEST((a == b));
         }
     }
 }
@@ -602,6 +623,122 @@ BOOST_FIXTURE_TEST_CASE(resuming_a_text_run_refuses_a_changed_text, scratch)
     BOOST_TEST(r.status == 2);
     BOOST_TEST(r.err.find("has changed since the checkpoint was saved") != std::string::npos,
                r.err);
+}
+
+BOOST_AUTO_TEST_CASE(the_best_epoch_is_the_first_of_the_best_in_the_metric_s_direction)
+{
+    auto epochs_of = [](std::vector<double> values) {
+        std::vector<validation> v;
+        for (double x : values)
+            v.push_back({{{"loss", 1 - x}, {"exact_match", x}, {"bits_per_char", x}}, x});
+        return v;
+    };
+    const auto v = epochs_of({0.2, 0.5, 0.1, 0.5, 0.3});
+    BOOST_TEST(best_epoch(v, monitored_for("addition")) == 1u); // highest, first of equals
+    BOOST_TEST(best_epoch(v, monitored_for("text")) == 2u);     // lowest bits per character
+    BOOST_TEST(monitored_for("reber").name == "legal_next");
+    BOOST_TEST(best_checkpoint_path("dir/run.safetensors") == "dir/run.best.safetensors");
+    BOOST_TEST(best_checkpoint_path("run") == "run.best");
+}
+
+BOOST_FIXTURE_TEST_CASE(patience_stops_a_run_that_no_longer_improves_and_keeps_its_best, scratch)
+{
+    // A learning rate too small to change the greedy answers: exact match cannot improve after
+    // the first epoch, so patience 2 stops the run after epoch 3 of 8.
+    const std::string ckpt = file("run.safetensors");
+    train_options o;
+    o.model.hidden = 16;
+    o.model.embed = 8;
+    o.optimizer = "sgd";
+    o.lr = 1e-12;
+    o.epochs = 8;
+    o.steps = 3;
+    o.batch = 8;
+    o.patience = 2;
+    o.quiet = true;
+    o.checkpoint = ckpt;
+    const train_result r = train(o, stdout);
+    BOOST_TEST(r.stopped_early);
+    BOOST_TEST_REQUIRE(r.epochs.size() == 3u);
+    BOOST_TEST(r.epochs[0].primary == r.epochs[2].primary);
+    BOOST_TEST(read_checkpoint_metadata(ckpt).at("state.step") == "9");
+    const std::string best = file("run.best.safetensors");
+    BOOST_TEST_REQUIRE(fs::exists(best));
+    BOOST_TEST(read_checkpoint_metadata(best).at("unfold.best_epoch") == "1");
+    BOOST_TEST(load_model(best)->config().hidden == 16u); // a model checkpoint of its own
+
+    // Resumed, a run that stopped early stays stopped: nothing more is trained.
+    train_options again;
+    again.resume = ckpt;
+    again.quiet = true;
+    const train_result resumed = train(read_run_options(ckpt, again), stdout);
+    BOOST_TEST(resumed.stopped_early);
+    BOOST_TEST(resumed.epochs.size() == 3u);
+    BOOST_TEST(read_checkpoint_metadata(ckpt).at("state.step") == "9");
+}
+
+BOOST_FIXTURE_TEST_CASE(unfold_plot_draws_a_metrics_log_and_names_a_bad_line, scratch)
+{
+    const std::string log = file("run.jsonl"), image = file("run.svg");
+    const cli_result trained =
+        run({"train", "--hidden", "12", "--embed", "6", "--epochs", "2", "--steps", "5", "--batch",
+             "8", "--quiet", "--checkpoint", file("run.safetensors"), "--log", log});
+    BOOST_TEST_REQUIRE(trained.status == 0, trained.err);
+    const cli_result plotted = run({"plot", log, "--output", image});
+    BOOST_TEST_REQUIRE(plotted.status == 0, plotted.err);
+    const std::string svg = read_bytes(image);
+    for (const std::string label :
+         {"run.jsonl", "training loss", "held-out loss", "held-out exact_match", "step"})
+        BOOST_TEST(svg.find(">" + label + "<") != std::string::npos, label);
+
+    std::string lines = read_bytes(log);
+    const std::string garbled = file("garbled.jsonl");
+    std::ofstream(garbled) << lines.substr(0, lines.find('\n') + 1) << "{\"loss\": 1}\n" << lines;
+    const cli_result bad = run({"plot", garbled, "--output", file("bad.svg")});
+    BOOST_TEST(bad.status == 2);
+    BOOST_TEST(bad.err.find(garbled + ":2: not a metrics record") != std::string::npos, bad.err);
+    BOOST_TEST(!fs::exists(file("bad.svg")));
+    const cli_result missing = run({"plot", file("none.jsonl")});
+    BOOST_TEST(missing.status == 2);
+    BOOST_TEST(missing.err.find(file("none.jsonl")) != std::string::npos, missing.err);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_text_run_says_what_it_trains_on_and_its_checkpoint_finds_its_text,
+                        scratch)
+{
+    const std::string text = file("t.txt"), ckpt = file("t.safetensors");
+    std::string words;
+    for (int i = 0; i < 300; ++i)
+        words += "abc def " + std::to_string(i % 10) + "\n";
+    std::ofstream(text) << words;
+    const cli_result trained =
+        run({"train", "--text", text, "--hidden", "8", "--embed", "4", "--tbptt", "8", "--batch",
+             "4", "--epochs", "1", "--steps", "3", "--samples", "0", "--checkpoint", ckpt});
+    BOOST_TEST_REQUIRE(trained.status == 0, trained.err);
+    BOOST_TEST(trained.out.find("held out the last 10%") != std::string::npos, trained.out);
+    BOOST_TEST(trained.out.find("note: --steps 3 trains on the first 3 of the") !=
+                   std::string::npos,
+               trained.out);
+
+    // No --text: eval scores the run's own held-out split; no --prompt: sample starts a line.
+    const cli_result evaluated = run({"eval", "--checkpoint", ckpt});
+    BOOST_TEST(evaluated.status == 0, evaluated.err);
+    BOOST_TEST(evaluated.out.find("held-out split of " + text) != std::string::npos, evaluated.out);
+    BOOST_TEST(evaluated.out.find("bits_per_char") != std::string::npos, evaluated.out);
+    const cli_result sampled =
+        run({"sample", "--checkpoint", ckpt, "--length", "20", "--top-k", "3"});
+    BOOST_TEST(sampled.status == 0, sampled.err);
+    BOOST_TEST(sampled.out.size() > 1u);
+
+    // By default an epoch of text is one pass.
+    const cli_result pass =
+        run({"train", "--text", text, "--hidden", "8", "--embed", "4", "--tbptt", "8", "--batch",
+             "4", "--epochs", "1", "--samples", "0", "--checkpoint", file("pass.safetensors")});
+    BOOST_TEST_REQUIRE(pass.status == 0, pass.err);
+    BOOST_TEST(pass.out.find("note:") == std::string::npos, pass.out);
+    const std::size_t chunks = (words.size() * 9 / 10 / 4 - 1) / 8;
+    BOOST_TEST(read_checkpoint_metadata(file("pass.safetensors")).at("state.step") ==
+               std::to_string(chunks));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

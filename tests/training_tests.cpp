@@ -280,6 +280,38 @@ BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
     BOOST_TEST(xt::amax(xt::abs(free_own.logits[last].grad()))() > real(0));
 }
 
+BOOST_AUTO_TEST_CASE(top_k_sampling_draws_among_the_k_largest_logits_only)
+{
+    tensor logits = zeros({1, 5});
+    const real row[] = {3, real(2.5), 1, -1, 0};
+    std::copy(row, row + 5, logits.data());
+    generator g(11);
+    std::vector<std::size_t> counts(5, 0);
+    const int draws = 4000;
+    for (int i = 0; i < draws; ++i)
+    {
+        ++counts[choose_tokens(logits, token_choice::sample, &g, 1.0, 2)[0]];
+        BOOST_TEST(choose_tokens(logits, token_choice::sample, &g, 1.0, 1)[0] == 0u);
+    }
+    BOOST_TEST(counts[2] + counts[3] + counts[4] == 0u);
+    // Renormalised over the two kept: p(0) = e^3 / (e^3 + e^2.5).
+    const double p0 = 1 / (1 + std::exp(-0.5));
+    BOOST_TEST(std::abs(double(counts[0]) / draws - p0) < 4 * std::sqrt(p0 * (1 - p0) / draws));
+    // k at least V is no restriction: the same draws as without it.
+    generator a(5), b(5);
+    for (int i = 0; i < 50; ++i)
+        BOOST_TEST(choose_tokens(logits, token_choice::sample, &a, 0.7, 9)[0] ==
+                   choose_tokens(logits, token_choice::sample, &b, 0.7)[0]);
+    // Ties with the k-th largest are kept.
+    tensor tied = zeros({1, 4});
+    tied.data()[0] = tied.data()[1] = tied.data()[2] = 1;
+    tied.data()[3] = 0;
+    std::set<std::size_t> seen;
+    for (int i = 0; i < 300; ++i)
+        seen.insert(choose_tokens(tied, token_choice::sample, &g, 1.0, 2)[0]);
+    BOOST_TEST((seen == std::set<std::size_t>{0, 1, 2}));
+}
+
 BOOST_AUTO_TEST_CASE(scheduled_sampling_rate_follows_its_schedule)
 {
     // The realised teacher-forcing rate over n independent coin tosses with probability ε is
