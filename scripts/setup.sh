@@ -5,12 +5,16 @@ set -euo pipefail
 UNFOLD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UNFOLD_BUILD="${UNFOLD_BUILD:-$UNFOLD_ROOT/build}"
 
-# Debian 12 packages the build and the tests need.
+# Debian 12 packages the build and the tests need, gnuplot for `unfold plot`, and the text of the
+# language-model recipe: jargon-text's Jargon File (1.6 million characters of English prose, UTF-8,
+# public domain, 650 kB), unpacked by unfold_jargon_text.
 UNFOLD_PACKAGES=(
     g++ make cmake ccache pkg-config
     libxtensor-dev libxsimd-dev libopenblas-dev
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+    gnuplot-nox jargon-text
 )
+UNFOLD_JARGON_GZ=/usr/share/doc/jargon-text/jargon.txt.gz
 
 # What the notebooks need besides the build (scripts/notebooks): the Jupyter kernel over
 # clang-repl-16 (run by /usr/bin/python3), jupyter-notebook to open them, gnuplot for their plots.
@@ -45,6 +49,15 @@ unfold_install() {
     echo "unfold: installing ${missing[*]}" >&2
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Writes the Jargon File as plain UTF-8 to $1 (the package ships it gzipped).
+unfold_jargon_text() {
+    if [ ! -f "$UNFOLD_JARGON_GZ" ]; then
+        echo "unfold: $UNFOLD_JARGON_GZ is missing: reinstall jargon-text (and allow /usr/share/doc in dpkg's path-exclude)" >&2
+        return 1
+    fi
+    [ -s "$1" ] || gzip -dc "$UNFOLD_JARGON_GZ" > "$1"
 }
 
 unfold_build() {
