@@ -9,12 +9,15 @@ between chunks (stateful truncated BPTT) and reset at each epoch. Both score the
 every epoch the same way: 16 streams, chunks of 64, state carried, bits per character over every
 scored character.
 
-Three runs:
+For each seed, both start from the same parameters, Unfold's initialisation with that seed (a
+model's BPC after a few epochs varies with its initial draw by more than the frameworks differ),
+and three runs follow:
   1. Unfold, `unfold train --text`, for E epochs (its wall time U and its held-out BPC);
   2. PyTorch for the same steps (time P): the time ratio U / P at equal steps;
   3. PyTorch for the steps that fit in U at its own measured speed, its schedule fitted to them:
      the BPC at equal time.
-Writes a Markdown table to stdout (and --json FILE). Run by scripts/bench --char-lm.
+Times include the held-out evaluations, the same work on both sides. Writes a Markdown table to
+stdout (and --json FILE). Run by scripts/bench --char-lm.
 """
 import argparse
 import json
@@ -24,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import struct
 
 import torch
 
@@ -73,9 +78,27 @@ def held_out_bpc(model, valid):
     return total / count / math.log(2)
 
 
-def train_torch(args, vocab, train, valid, total_steps, seed):
-    torch.manual_seed(seed)
+def load_safetensors(path):
+    """The tensors of a float32 safetensors file, by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        assert entry["dtype"] == "F32", entry
+        begin, end = entry["data_offsets"]
+        raw = bytearray(data[8 + n + begin : 8 + n + end])
+        out[name] = torch.frombuffer(raw, dtype=torch.float32).view(entry["shape"]).clone()
+    return out
+
+
+def train_torch(args, vocab, train, valid, total_steps, initial):
     model = CharLM(len(vocab), args.embed, args.hidden, args.layers)
+    # A training checkpoint: the model's tensors are those without a '/' in their names.
+    model.load_state_dict({k: v for k, v in initial.items() if "/" not in k})
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = (len(train) // args.batch - 1) // args.tbptt
     lr_min = args.lr / 20
@@ -103,15 +126,29 @@ def train_torch(args, vocab, train, valid, total_steps, seed):
     return time.perf_counter() - start, bpc
 
 
-def train_unfold(args, text_path, workdir):
+def unfold_command(args, text_path, seed):
+    return [args.unfold, "train", "--text", text_path, "--cell", "lstm",
+            "--layers", str(args.layers), "--hidden", str(args.hidden), "--embed", str(args.embed),
+            "--tbptt", str(args.tbptt), "--batch", str(args.batch), "--seed", str(seed),
+            "--threads", "1", "--samples", "0", "--quiet", "--force"]
+
+
+def unfold_initial(args, text_path, workdir, seed):
+    """Unfold's initial parameters at `seed`: one SGD step at lr 1e-30, which moves no float."""
+    ckpt = os.path.join(workdir, "init.safetensors")
+    cmd = unfold_command(args, text_path, seed) + [
+        "--epochs", "1", "--steps", "1", "--optimizer", "sgd", "--lr", "1e-30",
+        "--checkpoint", ckpt]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return load_safetensors(ckpt)
+
+
+def train_unfold(args, text_path, workdir, seed):
     ckpt = os.path.join(workdir, "lm.safetensors")
     log = os.path.join(workdir, "lm.jsonl")
-    cmd = [args.unfold, "train", "--text", text_path, "--cell", "lstm",
-           "--layers", str(args.layers), "--hidden", str(args.hidden), "--embed", str(args.embed),
-           "--tbptt", str(args.tbptt), "--batch", str(args.batch), "--epochs", str(args.epochs),
-           "--lr", str(args.lr), "--threads", "1", "--samples", "0", "--quiet", "--force",
-           "--checkpoint", ckpt, "--log", log]
-    subprocess.run(cmd, check=True)
+    cmd = unfold_command(args, text_path, seed) + [
+        "--epochs", str(args.epochs), "--lr", str(args.lr), "--checkpoint", ckpt, "--log", log]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     records = [json.loads(line) for line in open(log)]
     epochs = [r for r in records if "held_out" in r]
     return epochs[-1]["seconds"], [r["held_out"]["bits_per_char"] for r in epochs], records[-1]["step"]
@@ -128,41 +165,54 @@ def main():
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--seeds", default="1,2,3", help="initialisations to compare, e.g. 1,2,3")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(1)
 
     vocab, train, valid = read_text(args.text)
-    with tempfile.TemporaryDirectory() as workdir:
-        u_time, u_bpc, steps = train_unfold(args, args.text, workdir)
-    p_time, p_bpc = train_torch(args, vocab, train, valid, steps, seed=1)
-    budget_steps = max(1, int(steps * u_time / p_time))
-    b_time, b_bpc = train_torch(args, vocab, train, valid, budget_steps, seed=1)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    runs = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as workdir:
+            initial = unfold_initial(args, args.text, workdir, seed)
+            u_time, u_bpc, steps = train_unfold(args, args.text, workdir, seed)
+        p_time, p_bpc = train_torch(args, vocab, train, valid, steps, initial)
+        budget = max(1, int(steps * u_time / p_time))
+        b_time, b_bpc = train_torch(args, vocab, train, valid, budget, initial)
+        runs.append({"seed": seed, "steps": steps,
+                     "unfold": {"seconds": u_time, "bpc": u_bpc},
+                     "pytorch_equal_steps": {"seconds": p_time, "bpc": p_bpc},
+                     "pytorch_equal_time": {"steps": budget, "seconds": b_time, "bpc": b_bpc}})
+        print(f"seed {seed} done", file=sys.stderr, flush=True)
 
-    results = {
-        "text": args.text, "characters": len(train) + len(valid), "vocabulary": len(vocab),
-        "model": f"LSTM {args.layers} x {args.hidden}, embed {args.embed}",
-        "batch": args.batch, "tbptt": args.tbptt, "steps": steps,
-        "unfold": {"seconds": u_time, "bpc": u_bpc},
-        "pytorch_equal_steps": {"seconds": p_time, "bpc": p_bpc},
-        "pytorch_equal_time": {"steps": budget_steps, "seconds": b_time, "bpc": b_bpc},
-        "time_ratio_equal_steps": u_time / p_time,
-    }
-    print(f"character LM on {args.text}: {results['characters']} characters, "
-          f"{len(vocab)} symbols; {results['model']}, batch {args.batch} x {args.tbptt} "
-          f"characters, Adam lr {args.lr} (cosine), one thread each\n")
-    print("| run | steps | seconds | held-out bits/char per epoch |")
-    print("|---|---|---|---|")
+    model = f"LSTM {args.layers} x {args.hidden}, embed {args.embed}"
+    print(f"character LM on {args.text}: {len(train) + len(valid)} characters ({len(train)} "
+          f"trained on, {len(valid)} held out), {len(vocab)} symbols; {model}, batch "
+          f"{args.batch} x {args.tbptt} characters, {args.epochs} epoch(s), Adam lr {args.lr} "
+          f"(cosine), one thread each, the same initial parameters per seed\n")
+    print("| seed | run | steps | seconds | held-out bits/char per epoch |")
+    print("|---|---|---|---|---|")
     fmt = lambda b: ", ".join(f"{x:.3f}" for x in b)
-    print(f"| Unfold | {steps} | {u_time:.1f} | {fmt(u_bpc)} |")
-    print(f"| PyTorch, equal steps | {steps} | {p_time:.1f} | {fmt(p_bpc)} |")
-    print(f"| PyTorch, Unfold's time | {budget_steps} | {b_time:.1f} | {fmt(b_bpc)} |")
-    print(f"\nUnfold / PyTorch time at equal steps: {u_time / p_time:.2f} (target <= 0.6)")
-    print(f"final bits/char at equal time: Unfold {u_bpc[-1]:.3f}, PyTorch {b_bpc[-1]:.3f} "
-          f"(target: Unfold no worse)")
+    for r in runs:
+        u, p_, b = r["unfold"], r["pytorch_equal_steps"], r["pytorch_equal_time"]
+        print(f"| {r['seed']} | Unfold | {r['steps']} | {u['seconds']:.1f} | {fmt(u['bpc'])} |")
+        print(f"| {r['seed']} | PyTorch, equal steps | {r['steps']} | {p_['seconds']:.1f} | "
+              f"{fmt(p_['bpc'])} |")
+        print(f"| {r['seed']} | PyTorch, Unfold's time | {b['steps']} | {b['seconds']:.1f} | "
+              f"{fmt(b['bpc'])} |")
+    mean = lambda xs: sum(xs) / len(xs)
+    ratio = mean([r["unfold"]["seconds"] / r["pytorch_equal_steps"]["seconds"] for r in runs])
+    u_final = mean([r["unfold"]["bpc"][-1] for r in runs])
+    p_final = mean([r["pytorch_equal_steps"]["bpc"][-1] for r in runs])
+    b_final = mean([r["pytorch_equal_time"]["bpc"][-1] for r in runs])
+    print(f"\nmean over seeds: Unfold / PyTorch time at equal steps {ratio:.2f} (target <= 0.6); "
+          f"final bits/char: Unfold {u_final:.3f}, PyTorch at equal steps {p_final:.3f}, "
+          f"PyTorch at equal time {b_final:.3f} (target: Unfold no worse)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"text": args.text, "model": model, "batch": args.batch,
+                       "tbptt": args.tbptt, "runs": runs, "time_ratio": ratio}, f, indent=1)
 
 
 if __name__ == "__main__":
