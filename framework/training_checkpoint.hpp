@@ -9,9 +9,10 @@
 ///   - the caller's tensors (a state carried between truncated-BPTT chunks, ...), "run/<name>";
 ///   - in the metadata, "unfold.training" = "1", the optimiser's name, step count and learning
 ///     rate, and the caller's own keys (generator states, counters, the run's configuration).
-/// Parameters keep their own names, and no parameter name contains a '/', so the file is still a
-/// model checkpoint: load_checkpoint loads the model and skips the training state, and PyTorch
-/// loads it after dropping those names:
+/// Parameters keep their own names (none may start with "optimizer/" or "run/"), so the file is
+/// still a model checkpoint: load_checkpoint loads the model and skips the training state's
+/// tensors (those with a '/' that the model lacks), and PyTorch, whose names never contain a '/',
+/// loads it after dropping them:
 ///   model.load_state_dict({k: v for k, v in load_file(path).items() if "/" not in k})
 /// Resuming is all or nothing: the parameters and the optimiser change only once everything in the
 /// file has been checked against both.
@@ -70,6 +71,11 @@ inline void save_training_checkpoint_with(const std::string& path, const param_s
     metadata["unfold.optimizer.steps"] = std::to_string(s.steps);
     metadata["unfold.optimizer.lr"] = fmt::format("{}", s.lr); // shortest text that reads back
 
+    for (const auto& p : model)
+        UNFOLD_CHECK(p.name().rfind(optimizer_prefix, 0) != 0 && p.name().rfind(run_prefix, 0) != 0,
+                     "checkpoint {}: the parameter name '{}' is reserved: names starting with '{}' "
+                     "or '{}' hold the training state",
+                     path, p.name(), optimizer_prefix, run_prefix);
     std::vector<named_tensor> tensors = named_tensors(path, model);
     std::vector<std::string> names;
     names.reserve(s.tensors.size() + run.tensors.size()); // no reallocation: tensors point in

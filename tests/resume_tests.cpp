@@ -170,7 +170,7 @@ BOOST_AUTO_TEST_CASE(a_generator_restored_from_its_state_repeats_its_draws)
 
     // A state that is not one changes nothing.
     generator before(9), target(9);
-    for (const std::string bad :
+    for (const std::string& bad :
          {std::string(), std::string("mt19937_64 1 2 3"), std::string("minstd 1 0 0"), saved + " 5",
           saved.substr(0, saved.size() / 2)})
     {
@@ -314,6 +314,13 @@ BOOST_FIXTURE_TEST_CASE(a_training_checkpoint_holds_model_optimiser_and_run, scr
     reserved.metadata["unfold.optimizer.steps"] = "7";
     expect_error([&] { save_training_checkpoint(path, t.store, opt, reserved); },
                  {"'unfold.optimizer.steps'", "reserved"});
+    // So are the names of the training state's tensors.
+    param_store odd;
+    odd.add("run/w", zeros({2}));
+    sgd opt_odd(params_of(odd));
+    expect_error([&] { save_training_checkpoint(file("odd.safetensors"), odd, opt_odd); },
+                 {"'run/w'", "reserved"});
+    BOOST_TEST(!fs::exists(file("odd.safetensors")));
     BOOST_TEST(load_training_checkpoint(path, u.store, opt_u).metadata.at("epoch") == "2");
 }
 
