@@ -14,9 +14,9 @@
 #include "apps/model.hpp"
 #include "apps/plot.hpp"
 #include "apps/tasks.hpp"
-#include "apps/text.hpp"
 #include "apps/train.hpp"
 #include <unfold/framework/threads.hpp>
+#include <unfold/models/text.hpp>
 
 namespace unfold::app
 {

@@ -8,15 +8,15 @@
 #include <string>
 #include <vector>
 
-#include "apps/batching.hpp"
 #include "apps/reber_task.hpp"
 #include "apps/task.hpp"
-#include "apps/vocabulary.hpp"
 #include <unfold/framework/checkpoint.hpp>
+#include <unfold/models/batching.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
+#include <unfold/models/vocabulary.hpp>
 
 namespace unfold::app
 {

@@ -1,6 +1,6 @@
 #pragma once
 /// What a built-in task is: a vocabulary, random training examples and a fixed held-out set
-/// (Note [Examples as batches] in apps/batching.hpp); the metric validation reports; and
+/// (Note [Examples as batches] in models/batching.hpp); the metric validation reports; and
 /// uniform_index, the one random draw the tasks share.
 
 #include <algorithm>
@@ -12,8 +12,8 @@
 
 #include <unfold/framework/random.hpp>
 
-#include "apps/batching.hpp"
-#include "apps/vocabulary.hpp"
+#include <unfold/models/batching.hpp>
+#include <unfold/models/vocabulary.hpp>
 
 namespace unfold::app
 {

@@ -3,8 +3,8 @@
 /// makes one by name: `addition` ("37+85=122", apps/addition_task.hpp), `copy` ("cbad|cbad",
 /// apps/copy_task.hpp) and `reber` (the embedded Reber grammar, apps/reber_task.hpp). Each example
 /// is a prompt and an answer over a character vocabulary; the model reads "<s>" + prompt and must
-/// write answer + "</s>" (Note [Examples as batches] in apps/batching.hpp). The other thing it
-/// learns, a character-level language model of any UTF-8 text file, is apps/text.hpp.
+/// write answer + "</s>" (Note [Examples as batches] in models/batching.hpp). The other thing it
+/// learns, a character-level language model of any UTF-8 text file, is models/text.hpp.
 
 #include <cstddef>
 #include <memory>

@@ -19,17 +19,17 @@
 
 #include <unistd.h>
 
-#include "apps/batching.hpp"
 #include "apps/model.hpp"
 #include "apps/task.hpp"
 #include "apps/tasks.hpp"
-#include "apps/text.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/framework/clip.hpp>
 #include <unfold/framework/optimizer.hpp>
 #include <unfold/framework/schedule.hpp>
 #include <unfold/framework/training_checkpoint.hpp>
+#include <unfold/models/batching.hpp>
 #include <unfold/models/feeding.hpp>
+#include <unfold/models/text.hpp>
 
 namespace unfold::app
 {

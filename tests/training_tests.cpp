@@ -22,12 +22,12 @@
 #include "apps/cli.hpp"
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
-#include "apps/text.hpp"
 #include "apps/train.hpp"
 #include "tests/test_util.hpp"
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/feeding.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/text.hpp>
 
 using namespace unfold;
 using namespace unfold::app;

@@ -9,11 +9,11 @@
 #include <boost/test/unit_test.hpp>
 #include <unistd.h>
 
-#include "apps/text.hpp"
 #include "test_util.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/text.hpp>
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -132,7 +132,7 @@ BOOST_AUTO_TEST_CASE(a_checkpoint_in_memory_is_validated_like_a_file)
 
 BOOST_AUTO_TEST_CASE(text_files_that_are_not_utf8_or_unreadable_are_reported)
 {
-    using app::text_corpus;
+    using unfold::text_corpus;
     expect_error([&] { (void)text_corpus::parse(std::string("abc\xc3\x28xyz", 7), "notes.txt"); },
                  {"notes.txt: not valid UTF-8 (byte 0xc3 at offset 3)"});
     expect_error([&] { (void)text_corpus::parse("short", "notes.txt"); },

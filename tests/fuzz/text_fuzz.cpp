@@ -1,15 +1,15 @@
-// libFuzzer target: the reader of `unfold train --text FILE` (apps/text.hpp, text_corpus) on
+// libFuzzer target: the reader of `unfold train --text FILE` (models/text.hpp, text_corpus) on
 // arbitrary bytes. Every input must either give a consistent corpus or throw unfold::error (not
 // UTF-8, too short); anything else is a finding.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
-#include "apps/text.hpp"
+#include <unfold/models/text.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {
-    using unfold::app::text_corpus;
+    using unfold::text_corpus;
     const std::string bytes(reinterpret_cast<const char*>(data), size);
     try
     {
@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 round += c.vocab.symbol(id);
         if (round != bytes)
             std::abort();
-        const unfold::app::text_stream stream(c.train, 2, 8);
+        const unfold::text_stream stream(c.train, 2, 8);
         for (std::size_t k = 0; k < stream.chunks(); ++k)
             (void)stream.chunk(k);
     }

@@ -1,6 +1,8 @@
 #pragma once
-/// Character-level language modelling of any UTF-8 text file (`unfold train --text FILE`): reading
-/// the file, its corpus (vocabulary and 90/10 split) and the parallel streams of truncated BPTT.
+/// Character-level language modelling of any UTF-8 text file (`unfold train --text FILE`, or a
+/// training loop of your own over any cell): reading the file, its corpus (vocabulary and 90/10
+/// split: training text and held-out text) and the parallel streams of truncated BPTT, whose
+/// chunks a stateful model reads one after another, carrying its state.
 
 #include <cerrno>
 #include <cstddef>
@@ -15,11 +17,9 @@
 
 #include <unfold/framework/error.hpp>
 #include <unfold/models/decoder.hpp>
+#include <unfold/models/vocabulary.hpp>
 
-#include "apps/utf8.hpp"
-#include "apps/vocabulary.hpp"
-
-namespace unfold::app
+namespace unfold
 {
 
 /// Reads a whole file; throws unfold::error naming it (and why) when it cannot be read.
@@ -40,9 +40,9 @@ inline std::string read_file(const std::string& path)
 /// validation text, with the vocabulary of every character in it.
 struct text_corpus
 {
-    vocabulary vocab;
-    std::vector<std::size_t> train;
-    std::vector<std::size_t> valid;
+    vocabulary vocab;               ///< every character of the file
+    std::vector<std::size_t> train; ///< the first 90% of the characters, as ids
+    std::vector<std::size_t> valid; ///< the last 10%, held out
 
     /// Throws unfold::error naming the file when it is unreadable, not UTF-8 or too short.
     static text_corpus load(const std::string& path) { return parse(read_file(path), path); }
@@ -70,6 +70,8 @@ struct text_corpus
 class text_stream
 {
 public:
+    /// Streams over `text` (which must outlive this); throws unfold::error when a stream would
+    /// not hold one chunk.
     text_stream(const std::vector<std::size_t>& text, std::size_t batch, std::size_t steps)
         : m_text(&text)
         , m_batch(batch)
@@ -108,4 +110,4 @@ private:
     std::size_t m_stream_length;
 };
 
-} // namespace unfold::app
+} // namespace unfold

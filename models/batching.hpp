@@ -2,12 +2,12 @@
 /// Examples (a prompt and its answer) and the padded token batches the decoder trains on.
 ///
 /// Note [Examples as batches]
-/// An example (prompt p, answer a) becomes the tokens  <s> p₁ … p_m a₁ … a_n </s>. The decoder is
-/// fed every token but the last and predicts every token but the first; the predictions of prompt
-/// tokens carry no loss (their targets are token_batch::ignore_index), so the model is trained,
-/// and measured, on writing the answer. Sequences of a batch are padded at the end with <pad>
-/// inputs and ignored targets. Under free running the decoder feeds its own output exactly where
-/// it made a counted prediction: after the prompt (models/decoder.hpp).
+/// An example (prompt p, answer a) becomes the tokens  `<s>` p₁ … p_m a₁ … a_n `</s>`. The decoder
+/// is fed every token but the last and predicts every token but the first; the predictions of
+/// prompt tokens carry no loss (their targets are token_batch::ignore_index), so the model is
+/// trained, and measured, on writing the answer. Sequences of a batch are padded at the end with
+/// `<pad>` inputs and ignored targets. Under free running the decoder feeds its own output exactly
+/// where it made a counted prediction: after the prompt (models/decoder.hpp).
 
 #include <algorithm>
 #include <cstddef>
@@ -18,17 +18,17 @@
 
 #include <unfold/framework/error.hpp>
 #include <unfold/models/decoder.hpp>
+#include <unfold/models/vocabulary.hpp>
 
-#include "apps/vocabulary.hpp"
-
-namespace unfold::app
+namespace unfold
 {
 
-/// One example: the model reads "<s>" + prompt and must write answer + "</s>".
+/// One example: the model reads `<s>` + prompt and must write answer + `</s>`.
 struct example
 {
-    std::string prompt;
-    std::string answer;
+    std::string prompt; ///< what the model reads after `<s>`
+    std::string answer; ///< what it must write before `</s>`
+    /// By prompt, then answer (examples in sets, e.g. a held-out set).
     bool operator<(const example& o) const
     {
         return prompt != o.prompt ? prompt < o.prompt : answer < o.answer;
@@ -69,4 +69,4 @@ inline token_batch make_batch(const vocabulary& v, const std::vector<example>& e
     return b;
 }
 
-} // namespace unfold::app
+} // namespace unfold

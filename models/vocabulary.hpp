@@ -1,6 +1,7 @@
 #pragma once
-/// The character vocabulary of the app's models: token ids for characters after three special
-/// tokens, and its JSON form in checkpoint metadata.
+/// Characters and their token ids: UTF-8 text decoded into characters, and the vocabulary of a
+/// character-level model (three special tokens, then the characters), with its JSON form for a
+/// checkpoint's metadata. What `unfold train` uses, for a model of any cell.
 
 #include <cstddef>
 #include <map>
@@ -10,18 +11,37 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unfold/framework/checkpoint.hpp>
 #include <unfold/framework/error.hpp>
 
-#include "apps/utf8.hpp"
-
-namespace unfold::app
+namespace unfold
 {
 
-/// Token ids for characters, with three special tokens first: <pad> 0, <s> 1, </s> 2.
+/// The characters (code points, as UTF-8 strings) of `text`; throws unfold::error naming `what`
+/// at the first byte that is not valid UTF-8.
+inline std::vector<std::string> utf8_chars(const std::string& text, const std::string& what)
+{
+    const std::size_t bad = unfold::detail::invalid_utf8_at(text);
+    UNFOLD_CHECK(bad == std::string::npos, "{}: not valid UTF-8 (byte 0x{:02x} at offset {})", what,
+                 static_cast<unsigned char>(text[bad == std::string::npos ? 0 : bad]), bad);
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < text.size();)
+    {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        const std::size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        out.push_back(text.substr(i, len));
+        i += len;
+    }
+    return out;
+}
+
+/// Token ids for characters, with three special tokens first: `<pad>` 0, `<s>` 1, `</s>` 2.
 class vocabulary
 {
 public:
-    static constexpr std::size_t pad = 0, bos = 1, eos = 2;
+    static constexpr std::size_t pad = 0; ///< padding after the end of a shorter sequence
+    static constexpr std::size_t bos = 1; ///< `<s>`, the start of a sequence
+    static constexpr std::size_t eos = 2; ///< `</s>`, its end
 
     vocabulary() = default;
     /// The specials followed by `chars` (distinct characters, in the order given).
@@ -42,14 +62,18 @@ public:
         return vocabulary(std::vector<std::string>(distinct.begin(), distinct.end()));
     }
 
+    /// The number of tokens, the specials included.
     std::size_t size() const { return m_symbols.size(); }
+    /// True when the character `c` has an id.
     bool contains(const std::string& c) const { return m_ids.count(c) > 0; }
+    /// The id of the character `c`; throws unfold::error when it has none.
     std::size_t id(const std::string& c) const
     {
         const auto found = m_ids.find(c);
         UNFOLD_CHECK(found != m_ids.end(), "the character '{}' is not in the vocabulary", c);
         return found->second;
     }
+    /// The character (or special's name) of token `id`; throws std::out_of_range past the end.
     const std::string& symbol(std::size_t id) const { return m_symbols.at(id); }
 
     /// The ids of the characters of a UTF-8 string.
@@ -60,7 +84,7 @@ public:
             out.push_back(id(c));
         return out;
     }
-    /// The characters of `ids`, stopping at </s>; <s> and <pad> are skipped.
+    /// The characters of `ids`, stopping at `</s>`; `<s>` and `<pad>` are skipped.
     std::string decode(const std::vector<std::size_t>& ids) const
     {
         std::string out;
@@ -80,6 +104,7 @@ public:
         return nlohmann::json(std::vector<std::string>(m_symbols.begin() + 3, m_symbols.end()))
             .dump();
     }
+    /// The vocabulary of a to_json() text; throws unfold::error when it is not one.
     static vocabulary from_json(const std::string& text)
     {
         nlohmann::json j;
@@ -106,4 +131,4 @@ private:
     std::map<std::string, std::size_t> m_ids;
 };
 
-} // namespace unfold::app
+} // namespace unfold
