@@ -23,6 +23,7 @@
 
 #include "apps/cli.hpp"
 #include "apps/train.hpp"
+#include "tests/cli_util.hpp"
 #include "tests/test_util.hpp"
 #include <unfold/framework/optimizer.hpp>
 #include <unfold/framework/random.hpp>
@@ -30,8 +31,11 @@
 
 using namespace unfold;
 using namespace unfold::app;
+using unfold::testing::built_program;
+using unfold::testing::cli_result;
 using unfold::testing::expect_error;
 using unfold::testing::read_and_close;
+using unfold::testing::run;
 
 namespace fs = std::filesystem;
 
@@ -62,26 +66,6 @@ std::string read_bytes(const std::string& path)
 bool bit_identical(const tensor& a, const tensor& b)
 {
     return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(real)) == 0;
-}
-
-struct cli_result
-{
-    int status;
-    std::string out;
-    std::string err;
-};
-cli_result run(const std::vector<std::string>& args)
-{
-    std::FILE* out = std::tmpfile();
-    std::FILE* err = std::tmpfile();
-    const int status = run_cli(args, out, err);
-    return {status, read_and_close(out), read_and_close(err)};
-}
-
-/// The `unfold` binary of this build tree (tests/unfold_tests → apps/unfold).
-fs::path built_program()
-{
-    return fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "apps" / "unfold";
 }
 
 /// A small model's parameters with fixed values, and a gradient that depends on them (so that

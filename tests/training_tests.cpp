@@ -23,6 +23,7 @@
 #include "apps/model.hpp"
 #include "apps/tasks.hpp"
 #include "apps/train.hpp"
+#include "tests/cli_util.hpp"
 #include "tests/test_util.hpp"
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/feeding.hpp>
@@ -32,7 +33,10 @@
 using namespace unfold;
 using namespace unfold::app;
 
+using unfold::testing::built_program;
+using unfold::testing::cli_result;
 using unfold::testing::read_and_close;
+using unfold::testing::run;
 
 namespace
 {
@@ -50,29 +54,6 @@ struct temp_file
     }
     ~temp_file() { std::filesystem::remove(path); }
 };
-
-/// run_cli with stdout and stderr captured.
-struct cli_result
-{
-    int status;
-    std::string out;
-    std::string err;
-};
-cli_result run(const std::vector<std::string>& args)
-{
-    std::FILE* out = std::tmpfile();
-    std::FILE* err = std::tmpfile();
-    const int status = run_cli(args, out, err);
-    return {status, read_and_close(out), read_and_close(err)};
-}
-
-/// The `unfold` binary of the same build tree (tests/unfold_tests → apps/unfold); the tests that
-/// run it report a skip when it has not been built.
-std::filesystem::path built_program()
-{
-    const auto exe = std::filesystem::read_symlink("/proc/self/exe");
-    return exe.parent_path().parent_path() / "apps" / "unfold";
-}
 
 /// A small GRU decoder over the addition vocabulary.
 struct small_model
