@@ -108,12 +108,14 @@ struct model_run
     std::vector<var> logits;
     std::vector<std::vector<std::size_t>> fed;
     std::vector<tensor> final_state;
+    var sequence_logits; ///< (T, B, V), or empty (decode_result::sequence_logits)
 };
 
 /// The mean cross-entropy of a run over every counted target of `batch`.
 inline var run_loss(const model_run& r, const token_batch& batch)
 {
-    return cross_entropy(stack(r.logits), batch.targets, token_batch::ignore_index);
+    const var all = r.sequence_logits.defined() ? r.sequence_logits : stack(r.logits);
+    return cross_entropy(all, batch.targets, token_batch::ignore_index);
 }
 
 /// A decoder of any cell behind one interface.
@@ -185,7 +187,7 @@ public:
             }
         }
         auto r = m_decoder.run(t, batch, policy, std::move(s0), training_step);
-        model_run out{std::move(r.logits), std::move(r.fed), {}};
+        model_run out{std::move(r.logits), std::move(r.fed), {}, r.sequence_logits};
         for (const auto& s : r.final_state)
             for (const auto& v : save_state(s).values)
                 out.final_state.push_back(v);

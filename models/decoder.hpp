@@ -8,6 +8,18 @@
 ///     s_t^(1)  = cell_1(e_t, s_{t−1}^(1))
 ///     s_t^(l)  = cell_l(h_t^(l−1), s_{t−1}^(l))
 ///     logits_t = h_t^(L) Wᵀ + b                 (B, V)
+///
+/// Note [Whole-sequence decoding]
+/// Under a policy that feeds the observed tokens (teacher forcing: feeding_policy::feeds_observed)
+/// every step's input is known before decoding, so run() records the same model layer by layer
+/// instead of step by step: one gather embeds all T·B tokens, each layer is one unroll (its input
+/// projection one GEMM over the sequence, Note [Input projection]), dropout between layers is one
+/// mask over a layer's (T, B, H) outputs, and the head is one GEMM over T·B rows. Large GEMMs
+/// run closer to the machine's peak than T small ones, in forward and in the weights' gradients.
+/// Only the order of recording differs, and with it the order in which dropout draws its masks.
+/// The per-step logits are then views of decode_result::sequence_logits, which a loss should read
+/// (sequence_loss does). When a recorder needs each step's products on their own (the gradient
+/// probe, Note [Gradient probe]), run() goes step by step under every policy.
 
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +35,7 @@
 #include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/cross_entropy.hpp>
+#include <unfold/ops/select.hpp>
 #include <unfold/ops/stack.hpp>
 
 namespace unfold
@@ -66,13 +79,19 @@ struct decode_result
     std::vector<var> logits;                   ///< per step, (B, V)
     std::vector<std::vector<std::size_t>> fed; ///< per step, the B tokens fed
     State final_state;                         ///< the state after the last step
+    /// (T, B, V): every step's logits as one var when the run made them at once (Note
+    /// [Whole-sequence decoding]), of which `logits` are views; else empty.
+    var sequence_logits;
+
+    /// The (T, B, V) logits of every step: sequence_logits, or the steps stacked.
+    var all_logits() const { return sequence_logits.defined() ? sequence_logits : stack(logits); }
 };
 
 /// The mean cross-entropy over every counted target of `batch`, from a run's logits.
 template <class State>
 var sequence_loss(const decode_result<State>& r, const token_batch& batch)
 {
-    return cross_entropy(stack(r.logits), batch.targets, token_batch::ignore_index);
+    return cross_entropy(r.all_logits(), batch.targets, token_batch::ignore_index);
 }
 
 /// The loss term of step t alone: the mean cross-entropy of its counted targets.
@@ -152,21 +171,49 @@ public:
     }
 
 private:
+    /// Throws unless `s` has a state of shape (batch, H) for every layer.
+    void check_state(const state& s, std::size_t batch) const
+    {
+        UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
+                     s.size(), num_layers());
+        for (std::size_t l = 0; l < s.size(); ++l)
+            for (const var& p : state_traits<cell_state>::parts(s[l]))
+                UNFOLD_CHECK(p.shape() == shape_type({batch, hidden_size()}),
+                             "decoder: {} tokens (batch {}) but the state of layer {} has shape "
+                             "{}, not ({}, {}): the batch sizes differ",
+                             batch, batch, l, shape_str(p.shape()), batch, hidden_size());
+    }
+
+    /// The observed sequence of `batch` run layer by layer into `r` (Note [Whole-sequence
+    /// decoding]); layer l's cell is cell_of(l).
+    template <class CellOf>
+    void run_observed(CellOf&& cell_of, tape& t, const token_batch& batch,
+                      decode_result<state>& r) const
+    {
+        check_state(r.final_state, batch.batch);
+        var x = m_embed(t, batch.inputs, {batch.steps, batch.batch});
+        for (std::size_t l = 0; l < num_layers(); ++l)
+        {
+            const layer_scope in(l, false); // Note [Sites]
+            const std::vector<cell_state> states = unroll(cell_of(l), t, x, r.final_state[l]);
+            r.final_state[l] = states.back();
+            x = m_cells.between_layers(stack(outputs(states)), l);
+        }
+        r.sequence_logits = m_head(t, x);
+        for (std::size_t k = 0; k < batch.steps; ++k)
+        {
+            r.logits.push_back(select(r.sequence_logits, std::ptrdiff_t(k)));
+            r.fed.push_back(batch.inputs_at(k));
+        }
+    }
+
     /// step() with the cell of layer l given by cell_of(l) (the cells or their dropout wrappers).
     template <class CellOf>
     var step_through(CellOf&& cell_of, tape& t, const std::vector<std::size_t>& tokens,
                      state& s) const
     {
-        UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
-                     s.size(), num_layers());
         UNFOLD_CHECK(!tokens.empty(), "decoder: a step needs at least one token");
-        for (std::size_t l = 0; l < s.size(); ++l)
-            for (const var& p : state_traits<cell_state>::parts(s[l]))
-                UNFOLD_CHECK(p.shape() == shape_type({tokens.size(), hidden_size()}),
-                             "decoder: {} tokens (batch {}) but the state of layer {} has shape "
-                             "{}, not ({}, {}): the batch sizes differ",
-                             tokens.size(), tokens.size(), l, shape_str(p.shape()), tokens.size(),
-                             hidden_size());
+        check_state(s, tokens.size());
         var x = m_embed(t, tokens);
         for (std::size_t l = 0; l < s.size(); ++l)
         {
@@ -180,7 +227,9 @@ private:
 public:
     /// Decodes `batch` from `s0` (zeros when empty). Step 0 is fed inputs(0, ·); step t ≥ 1 is fed
     /// what `policy` chooses where targets(t − 1, b) is counted (the model predicted there) and
-    /// inputs(t, b) elsewhere. The same code runs under every policy (Note [Fed tokens are data]).
+    /// inputs(t, b) elsewhere. The same model runs under every policy (Note [Fed tokens are
+    /// data]); one that feeds the observed tokens runs it layer by layer (Note [Whole-sequence
+    /// decoding]).
     decode_result<state> run(tape& t, const token_batch& batch, feeding_policy& policy,
                              state s0 = {}, std::size_t training_step = 0) const
     {
@@ -198,6 +247,16 @@ public:
                 dropped.push_back(with_recurrent_dropout(m_cells.cell(l), t, *m_generator,
                                                          batch.batch, 0, hidden_size(),
                                                          {0, m_recurrent_dropout}));
+        auto dropped_cell = [&](std::size_t l) -> const auto& { return dropped[l]; };
+        if (policy.feeds_observed() && !t.records_contributions())
+        {
+            if (dropped.empty())
+                run_observed([this](std::size_t l) -> const Cell& { return m_cells.cell(l); }, t,
+                             batch, r);
+            else
+                run_observed(dropped_cell, t, batch, r);
+            return r;
+        }
         std::vector<bool> choosable(batch.batch);
         for (std::size_t k = 0; k < batch.steps; ++k)
         {
@@ -220,11 +279,8 @@ public:
                 }
             }
             const step_scope at(k); // Note [Sites]
-            r.logits.push_back(dropped.empty()
-                                   ? step(t, fed, r.final_state)
-                                   : step_through(
-                                         [&](std::size_t l) -> const auto& { return dropped[l]; },
-                                         t, fed, r.final_state));
+            r.logits.push_back(dropped.empty() ? step(t, fed, r.final_state)
+                                               : step_through(dropped_cell, t, fed, r.final_state));
             r.fed.push_back(std::move(fed));
         }
         return r;

@@ -56,6 +56,10 @@ public:
     virtual std::vector<std::size_t> choose(const feed_request& r) = 0;
     /// "teacher", "free", "scheduled", ... for messages.
     virtual std::string name() const = 0;
+    /// True when choose() always returns r.observed: every step's input is then known before
+    /// decoding, and the decoder runs the whole sequence at once (Note [Whole-sequence decoding]
+    /// in models/decoder.hpp) without calling choose().
+    virtual bool feeds_observed() const { return false; }
 };
 
 /// How a model's own output becomes a token: its argmax, or a draw from softmax(logits / τ).
@@ -119,6 +123,7 @@ class teacher_forcing final : public feeding_policy
 public:
     std::vector<std::size_t> choose(const feed_request& r) override { return r.observed; }
     std::string name() const override { return "teacher"; }
+    bool feeds_observed() const override { return true; }
 };
 
 /// Free running: always the model's own previous output, its argmax or a sample (taken as data,

@@ -28,6 +28,7 @@
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/feeding.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
 #include <unfold/models/text.hpp>
 
 using namespace unfold;
@@ -220,12 +221,15 @@ BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
     const token_batch b = make_batch(tk.vocab(), ex);
     const std::size_t last = b.steps - 1;
 
-    // Teacher forcing: the model's predictions replaced by noise change nothing at all.
-    teacher_forcing teacher;
+    // Teacher forcing: the model's predictions replaced by noise change nothing at all. Both run
+    // step by step: a policy that says it feeds the observed tokens runs the whole sequence at
+    // once (Note [Whole-sequence decoding]), which never asks it, so this one does not say so.
+    feeding_function teacher([](const feed_request& r) { return r.observed; }, "observed");
     other_predictions teacher_other(teacher, 11);
     tape t1, t2;
     const auto own = m.dec.run(t1, b, teacher);
     const auto other = m.dec.run(t2, b, teacher_other);
+    BOOST_TEST(!own.sequence_logits.defined());
     for (std::size_t k = 0; k < b.steps; ++k)
     {
         BOOST_TEST(own.fed[k] == b.inputs_at(k));
@@ -259,6 +263,57 @@ BOOST_AUTO_TEST_CASE(teacher_forced_loss_at_step_t_ignores_earlier_predictions)
     t3.backward(step_loss(free_own, b, last));
     BOOST_TEST(xt::amax(xt::abs(free_own.logits[last - 1].grad()))() == real(0));
     BOOST_TEST(xt::amax(xt::abs(free_own.logits[last].grad()))() > real(0));
+}
+
+BOOST_AUTO_TEST_CASE(teacher_forcing_decodes_the_whole_sequence_at_once_with_the_same_results)
+{
+    // Note [Whole-sequence decoding]: under teacher forcing the decoder runs layer by layer, with
+    // the same logits, loss and gradients as step by step (up to float round-off: the GEMMs group
+    // their sums differently), recurrent dropout's masks included; the LSTM projects its input.
+    const addition_task tk;
+    param_store store;
+    generator g(5);
+    decoder<lstm_cell> d = make_decoder(store, tk.vocab().size(), 8, 16, 2, g,
+                                        [&](param_store& s, std::size_t in, layer_options lo) {
+                                            return lstm_layer(s, in, 16, g, lo);
+                                        });
+    d.set_recurrent_dropout(real(0.3));
+    std::vector<example> ex;
+    for (int i = 0; i < 12; ++i)
+        ex.push_back(tk.draw(g));
+    const token_batch b = make_batch(tk.vocab(), ex);
+    auto run = [&](feeding_policy& policy) {
+        generator masks(9);
+        d.train(masks);
+        for (param p : store)
+            p.zero_grad();
+        tape t;
+        const auto r = d.run(t, b, policy);
+        const var loss = sequence_loss(r, b);
+        t.backward(loss);
+        std::vector<tensor> out{loss.value(), stack(r.logits).value(),
+                                hidden(r.final_state[1]).value()};
+        for (param p : store)
+            out.push_back(p.grad());
+        return std::pair(out, r.sequence_logits.defined());
+    };
+    teacher_forcing teacher;
+    feeding_function observed([](const feed_request& r) { return r.observed; }, "observed");
+    const auto [whole, at_once] = run(teacher);
+    const auto [stepped, stepwise_at_once] = run(observed);
+    BOOST_TEST(at_once);
+    BOOST_TEST(!stepwise_at_once);
+    BOOST_TEST_REQUIRE(whole.size() == stepped.size());
+    BOOST_TEST(whole[0].data()[0] > 1.0); // a real loss, not a zero
+    for (std::size_t k = 0; k < whole.size(); ++k)
+    {
+        const double scale = std::max(1.0, double(xt::amax(xt::abs(stepped[k]))()));
+        BOOST_TEST(testing::max_abs_diff(whole[k], stepped[k]) <= 2e-5 * scale,
+                   "tensor " << k
+                             << " (0 loss, 1 logits, 2 final h, then the parameters' "
+                                "gradients in store order) differs by "
+                             << testing::max_abs_diff(whole[k], stepped[k]));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(top_k_sampling_draws_among_the_k_largest_logits_only)
