@@ -15,6 +15,9 @@ extern "C"
     void openblas_set_num_threads(int) __attribute__((weak));
     int openblas_get_num_threads(void) __attribute__((weak));
     char* openblas_get_corename(void) __attribute__((weak));
+    // OpenMP's, which oneDNN's sgemm reads (Note [GEMM backends]); null without an OpenMP runtime.
+    void omp_set_num_threads(int) __attribute__((weak));
+    int omp_get_max_threads(void) __attribute__((weak));
 }
 
 namespace unfold
@@ -28,7 +31,8 @@ namespace unfold
 /// shape of the benchmarked steps on 1 and 2 threads; its figures are in bench/RESULTS.md).
 /// Switching is cheap, so it is done per GEMM, only when the wanted count differs from OpenBLAS's
 /// current one (asked live: libtorch or user code in the same process may change it between our
-/// GEMMs). This header is the one place that declares OpenBLAS's thread controls.
+/// GEMMs). oneDNN's GEMMs follow the same policy through OpenMP's count. This header is the one
+/// place that declares OpenBLAS's and OpenMP's thread controls.
 constexpr double parallel_gemm_work = 8e6;
 /// The shortest inner dimension k for which a GEMM gets more than one thread (Note [BLAS
 /// threads]).
@@ -77,6 +81,19 @@ inline void use_blas_threads_for(std::size_t m, std::size_t n, std::size_t k)
     const int wanted = threads_for(m, n, k, num_threads());
     if (openblas_get_num_threads() != wanted)
         openblas_set_num_threads(wanted);
+}
+} // namespace detail
+
+namespace detail
+{
+/// The same for OpenMP, which oneDNN's sgemm runs on (Note [GEMM backends]).
+inline void use_openmp_threads_for(std::size_t m, std::size_t n, std::size_t k)
+{
+    if (!omp_set_num_threads || !omp_get_max_threads)
+        return;
+    const int wanted = threads_for(m, n, k, num_threads());
+    if (omp_get_max_threads() != wanted)
+        omp_set_num_threads(wanted);
 }
 } // namespace detail
 

@@ -14,11 +14,13 @@
 /// every step's input is known before decoding, so run() records the same model layer by layer
 /// instead of step by step: one gather embeds all T·B tokens, each layer is one unroll (its input
 /// projection one GEMM over the sequence, Note [Input projection]), dropout between layers is one
-/// mask over a layer's (T, B, H) outputs, and the head is one GEMM over T·B rows. Large GEMMs
-/// run closer to the machine's peak than T small ones, in forward and in the weights' gradients.
-/// Only the order of recording differs, and with it the order in which dropout draws its masks.
-/// The per-step logits are then views of decode_result::sequence_logits, which a loss should read
-/// (sequence_loss does). When a recorder needs each step's products on their own (the gradient
+/// mask over a layer's (T, B, H) outputs, and the head is one GEMM over T·B rows. When the first
+/// cell projects its input and the vocabulary has fewer than T·B tokens, it projects the V rows
+/// of the embedding table once and gathers the projected rows: project(E)[x] = project(E[x]). Large
+/// GEMMs run closer to the machine's peak than T small ones, in forward and in the weights'
+/// gradients. Only the order of recording differs, and with it the order in which dropout draws its
+/// masks. The per-step logits are then views of decode_result::sequence_logits, which a loss should
+/// read (sequence_loss does). When a recorder needs each step's products on their own (the gradient
 /// probe, Note [Gradient probe]), run() goes step by step under every policy.
 
 #include <cstddef>
@@ -35,6 +37,7 @@
 #include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/cross_entropy.hpp>
+#include <unfold/ops/gather_rows.hpp>
 #include <unfold/ops/select.hpp>
 #include <unfold/ops/stack.hpp>
 
@@ -184,6 +187,14 @@ private:
                              batch, batch, l, shape_str(p.shape()), batch, hidden_size());
     }
 
+    /// True when layer 0 projects the embedding table and gathers its rows for `tokens` tokens,
+    /// rather than projecting their gathered embeddings: the same values (a projection acts on
+    /// each row alone), from a GEMM over V rows instead of T·B (Note [Whole-sequence decoding]).
+    bool projects_table(std::size_t tokens) const
+    {
+        return has_projection<Cell>::value && vocab_size() < tokens;
+    }
+
     /// The observed sequence of `batch` run layer by layer into `r` (Note [Whole-sequence
     /// decoding]); layer l's cell is cell_of(l).
     template <class CellOf>
@@ -191,11 +202,23 @@ private:
                       decode_result<state>& r) const
     {
         check_state(r.final_state, batch.batch);
-        var x = m_embed(t, batch.inputs, {batch.steps, batch.batch});
+        m_embed.check(batch.inputs);
+        const shape_type grid{batch.steps, batch.batch};
+        const bool project_table = projects_table(batch.inputs.size());
+        var x = project_table ? var() : m_embed(t, batch.inputs, grid);
         for (std::size_t l = 0; l < num_layers(); ++l)
         {
             const layer_scope in(l, false); // Note [Sites]
-            const std::vector<cell_state> states = unroll(cell_of(l), t, x, r.final_state[l]);
+            std::vector<cell_state> states;
+            if constexpr (has_projection<Cell>::value)
+                if (l == 0 && project_table) // the decoder draws no input mask: the plain cell
+                    states =
+                        unroll_projected(cell_of(0), t,
+                                         gather_rows(m_cells.cell(0).project(t, t[m_embed.weight]),
+                                                     batch.inputs, grid),
+                                         r.final_state[0]);
+            if (states.empty())
+                states = unroll(cell_of(l), t, x, r.final_state[l]);
             r.final_state[l] = states.back();
             x = m_cells.between_layers(stack(outputs(states)), l);
         }

@@ -26,6 +26,7 @@
 #include <array>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -171,37 +172,29 @@ bool projects(const tape& t, std::size_t steps)
 }
 } // namespace detail
 
-/// Runs `cell` over the sequence `xs` ((T, B, I), or T steps (B, I)) from s0, recording every step
-/// on `t` inside a step_scope, so that backward over the tape is BPTT. A cell with project() gets
-/// the whole sequence projected by one call (Note [Input projection]). With o.lengths, a padded
-/// batch of variable-length sequences: finished sequences carry their state (Note [Masked
-/// sequences]); masked_outputs then gives the zero-padded outputs. Returns the T states in time
-/// order: states[k] is the state after step k (in reverse, after steps T−1 … k). See
-/// Note [Cell contract].
+namespace detail
+{
+/// The loop of unroll and unroll_projected: steps the cell over `projected_sequence` (T, B, G)
+/// when it is defined, else over the steps of `xs`. `what` describes the input for messages.
 template <class Cell>
-std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_sequence& xs,
-                                         const typename Cell::state& s0,
-                                         const unroll_options& o = {})
+std::vector<typename Cell::state> unroll_steps(const Cell& cell, tape& t, const input_sequence* xs,
+                                               const var& projected_sequence, std::size_t T,
+                                               std::size_t B, const std::string& what,
+                                               const typename Cell::state& s0,
+                                               const unroll_options& o)
 {
     using state = typename Cell::state;
-    const std::size_t T = xs.length(), B = xs.batch();
     for (const var& p : state_traits<state>::parts(s0))
         UNFOLD_CHECK(p.dimension() == 2 && p.shape()[0] == B,
-                     "unroll: {} but the state has shape {}: the batch sizes differ", xs.str(),
+                     "unroll: {} but the state has shape {}: the batch sizes differ", what,
                      shape_str(p.shape()));
     UNFOLD_CHECK(o.lengths.empty() || o.lengths.size() == B,
                  "unroll: {} lengths for a batch of {} sequences", o.lengths.size(), B);
-    var projected_sequence; // (T, B, G) when the cell projects
-    if constexpr (has_projection<Cell>::value)
-        if (detail::projects<Cell>(t, T))
-            projected_sequence = cell.project(t, xs.whole());
-    if (!projected_sequence.defined())
-        (void)xs.steps(); // select every step before the loop: outside any step's site
     auto run_step = [&](std::size_t k, const state& s) -> state {
         if constexpr (has_projection<Cell>::value)
             if (projected_sequence.defined())
                 return cell(t, projected{projected_sequence, std::ptrdiff_t(k)}, s);
-        return step(cell, t, xs.steps()[k], s);
+        return step(cell, t, xs->steps()[k], s);
     };
     std::vector<state> states(T);
     state s = s0;
@@ -214,7 +207,7 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_
             states[at_step] = s = run_step(at_step, s);
             continue;
         }
-        const auto [m, valid] = detail::step_mask(o.lengths, at_step);
+        const auto [m, valid] = step_mask(o.lengths, at_step);
         if (valid == B)
             s = run_step(at_step, s);
         else if (valid > 0)
@@ -228,6 +221,49 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_
         states[at_step] = s;
     }
     return states;
+}
+} // namespace detail
+
+/// Runs `cell` over the sequence `xs` ((T, B, I), or T steps (B, I)) from s0, recording every step
+/// on `t` inside a step_scope, so that backward over the tape is BPTT. A cell with project() gets
+/// the whole sequence projected by one call (Note [Input projection]). With o.lengths, a padded
+/// batch of variable-length sequences: finished sequences carry their state (Note [Masked
+/// sequences]); masked_outputs then gives the zero-padded outputs. Returns the T states in time
+/// order: states[k] is the state after step k (in reverse, after steps T−1 … k). See
+/// Note [Cell contract].
+template <class Cell>
+std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_sequence& xs,
+                                         const typename Cell::state& s0,
+                                         const unroll_options& o = {})
+{
+    var projected_sequence; // (T, B, G) when the cell projects
+    if constexpr (has_projection<Cell>::value)
+        if (detail::projects<Cell>(t, xs.length()))
+            projected_sequence = cell.project(t, xs.whole());
+    if (!projected_sequence.defined())
+        (void)xs.steps(); // select every step before the loop: outside any step's site
+    return detail::unroll_steps(cell, t, &xs, projected_sequence, xs.length(), xs.batch(), xs.str(),
+                                s0, o);
+}
+
+/// unroll given the input already projected: `projected_sequence` (T, B, G) is what
+/// cell.project(t, xs) gives for the sequence (Note [Input projection]), computed some other way —
+/// e.g. projecting an embedding table once and gathering its rows, which equals projecting the
+/// gathered embeddings because a projection acts on each row alone.
+template <class Cell, class = std::enable_if_t<has_projection<Cell>::value>>
+std::vector<typename Cell::state> unroll_projected(const Cell& cell, tape& t,
+                                                   const var& projected_sequence,
+                                                   const typename Cell::state& s0,
+                                                   const unroll_options& o = {})
+{
+    UNFOLD_CHECK(projected_sequence.dimension() == 3 && projected_sequence.shape()[0] > 0,
+                 "unroll_projected: a projected sequence is (time, batch, features) with at least "
+                 "one step, not {}",
+                 shape_str(projected_sequence.shape()));
+    return detail::unroll_steps(
+        cell, t, nullptr, projected_sequence, projected_sequence.shape()[0],
+        projected_sequence.shape()[1],
+        "the projected sequence has shape " + shape_str(projected_sequence.shape()), s0, o);
 }
 
 /// The outputs h_k of every state, each (B, H).

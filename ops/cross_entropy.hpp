@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <unfold/framework/op.hpp>
@@ -50,11 +51,13 @@ struct cross_entropy_op
                          "classes and is not the ignore index {}",
                          targets[r], r, classes, classes, ignore_index);
         double total = 0;
+        std::vector<real> e(classes);
         for (std::size_t r = 0; r < rows; ++r)
             if (targets[r] != ignore_index)
             {
                 const real* x = logits.data() + r * classes;
-                total += log_sum_exp(x, classes) - double(x[targets[r]]);
+                const auto [m, sum] = shifted_exp(x, classes, e.data());
+                total += double(m) + std::log(sum) - double(x[targets[r]]);
             }
         const std::size_t n = counted();
         if (reduction == loss_reduction::mean)
@@ -71,15 +74,16 @@ struct cross_entropy_op
             return;
         const double scale =
             double(gy.data()[0]) / (reduction == loss_reduction::mean ? double(n) : 1.0);
+        std::vector<real> e(classes);
         for (std::size_t r = 0; r < rows; ++r)
         {
             if (targets[r] == ignore_index)
                 continue;
             const real* x = logits.data() + r * classes;
             real* g = gx.data() + r * classes;
-            const double lse = log_sum_exp(x, classes);
+            const real each = real(scale / shifted_exp(x, classes, e.data()).second);
             for (std::size_t j = 0; j < classes; ++j)
-                g[j] += real(scale * std::exp(double(x[j]) - lse));
+                g[j] += each * e[j];
             g[targets[r]] -= real(scale);
         }
     }
@@ -114,13 +118,16 @@ private:
         return std::size_t(std::count_if(targets.begin(), targets.end(),
                                          [this](std::int64_t t) { return t != ignore_index; }));
     }
-    static double log_sum_exp(const real* x, std::size_t n)
+    /// e[j] = exp(x[j] − m) with m the row's maximum (so no term overflows), vectorised; returns
+    /// m and Σ_j e[j], summed in double. log Σ exp(x) = m + log(sum).
+    static std::pair<real, double> shifted_exp(const real* x, std::size_t n, real* e)
     {
-        const double m = *std::max_element(x, x + n);
-        double s = 0;
+        const real m = *std::max_element(x, x + n);
+        transform_simd(x, e, n, [m](auto v) { return xsimd::exp(v - m); });
+        double sum = 0;
         for (std::size_t j = 0; j < n; ++j)
-            s += std::exp(double(x[j]) - m);
-        return m + std::log(s);
+            sum += double(e[j]);
+        return {m, sum};
     }
 };
 

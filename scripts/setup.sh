@@ -5,12 +5,13 @@ set -euo pipefail
 UNFOLD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UNFOLD_BUILD="${UNFOLD_BUILD:-$UNFOLD_ROOT/build}"
 
-# Debian 12 packages the build and the tests need, gnuplot for `unfold plot`, and the text of the
+# Debian 12 packages the build and the tests need (oneDNN for the GEMMs it runs faster than
+# OpenBLAS, Note [GEMM backends]), gnuplot for `unfold plot`, and the text of the
 # language-model recipe: jargon-text's Jargon File (1.6 million characters of English prose, UTF-8,
 # public domain, 650 kB), unpacked by unfold_jargon_text.
 UNFOLD_PACKAGES=(
     g++ make cmake ccache pkg-config
-    libxtensor-dev libxsimd-dev libopenblas-dev
+    libxtensor-dev libxsimd-dev libopenblas-dev libdnnl-dev
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
     gnuplot-nox jargon-text
 )

@@ -152,8 +152,10 @@ BOOST_AUTO_TEST_CASE(a_shared_weight_gets_the_sum_of_its_per_step_contributions)
         hs.push_back(h = unfold::step(per_step[s], t2, t2.constant(step(x_value, s)), h));
     t2.backward(hs, w);
 
+    // Equal up to float round-off: a GEMM over T·B rows may group its sums unlike T GEMMs over B
+    // rows (oneDNN's does, Note [GEMM backends]).
     for (std::size_t s = 0; s < T; ++s)
-        BOOST_TEST(max_abs_diff(hs[s].value(), states[s].value()) == 0.0);
+        BOOST_TEST(max_abs_diff(hs[s].value(), states[s].value()) <= 1e-6);
     auto check = [&](const param& p, param gru_cell::*member) {
         tensor sum = zeros(p.shape());
         for (const gru_cell& c : per_step)
@@ -239,9 +241,11 @@ BOOST_AUTO_TEST_CASE(a_layer_carries_its_final_state_into_the_next_chunk)
     const layer_result r1 = l(t1, t1.constant(steps(x, 0, K)));
     tape t2;
     const layer_result r2 = l(t2, t2.constant(steps(x, K, T)), detach_state(t2, r1.final_state));
-    BOOST_TEST(max_abs_diff(r1.output.value(), steps(whole.output.value(), 0, K)) == 0.0);
-    BOOST_TEST(max_abs_diff(r2.output.value(), steps(whole.output.value(), K, T)) == 0.0);
-    BOOST_TEST(max_abs_diff(r2.c_n().value(), whole.c_n().value()) == 0.0);
+    // Up to float round-off: the chunks' input projections are GEMMs over fewer rows, which may
+    // group their sums differently (oneDNN's do, Note [GEMM backends]).
+    BOOST_TEST(max_abs_diff(r1.output.value(), steps(whole.output.value(), 0, K)) <= 1e-6);
+    BOOST_TEST(max_abs_diff(r2.output.value(), steps(whole.output.value(), K, T)) <= 1e-6);
+    BOOST_TEST(max_abs_diff(r2.c_n().value(), whole.c_n().value()) <= 1e-6);
 }
 
 // A padded batch of lengths {4, 2, 3} through a bidirectional 2-layer LSTM: padded steps output

@@ -69,31 +69,50 @@ BOOST_AUTO_TEST_CASE(set_num_threads_round_trips)
 BOOST_AUTO_TEST_CASE(a_large_gemm_gives_the_same_result_on_one_or_two_threads)
 {
     restore_num_threads restore;
-    // 64×2048×512 (the large LSTM's recurrent product) with Bᵀ, above the threshold.
+    const gemm_backend saved_backend = forced_gemm_backend();
+    // 64×2048×512 (the large LSTM's recurrent product) with Bᵀ, above the threshold, on every
+    // backend (Note [GEMM backends]): each follows the policy with its own thread control.
     const std::size_t m = 64, n = 2048, k = 512;
     BOOST_REQUIRE(threads_for(m, n, k, 2) == 2);
     generator g(3);
     const tensor a = g.uniform({m, k}, -1, 1), b = g.uniform({n, k}, -1, 1);
-    tensor one = zeros({m, n}), two = zeros({m, n});
-    set_num_threads(1);
-    gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, one.data());
-    set_num_threads(2);
-    gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, two.data());
-    if (openblas_get_num_threads) // the policy did set OpenBLAS's count for this GEMM
-        BOOST_TEST(openblas_get_num_threads() == 2);
-    // Entries are sums of 512 products in [-1, 1] (|entry| up to ~60); threads split rows and
-    // columns, not the k sum, but allow for a different summation order anyway.
-    BOOST_TEST(max_abs_diff(one, two) < 1e-3);
-    // And both are the product: one entry by hand, in double.
-    double c00 = 0;
-    for (std::size_t i = 0; i < k; ++i)
-        c00 += double(a(0, i)) * double(b(0, i));
-    BOOST_TEST(std::abs(double(two(0, 0)) - c00) < 1e-3);
-    BOOST_TEST(std::abs(double(one(m - 1, n - 1)) - double(two(m - 1, n - 1))) < 1e-3);
-    // A small GEMM afterwards goes back to one thread.
-    gemm(false, true, 2, 2, 2, 1, a.data(), b.data(), 0, two.data());
-    if (openblas_get_num_threads)
-        BOOST_TEST(openblas_get_num_threads() == 1);
+    for (const gemm_backend backend : {gemm_backend::cblas, gemm_backend::dnnl})
+    {
+        if (!gemm_backend_available(backend))
+            continue;
+        BOOST_TEST_CONTEXT(gemm_backend_name(backend))
+        {
+            set_gemm_backend(backend);
+            // The thread count the policy set for the last GEMM, when the backend's control is
+            // linked: OpenBLAS's for cblas, OpenMP's for oneDNN.
+            auto threads_set = [&]() -> int {
+                if (backend == gemm_backend::dnnl)
+                    return omp_get_max_threads ? omp_get_max_threads() : -1;
+                return openblas_get_num_threads ? openblas_get_num_threads() : -1;
+            };
+            tensor one = zeros({m, n}), two = zeros({m, n});
+            set_num_threads(1);
+            gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, one.data());
+            set_num_threads(2);
+            gemm(false, true, m, n, k, 1, a.data(), b.data(), 0, two.data());
+            if (threads_set() != -1)
+                BOOST_TEST(threads_set() == 2);
+            // Entries are sums of 512 products in [-1, 1] (|entry| up to ~60); threads split rows
+            // and columns, not the k sum, but allow for a different summation order anyway.
+            BOOST_TEST(max_abs_diff(one, two) < 1e-3);
+            // And both are the product: one entry by hand, in double.
+            double c00 = 0;
+            for (std::size_t i = 0; i < k; ++i)
+                c00 += double(a(0, i)) * double(b(0, i));
+            BOOST_TEST(std::abs(double(two(0, 0)) - c00) < 1e-3);
+            BOOST_TEST(std::abs(double(one(m - 1, n - 1)) - double(two(m - 1, n - 1))) < 1e-3);
+            // A small GEMM afterwards goes back to one thread.
+            gemm(false, true, 2, 2, 2, 1, a.data(), b.data(), 0, two.data());
+            if (threads_set() != -1)
+                BOOST_TEST(threads_set() == 1);
+        }
+    }
+    set_gemm_backend(saved_backend);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
