@@ -7,8 +7,7 @@
 #include <unfold/framework/param.hpp>
 #include <unfold/framework/random.hpp>
 #include <unfold/framework/tape.hpp>
-#include <unfold/ops/add.hpp>
-#include <unfold/ops/matmul.hpp>
+#include <unfold/ops/addmm.hpp>
 
 namespace unfold
 {
@@ -23,7 +22,7 @@ struct linear
     /// x Wᵀ + b for x (…, in), binding the parameters on `t`: (…, out).
     var operator()(tape& t, const var& x) const
     {
-        return matmul_transposed(x, t[weight]) + t[bias];
+        return addmm_transposed(t[bias], x, t[weight]); // one GEMM onto the broadcast bias
     }
 
     /// Parameters prefix + "weight", prefix + "bias" added to `store`, drawn from

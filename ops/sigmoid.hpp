@@ -8,6 +8,8 @@ namespace unfold
 struct sigmoid_op
 {
     static constexpr const char* name = "sigmoid"; ///< in error and anomaly messages
+    /// Its backward reads y alone (ops/sliced.hpp skips cutting out the input).
+    static constexpr bool backward_reads_input = false;
     // With e = exp(−|x|) ≤ 1: y = 1 / (1 + e) for x ≥ 0 and e / (1 + e) for x < 0, so nothing
     // overflows and x = ±1000 gives exactly 1 and 0.
     /// 1 / (1 + e⁻ˣ), elementwise

@@ -1,4 +1,6 @@
 #pragma once
+#include <type_traits>
+
 #include <unfold/framework/op.hpp>
 #include <unfold/ops/elu.hpp>
 #include <unfold/ops/hard_sigmoid.hpp>
@@ -9,6 +11,16 @@
 
 namespace unfold
 {
+
+/// False when op F declares `static constexpr bool backward_reads_input = false`: its backward
+/// reads y and gy only, never x. Ops that say nothing read it.
+template <class F, class = void>
+struct backward_reads_input : std::true_type
+{};
+template <class F>
+struct backward_reads_input<F, std::void_t<decltype(F::backward_reads_input)>>
+    : std::bool_constant<F::backward_reads_input>
+{};
 
 /// y = f(x[..., begin:end]) for an elementwise op f: a gate's block of the fused pre-activation
 /// and its activation as one node. `f(slice_cols(x, begin, end))` records the block as a node of
@@ -28,12 +40,15 @@ struct sliced_elementwise_op
     slice_op block() const { return {-1, begin, end}; }
     /// f of columns [begin, end) of x's last axis; throws as slice does
     tensor forward(const tensor& x) const { return f.forward(block().forward(x)); }
-    /// dx[..., begin:end] += f'(block) gy
+    /// dx[..., begin:end] += f'(block) gy; the block is cut out of x only when f's backward
+    /// reads its input (not for sigmoid and tanh, whose derivatives come from y).
     void backward(const tensor& x, const tensor& y, const tensor& gy, tensor& gx) const
     {
-        const tensor xb = block().forward(x);
-        tensor gb = zeros(xb.shape());
-        f.backward(xb, y, gy, gb);
+        tensor gb = zeros(y.shape());
+        if constexpr (backward_reads_input<F>::value)
+            f.backward(block().forward(x), y, gy, gb);
+        else
+            f.backward(y, y, gy, gb); // its input argument is never read
         block().backward(x, y, gb, gx);
     }
     /// The cases check_op gradient-checks.

@@ -8,6 +8,8 @@ namespace unfold
 struct tanh_op
 {
     static constexpr const char* name = "tanh"; ///< in error and anomaly messages
+    /// Its backward reads y alone (ops/sliced.hpp skips cutting out the input).
+    static constexpr bool backward_reads_input = false;
     /// tanh(x), elementwise
     tensor forward(const tensor& x) const
     {
