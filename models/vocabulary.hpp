@@ -3,10 +3,11 @@
 /// character-level model (three special tokens, then the characters), with its JSON form for a
 /// checkpoint's metadata. What `unfold train` uses, for a model of any cell.
 
+#include <algorithm>
 #include <cstddef>
-#include <map>
-#include <set>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -58,8 +59,10 @@ public:
     /// Every distinct character of `text`, sorted (by UTF-8 bytes, i.e. by code point).
     static vocabulary of_text(const std::vector<std::string>& chars)
     {
-        std::set<std::string> distinct(chars.begin(), chars.end());
-        return vocabulary(std::vector<std::string>(distinct.begin(), distinct.end()));
+        const std::unordered_set<std::string> distinct(chars.begin(), chars.end());
+        std::vector<std::string> sorted(distinct.begin(), distinct.end());
+        std::sort(sorted.begin(), sorted.end());
+        return vocabulary(sorted);
     }
 
     /// The number of tokens, the specials included.
@@ -128,7 +131,7 @@ public:
 
 private:
     std::vector<std::string> m_symbols;
-    std::map<std::string, std::size_t> m_ids;
+    std::unordered_map<std::string, std::size_t> m_ids;
 };
 
 } // namespace unfold
