@@ -73,27 +73,26 @@ constexpr int threads_for(std::size_t m, std::size_t n, std::size_t k, int max_t
 
 namespace detail
 {
-/// Sets OpenBLAS's thread count for the next GEMM, when it is OpenBLAS and the count changes.
+/// Sets a thread control to the policy's count for the next GEMM, when the control is linked
+/// (get and set non-null) and the count changes.
+inline void use_threads_for(int (*get)(), void (*set)(int), std::size_t m, std::size_t n,
+                            std::size_t k)
+{
+    if (!get || !set)
+        return;
+    const int wanted = threads_for(m, n, k, num_threads());
+    if (get() != wanted)
+        set(wanted);
+}
+/// OpenBLAS's count, for a GEMM on the CBLAS.
 inline void use_blas_threads_for(std::size_t m, std::size_t n, std::size_t k)
 {
-    if (!openblas_set_num_threads || !openblas_get_num_threads)
-        return;
-    const int wanted = threads_for(m, n, k, num_threads());
-    if (openblas_get_num_threads() != wanted)
-        openblas_set_num_threads(wanted);
+    use_threads_for(openblas_get_num_threads, openblas_set_num_threads, m, n, k);
 }
-} // namespace detail
-
-namespace detail
-{
-/// The same for OpenMP, which oneDNN's sgemm runs on (Note [GEMM backends]).
+/// OpenMP's count, which oneDNN's sgemm runs on (Note [GEMM backends]).
 inline void use_openmp_threads_for(std::size_t m, std::size_t n, std::size_t k)
 {
-    if (!omp_set_num_threads || !omp_get_max_threads)
-        return;
-    const int wanted = threads_for(m, n, k, num_threads());
-    if (omp_get_max_threads() != wanted)
-        omp_set_num_threads(wanted);
+    use_threads_for(omp_get_max_threads, omp_set_num_threads, m, n, k);
 }
 } // namespace detail
 
