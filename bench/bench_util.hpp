@@ -1,5 +1,5 @@
 #pragma once
-/// What both benchmark programs need: medians, the load average, and how much of the machine
+/// What the benchmark programs need: medians, the load average, and how much of the machine
 /// other processes used while something was measured.
 
 #include <sys/resource.h>
@@ -50,6 +50,21 @@ inline std::vector<std::string> split_names(const std::string& list)
 inline double seconds_since(clock_type::time_point start)
 {
     return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+/// The recurrent model with `gates` gate blocks: "RNN" (1), "GRU" (3) or "LSTM" (4).
+inline const char* model_of_gates(std::size_t gates)
+{
+    return gates == 1 ? "RNN" : gates == 3 ? "GRU" : "LSTM";
+}
+
+/// "a, b, c": the places a swept shape occurs.
+inline std::string joined(const std::vector<std::string>& places)
+{
+    std::string out;
+    for (const std::string& p : places)
+        out += (out.empty() ? "" : ", ") + p;
+    return out;
 }
 
 inline double median(std::vector<double> v)

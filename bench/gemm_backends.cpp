@@ -105,10 +105,7 @@ int main(int argc, char** argv)
     };
     for (const config& c : benchmark_configs())
         for (const std::size_t gates : {1, 3, 4})
-            add_layer(c.name + (gates == 1   ? " RNN"
-                                : gates == 3 ? " GRU"
-                                             : " LSTM"),
-                      c.B, c.T, c.I, gates * c.H, c.H);
+            add_layer(c.name + " " + model_of_gates(gates), c.B, c.T, c.I, gates * c.H, c.H);
     add_layer("char LM layer 0", 50, 50, 64, 512, 128);
     add_layer("char LM layer 1", 50, 50, 128, 512, 128);
     shapes[{false, true, 2500, 100, 128}].push_back("char LM head");
@@ -134,11 +131,8 @@ int main(int argc, char** argv)
         policy_us += picked;
         best_us += std::min(cblas, dnnl);
         cblas_us += cblas;
-        std::string places;
-        for (const std::string& w : where)
-            places += (places.empty() ? "" : ", ") + w;
         std::printf("| %zu×%zu×%zu (%s%s) | %s | %.1f | %.1f | %.2f | %s | %s |\n", s.m, s.n, s.k,
-                    s.ta ? "T" : "N", s.tb ? "T" : "N", places.c_str(), flop / cblas / 1e3,
+                    s.ta ? "T" : "N", s.tb ? "T" : "N", joined(where).c_str(), flop / cblas / 1e3,
                     flop / dnnl / 1e3, dnnl / cblas, gemm_backend_name(pick),
                     faster ? "yes" : "no");
         std::fflush(stdout);

@@ -1,4 +1,4 @@
-/// How addmm's forward y = c + a·op(b) could run (issue #16's step time, #18's GEMM work): today
+/// How addmm's forward y = c + a·bᵀ could run (issue #16's step time, #18's GEMM work): today
 /// it copies c into y and runs unfold::gemm with beta = 1 (Note [GEMM backends]); oneDNN's matmul
 /// primitive can instead read c itself through a binary-add post-op (no copy), with the weight in
 /// its plain layout or reordered once into oneDNN's packed layout (what a recurrent step could do,
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <dnnl.hpp>
@@ -36,7 +37,8 @@ struct product
     std::size_t m, n, k;
 };
 
-/// The oneDNN matmul of `p` with c added by a post-op, the weight in `weight_layout`.
+/// The oneDNN matmul of `p` with c added by a post-op; the weight in PyTorch's (n, k) layout, or,
+/// when `packed`, reordered once into the layout oneDNN picks.
 struct dnnl_bias_add
 {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
@@ -94,21 +96,19 @@ double max_difference(const tensor& x, const tensor& y)
 int main(int argc, char** argv)
 {
     const std::vector<std::string> args(argv + 1, argv + argc);
-    const int reps = !args.empty() && args[0] == "--quick" ? 5 : 11;
     if (args.size() > 1 || (args.size() == 1 && args[0] != "--quick"))
     {
         std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
         return 2;
     }
+    const int reps = args.empty() ? 11 : 5;
     set_num_threads(1);
 
     std::map<std::tuple<std::size_t, std::size_t, std::size_t>, std::vector<std::string>> shapes;
     for (const config& c : benchmark_configs())
         for (const std::size_t gates : {1, 3, 4})
         {
-            const std::string where = c.name + (gates == 1   ? " RNN"
-                                                : gates == 3 ? " GRU"
-                                                             : " LSTM");
+            const std::string where = c.name + " " + model_of_gates(gates);
             shapes[{c.B, gates * c.H, c.H}].push_back(where + " h·W_hhᵀ");
             shapes[{c.B * c.T, gates * c.H, c.I}].push_back(where + " x·W_ihᵀ");
         }
@@ -151,12 +151,10 @@ int main(int argc, char** argv)
         }
         const double difference =
             std::max(max_difference(y_copy, y_plain), max_difference(y_copy, y_packed));
-        std::string places;
-        for (const std::string& w : where)
-            places += (places.empty() ? "" : ", ") + w;
         const double copy = median(t_copy), matmul = median(t_plain), pack = median(t_packed);
         std::printf("| %zu×%zu×%zu | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %.1e |\n", m, n, k,
-                    places.c_str(), copy, matmul, pack, matmul / copy, pack / copy, difference);
+                    joined(where).c_str(), copy, matmul, pack, matmul / copy, pack / copy,
+                    difference);
         if (!(difference < 1e-3 * double(k)))
         {
             std::fprintf(stderr, "gemm_bias_add: the three disagree by %g at %zu×%zu×%zu\n",

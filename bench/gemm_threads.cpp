@@ -179,8 +179,7 @@ int main(int argc, char** argv)
         for (const std::size_t gates : {1, 3, 4})
         {
             const std::size_t G = gates * c.H, BT = c.B * c.T;
-            const std::string model = gates == 1 ? "RNN" : gates == 3 ? "GRU" : "LSTM";
-            const std::string where = c.name + " " + model + " ";
+            const std::string where = c.name + " " + model_of_gates(gates) + " ";
             shapes[{false, true, BT, G, c.I}].push_back(where + "x·W_ihᵀ");
             shapes[{false, true, c.B, G, c.H}].push_back(where + "h·W_hhᵀ");
             shapes[{false, false, c.B, c.H, G}].push_back(where + "dh");
@@ -202,14 +201,11 @@ int main(int argc, char** argv)
     for (const auto& [s, where] : shapes)
     {
         const timing t = time_shape_quietly(s, reps);
-        std::string w;
-        for (const auto& x : where)
-            w += (w.empty() ? "" : ", ") + x;
         char line[1024];
         std::snprintf(line, sizeof line,
                       "| %.3g | %zu×%zu×%zu (%s%s) | %s | %.1f | %.1f | %.2f | %d | %.2f |",
                       double(s.m) * double(s.n) * double(s.k), s.m, s.n, s.k, s.ta ? "T" : "N",
-                      s.tb ? "T" : "N", w.c_str(), t.one, t.two, t.two / t.one,
+                      s.tb ? "T" : "N", joined(where).c_str(), t.one, t.two, t.two / t.one,
                       threads_for(s.m, s.n, s.k, 2), t.others);
         rows.emplace_back(double(s.m) * double(s.n) * double(s.k), line);
     }
