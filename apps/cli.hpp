@@ -309,23 +309,14 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             const auto m = load_model(checkpoint);
             const vocabulary& v = m->config().vocab;
             // Task models start from <s>; a text model was trained on plain text streams.
-            const bool text_model = m->config().task == "text";
             std::vector<std::size_t> ids;
-            if (!text_model)
-                ids.push_back(vocabulary::bos);
-            for (const auto& c : utf8_chars(prompt, "--prompt"))
+            if (m->config().task == "text")
+                ids = text_prompt(v, prompt, "--prompt");
+            else
             {
-                UNFOLD_CHECK(v.contains(c),
-                             "--prompt: the character '{}' is not in the model's vocabulary", c);
-                ids.push_back(v.id(c));
+                ids = v.encode(prompt, "--prompt");
+                ids.insert(ids.begin(), vocabulary::bos);
             }
-            // Without a prompt a text model starts as a new line (or a space) of its text would.
-            if (ids.empty())
-                for (const std::string c : {"\n", " "})
-                    if (ids.empty() && v.contains(c))
-                        ids.push_back(v.id(c));
-            if (ids.empty())
-                ids.push_back(vocabulary::eos + 1);
             const auto written =
                 m->generate(ids, length, greedy ? token_choice::greedy : token_choice::sample, &g,
                             temperature, top_k);
@@ -366,13 +357,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                                  eval_text.c_str(), text->valid.size());
                 }
                 else // encoded with the model's vocabulary: every character must be known to it
-                    for (const auto& c : utf8_chars(read_file(eval_text), eval_text))
-                    {
-                        UNFOLD_CHECK(text->vocab.contains(c),
-                                     "{}: the character '{}' is unknown to the model", eval_text,
-                                     c);
-                        text->valid.push_back(text->vocab.id(c));
-                    }
+                    text->valid = text->vocab.encode(read_file(eval_text), eval_text);
                 UNFOLD_CHECK(text->valid.size() >= 200, "{}: too short to evaluate on", eval_text);
             }
             else
@@ -383,7 +368,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                              "eval: {} was trained on '{}', whose vocabulary differs from {}'s",
                              checkpoint, m->config().task, tk->name());
             }
-            const validation v = validate(*m, tk.get(), text.get(), g, 1u << 30);
+            const validation v = validate(*m, tk.get(), text.get(), g);
             std::fprintf(out, "%s\n", v.str().c_str());
             return 0;
         }

@@ -16,6 +16,7 @@
 #include <unfold/models/gru.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
+#include <unfold/models/text.hpp>
 #include <unfold/models/vocabulary.hpp>
 
 namespace unfold::app
@@ -135,6 +136,8 @@ public:
     virtual std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt,
                                               std::size_t length, token_choice how, generator* g,
                                               double temperature, std::size_t top_k = 0) const = 0;
+    /// The held-out score of a text (unfold::score_text, Note [Held-out text]); in evaluation mode.
+    virtual text_score score_text(const std::vector<std::size_t>& text) const = 0;
     /// Training mode: dropout between layers draws its masks from `g` (which must outlive the
     /// calls). Models start in evaluation mode.
     virtual void train(generator& g) = 0;
@@ -170,28 +173,29 @@ public:
     model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
                   const std::vector<tensor>& initial, std::size_t training_step) const override
     {
-        using cell_state = typename Cell::state;
-        constexpr std::size_t parts = state_traits<cell_state>::size;
-        typename decoder<Cell>::state s0;
+        // The carried state as a checkpoint stores it: every part of every layer, in order.
+        constexpr std::size_t parts = state_traits<typename Cell::state>::size;
+        typename decoder<Cell>::carried_state carried;
         if (!initial.empty())
         {
             UNFOLD_CHECK(initial.size() == parts * m_config.layers,
                          "model: a carried state of {} tensors for {} layers of {} parts",
                          initial.size(), m_config.layers, parts);
-            for (std::size_t l = 0; l < m_config.layers; ++l)
-            {
-                saved_state<cell_state> saved;
-                for (std::size_t p = 0; p < parts; ++p)
-                    saved.values[p] = initial[l * parts + p];
-                s0.push_back(saved.on(t));
-            }
+            carried.resize(m_config.layers);
+            for (std::size_t k = 0; k < initial.size(); ++k)
+                carried[k / parts].values[k % parts] = initial[k];
         }
-        auto r = m_decoder.run(t, batch, policy, std::move(s0), training_step);
+        auto r = m_decoder.run(t, batch, policy, decoder<Cell>::resume(t, carried), training_step);
         model_run out{std::move(r.logits), std::move(r.fed), {}, r.sequence_logits};
-        for (const auto& s : r.final_state)
-            for (const auto& v : save_state(s).values)
+        for (const auto& layer_state : decoder<Cell>::carry(r.final_state))
+            for (const tensor& v : layer_state.values)
                 out.final_state.push_back(v);
         return out;
+    }
+
+    text_score score_text(const std::vector<std::size_t>& text) const override
+    {
+        return unfold::score_text(m_decoder, text);
     }
 
     std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,

@@ -213,11 +213,9 @@ struct validation
 };
 
 /// Held-out metrics: exact match and teacher-forced loss for addition and copy; legal-successor
-/// accuracy and the fraction of valid sampled strings for reber; loss, bits per character and
-/// next-character accuracy for text (on its first `text_limit` held-out characters: all of them
-/// by default, in up to 16 streams of chunks of 64 with the state carried between chunks).
-inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g,
-                           std::size_t text_limit = std::size_t(-1))
+/// accuracy and the fraction of valid sampled strings for reber; next-character accuracy, bits
+/// per character and loss for text (score_text, Note [Held-out text]).
+inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g)
 {
     no_grad_guard no_grad;
     validation v;
@@ -239,34 +237,10 @@ inline validation validate(const model& m, const task* tk, const text_corpus* te
     }
     else
     {
-        std::vector<std::size_t> valid(
-            text->valid.begin(),
-            text->valid.begin() + std::ptrdiff_t(std::min(text_limit, text->valid.size())));
-        const std::size_t streams =
-            std::max<std::size_t>(1, std::min<std::size_t>(16, valid.size() / 200));
-        const text_stream s(valid, streams, 64);
-        teacher_forcing teacher;
-        std::vector<tensor> state;
-        double total = 0, right = 0, count = 0;
-        for (std::size_t k = 0; k < s.chunks(); ++k)
-        {
-            const token_batch b = s.chunk(k);
-            tape t;
-            const model_run r = m.run(t, b, teacher, state);
-            state = r.final_state;
-            total += run_loss(r, b).item() * double(b.targets.size());
-            for (std::size_t step = 0; step < b.steps; ++step)
-            {
-                const auto guess = choose_tokens(r.logits[step].value(), token_choice::greedy);
-                for (std::size_t j = 0; j < b.batch; ++j)
-                    right += std::int64_t(guess[j]) == b.target(step, j);
-            }
-            count += double(b.targets.size());
-        }
-        const double loss = count ? total / count : 0;
-        v.metrics.push_back({"next_char", count ? right / count : 0});
-        v.metrics.push_back({"bits_per_char", loss / std::log(2.0)});
-        v.metrics.push_back({"loss", loss});
+        const text_score score = m.score_text(text->valid);
+        v.metrics.push_back({"next_char", score.next_char});
+        v.metrics.push_back({"bits_per_char", score.bits_per_char});
+        v.metrics.push_back({"loss", score.loss});
     }
     v.primary = v.metrics.front().value;
     return v;
@@ -563,11 +537,14 @@ inline train_result train(train_options o, std::FILE* out)
         const std::size_t chunks = stream->chunks();
         if (!o.quiet)
         {
+            const text_scoring scoring;
             std::fprintf(out,
                          "text %s: %zu characters; training on the first 90%% (%zu), held out "
-                         "the last 10%% (%zu), scored after every epoch on all of it\n",
+                         "the last 10%% (%zu), scored after every epoch: %zu characters in %zu "
+                         "streams of chunks of %zu, state carried\n",
                          o.text_file.c_str(), text->train.size() + text->valid.size(),
-                         text->train.size(), text->valid.size());
+                         text->train.size(), text->valid.size(), scoring.scored(text->valid.size()),
+                         scoring.streams(text->valid.size()), scoring.chunk);
             if (o.steps > 0 && o.steps < chunks)
                 std::fprintf(out,
                              "note: --steps %zu trains on the first %zu of the %zu chunks of "

@@ -1,39 +1,6 @@
-// A user's recurrent cell trained with Unfold: a minimal gated unit whose candidate uses the
-// user's softsign op, learning to recall its input from two steps back.
-#include "softsign.hpp"
-
-#include <unfold/unfold.hpp>
-
-namespace example
-{
-/// Minimal gated unit:  f  = σ(x W_fᵀ + h U_fᵀ + b_f)
-///                      n  = softsign(x W_nᵀ + (f ⊙ h) U_nᵀ + b_n)
-///                      h' = (1 − f) ⊙ h + f ⊙ n
-struct mgu_cell
-{
-    using state = var;
-    param w_f, u_f, b_f, w_n, u_n, b_n;
-
-    state operator()(tape& t, const var& x, const state& h) const
-    {
-        const var f = sigmoid(matmul_transposed(x, t[w_f]) + matmul_transposed(h, t[u_f]) + t[b_f]);
-        const var n =
-            softsign(matmul_transposed(x, t[w_n]) + matmul_transposed(f * h, t[u_n]) + t[b_n]);
-        return (1 - f) * h + f * n;
-    }
-
-    static mgu_cell create(param_store& s, std::size_t in, std::size_t hidden, generator& g)
-    {
-        const real k = real(1) / std::sqrt(real(hidden));
-        return {add_uniform(s, "w_f", {hidden, in}, k, g),
-                add_uniform(s, "u_f", {hidden, hidden}, k, g),
-                add_uniform(s, "b_f", {hidden}, k, g),
-                add_uniform(s, "w_n", {hidden, in}, k, g),
-                add_uniform(s, "u_n", {hidden, hidden}, k, g),
-                add_uniform(s, "b_n", {hidden}, k, g)};
-    }
-};
-} // namespace example
+// A user's recurrent cell trained with Unfold: the minimal gated unit of mgu.hpp, learning to
+// recall its input from two steps back.
+#include "mgu.hpp"
 
 int main()
 {

@@ -152,6 +152,8 @@ public:
         m_cells.eval();
         m_generator = nullptr;
     }
+    /// True between train() and eval().
+    bool training() const { return m_generator != nullptr; }
     /// Recurrent dropout with probability p on the state every layer's cell reads, in training
     /// mode: one mask per sequence and layer for a whole run (Note [Recurrent dropout]).
     void set_recurrent_dropout(real p)
@@ -164,6 +166,27 @@ public:
     state zero_state(tape& t, std::size_t batch) const
     {
         return state(num_layers(), unfold::zero_state<cell_state>(t, batch, hidden_size()));
+    }
+
+    /// A state off any tape: what truncated BPTT carries from one chunk's run into the next
+    /// (Note [Truncated BPTT]); empty before the first chunk.
+    using carried_state = std::vector<saved_state<cell_state>>;
+    /// The values of every layer's state, e.g. a run's final_state, to carry into the next chunk.
+    static carried_state carry(const state& s)
+    {
+        carried_state out;
+        for (const cell_state& layer_state : s)
+            out.push_back(save_state(layer_state));
+        return out;
+    }
+    /// A carried state recorded on `t` as constants (the next chunk's backward stops there);
+    /// empty when `c` is, which run() starts from zeros.
+    static state resume(tape& t, const carried_state& c)
+    {
+        state out;
+        for (const auto& layer_state : c)
+            out.push_back(layer_state.on(t));
+        return out;
     }
 
     /// One step: feeds `tokens` (B indices), advances `s` in place, returns the logits (B, V).

@@ -1,10 +1,24 @@
 #pragma once
 /// Character-level language modelling of any UTF-8 text file (`unfold train --text FILE`, or a
 /// training loop of your own over any cell): reading the file, its corpus (vocabulary and 90/10
-/// split: training text and held-out text) and the parallel streams of truncated BPTT, whose
-/// chunks a stateful model reads one after another, carrying its state.
+/// split: training text and held-out text), the parallel streams of truncated BPTT, whose chunks
+/// a stateful model reads one after another carrying its state (decoder::carry and resume), the
+/// held-out score and the prompt a text model generates from. `unfold train`, `eval` and `sample`
+/// use exactly these, so a decoder over a cell of your own trains, scores and samples as theirs do
+/// (examples/text_mgu.cpp).
+///
+/// Note [Held-out text]
+/// score_text reads a text as S parallel streams (S = n / 200 characters, between 1 and 16) in
+/// chunks of 64 with the state carried from chunk to chunk, as training reads its text, so each
+/// character is predicted from everything before it in its stream; nothing is recorded for
+/// backward. Every character but a stream's first is a target, except the tail that does not fill
+/// a chunk (fewer than 65 per stream, and the n − S·⌊n/S⌋ after the last stream):
+/// text_scoring::scored(n) says how many are scored. The loss is their mean cross-entropy in
+/// nats; bits per character is that over ln 2.
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,7 +30,9 @@
 #include <vector>
 
 #include <unfold/framework/error.hpp>
+#include <unfold/framework/grad_mode.hpp>
 #include <unfold/models/decoder.hpp>
+#include <unfold/models/feeding.hpp>
 #include <unfold/models/vocabulary.hpp>
 
 namespace unfold
@@ -109,5 +125,87 @@ private:
     std::size_t m_steps;
     std::size_t m_stream_length;
 };
+
+/// How score_text reads a held-out text (Note [Held-out text]).
+struct text_scoring
+{
+    std::size_t chunk = 64;       ///< characters per chunk
+    std::size_t max_streams = 16; ///< parallel streams at most, each of 200 characters at least
+
+    /// The streams for a text of n characters.
+    std::size_t streams(std::size_t n) const
+    {
+        return std::max<std::size_t>(1, std::min(max_streams, n / 200));
+    }
+    /// How many of n characters are scored.
+    std::size_t scored(std::size_t n) const
+    {
+        const std::size_t s = streams(n), length = n / s;
+        return length > chunk ? s * ((length - 1) / chunk) * chunk : 0;
+    }
+};
+
+/// A character model's score on a text.
+struct text_score
+{
+    double loss = 0;            ///< mean cross-entropy per scored character, in nats
+    double bits_per_char = 0;   ///< loss / ln 2
+    double next_char = 0;       ///< the fraction of scored characters the model ranks first
+    std::size_t characters = 0; ///< how many were scored (text_scoring::scored)
+};
+
+/// The score of decoder `d` on `text` (ids of its vocabulary), read as Note [Held-out text] says.
+/// Throws unfold::error when `d` is in training mode (dropout would change the score: call eval()
+/// first) or the text is shorter than one chunk.
+template <class Cell>
+text_score score_text(const decoder<Cell>& d, const std::vector<std::size_t>& text,
+                      const text_scoring& how = {})
+{
+    UNFOLD_CHECK(!d.training(),
+                 "score_text: the decoder is in training mode, whose dropout would change the "
+                 "score; call eval() first");
+    no_grad_guard no_grad;
+    const text_stream s(text, how.streams(text.size()), how.chunk);
+    teacher_forcing teacher;
+    typename decoder<Cell>::carried_state carried;
+    double nats = 0, right = 0, count = 0;
+    for (std::size_t k = 0; k < s.chunks(); ++k)
+    {
+        const token_batch b = s.chunk(k);
+        tape t;
+        const auto r = d.run(t, b, teacher, decoder<Cell>::resume(t, carried));
+        carried = decoder<Cell>::carry(r.final_state);
+        nats += sequence_loss(r, b).item() * double(b.targets.size());
+        for (std::size_t step = 0; step < b.steps; ++step)
+        {
+            const auto guess = choose_tokens(r.logits[step].value(), token_choice::greedy);
+            for (std::size_t j = 0; j < b.batch; ++j)
+                right += std::int64_t(guess[j]) == b.target(step, j);
+        }
+        count += double(b.targets.size());
+    }
+    text_score out;
+    out.characters = std::size_t(count);
+    out.loss = count ? nats / count : 0;
+    out.bits_per_char = out.loss / std::log(2.0);
+    out.next_char = count ? right / count : 0;
+    return out;
+}
+
+/// The ids a text model over `vocab` starts generating from: the characters of `prompt`, or,
+/// when it is empty, a line break (a space if the text has none, else its first character), as
+/// a new line of the text would start. Throws unfold::error naming `name` and a character the
+/// vocabulary lacks.
+inline std::vector<std::size_t> text_prompt(const vocabulary& vocab, const std::string& prompt,
+                                            const std::string& name = "prompt")
+{
+    std::vector<std::size_t> ids = vocab.encode(prompt, name);
+    for (const std::string c : {"\n", " "})
+        if (ids.empty() && vocab.contains(c))
+            ids.push_back(vocab.id(c));
+    if (ids.empty())
+        ids.push_back(vocabulary::eos + 1);
+    return ids;
+}
 
 } // namespace unfold

@@ -79,12 +79,18 @@ public:
     /// The character (or special's name) of token `id`; throws std::out_of_range past the end.
     const std::string& symbol(std::size_t id) const { return m_symbols.at(id); }
 
-    /// The ids of the characters of a UTF-8 string.
-    std::vector<std::size_t> encode(const std::string& text) const
+    /// The ids of the characters of a UTF-8 string; throws unfold::error naming `what` (where the
+    /// text comes from) and the first character that is not in the vocabulary.
+    std::vector<std::size_t> encode(const std::string& text,
+                                    const std::string& what = "text to encode") const
     {
         std::vector<std::size_t> out;
-        for (const auto& c : utf8_chars(text, "text to encode"))
+        for (const auto& c : utf8_chars(text, what))
+        {
+            UNFOLD_CHECK(contains(c), "{}: the character '{}' is not in the model's vocabulary",
+                         what, c);
             out.push_back(id(c));
+        }
         return out;
     }
     /// The characters of `ids`, stopping at `</s>`; `<s>` and `<pad>` are skipped.

@@ -18,7 +18,7 @@ fi
 
 fail() { echo "consumers.sh $mode: $*" >&2; exit 1; }
 
-# Runs the two example programs in $1 and checks what they print.
+# Runs the example programs in $1 and checks what they print.
 run_examples() {
     local dir=$1 out
     out=$("$dir/check_softsign") || fail "check_softsign failed: $out"
@@ -26,6 +26,20 @@ run_examples() {
     grep -q "^softsign: .* passed: true$" <<<"$out" || fail "the user's op did not pass check_op"
     grep -q "without the square: .* passed: false$" <<<"$out" || fail "check_op passed a wrong backward"
     run_training "$dir/train_mgu"
+    run_text_model "$dir/text_mgu"
+}
+
+# Runs the character language model of a user's cell on README.md and checks that its held-out
+# bits per character fell below 65% of the untrained model's (which is about log2 of the symbols).
+run_text_model() {
+    local out line first last
+    out=$("$1" "$here/README.md") || fail "$1 failed: $out"
+    echo "$out"
+    line=$(grep "^held-out bits per character fell from" <<<"$out") || fail "no final score line"
+    first=$(awk '{print $7}' <<<"$line")
+    last=$(awk '{print $9}' <<<"$line")
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.65 * a) }' ||
+        fail "held-out bits per character fell only from $first to $last"
 }
 
 # Runs a training program and checks that its loss fell to below half of where it started.

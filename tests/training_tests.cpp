@@ -743,4 +743,91 @@ BOOST_AUTO_TEST_CASE(checkpoints_rebuild_the_model_for_sample_and_eval)
     BOOST_TEST(wrong_task.status == 2);
 }
 
+/// The score of `d` on `text` in chunks of `chunk` from up to `streams` streams.
+template <class Cell>
+text_score score_in_chunks(const decoder<Cell>& d, const std::vector<std::size_t>& text,
+                           std::size_t chunk)
+{
+    text_scoring how;
+    how.chunk = chunk;
+    return score_text(d, text, how);
+}
+
+BOOST_AUTO_TEST_CASE(held_out_text_scored_in_chunks_with_carried_state_equals_one_pass)
+{
+    // Two streams of 257 characters: in 8 chunks of 32 with the state carried between them, or in
+    // one chunk of 256, every stream's last 256 characters are scored from everything before them,
+    // so the two scores agree to float round-off. Zero states at every chunk would not.
+    generator text_rng(3);
+    std::vector<std::size_t> text;
+    for (std::size_t i = 0; i < 514; ++i)
+        text.push_back(3 + i % 7 + (text_rng.uniform({1}, 0, 1)(0) < 0.3 ? 1 : 0));
+    small_model gru(12);
+    param_store store;
+    generator g(8);
+    const decoder<lstm_cell> lstm =
+        make_decoder(store, 12, 6, 10, 2, g, [&](param_store& s, std::size_t in, layer_options lo) {
+            return lstm_layer(s, in, 10, g, lo);
+        });
+    auto check = [&](const auto& d, const char* cell) {
+        const text_score chunked = score_in_chunks(d, text, 32);
+        const text_score whole = score_in_chunks(d, text, 256);
+        BOOST_TEST_MESSAGE(cell << ": " << chunked.bits_per_char
+                                << " bits per character in chunks, " << whole.bits_per_char
+                                << " in one");
+        BOOST_TEST(chunked.characters == 512u);
+        BOOST_TEST(whole.characters == 512u);
+        BOOST_TEST(text_scoring{}.scored(text.size()) == 512u);
+        BOOST_TEST(std::abs(chunked.loss - whole.loss) < 1e-5 * whole.loss, cell);
+        BOOST_TEST(chunked.next_char == whole.next_char, cell);
+        BOOST_TEST(std::abs(chunked.bits_per_char - chunked.loss / std::log(2.0)) < 1e-12);
+        // An untrained model is close to uniform over the 12 tokens.
+        BOOST_TEST(std::abs(whole.bits_per_char - std::log2(12.0)) < 0.5, cell);
+    };
+    check(gru.dec, "gru");
+    check(lstm, "lstm");
+
+    // The carried state starts the next chunk where the last one ended; a fresh start differs.
+    const text_stream s(text, 2, 32);
+    teacher_forcing teacher;
+    tape t1;
+    const auto first = lstm.run(t1, s.chunk(0), teacher);
+    const auto carried = decoder<lstm_cell>::carry(first.final_state);
+    BOOST_TEST_REQUIRE(carried.size() == 2u); // layers
+    tape t2;
+    const auto resumed = decoder<lstm_cell>::resume(t2, carried);
+    BOOST_TEST(testing::max_abs_diff(resumed[1].c.value(), first.final_state[1].c.value()) == 0);
+    BOOST_TEST(!resumed[1].c.requires_grad()); // constants: backward stops at the boundary
+    const auto from_carried = lstm.run(t2, s.chunk(1), teacher, resumed);
+    const auto from_zeros = lstm.run(t2, s.chunk(1), teacher);
+    BOOST_TEST(testing::max_abs_diff(from_carried.logits[0].value(), from_zeros.logits[0].value()) >
+               1e-4);
+    BOOST_TEST(decoder<lstm_cell>::resume(t2, {}).empty()); // run() starts it from zeros
+}
+
+BOOST_AUTO_TEST_CASE(held_out_text_is_scored_in_evaluation_mode_and_prompts_are_checked)
+{
+    small_model m(12);
+    const std::vector<std::size_t> text(400, 5);
+    generator dropout_rng(1);
+    m.dec.train(dropout_rng);
+    testing::expect_error([&] { (void)score_text(m.dec, text); },
+                          {"score_text", "training mode", "eval()"});
+    m.dec.eval();
+    BOOST_TEST(score_text(m.dec, text).characters == text_scoring{}.scored(400));
+    testing::expect_error([&] { (void)score_text(m.dec, std::vector<std::size_t>(40, 5)); },
+                          {"40 characters are too few"});
+
+    const vocabulary lines = vocabulary::of_text(utf8_chars("ab c\nd", "t"));
+    const vocabulary words = vocabulary::of_text(utf8_chars("ab c", "t"));
+    const vocabulary letters = vocabulary::of_text(utf8_chars("abc", "t"));
+    BOOST_TEST(text_prompt(lines, "") == std::vector<std::size_t>{lines.id("\n")});
+    BOOST_TEST(text_prompt(words, "") == std::vector<std::size_t>{words.id(" ")});
+    BOOST_TEST(text_prompt(letters, "") == std::vector<std::size_t>{letters.id("a")});
+    BOOST_TEST((text_prompt(words, "cab") ==
+                std::vector<std::size_t>{words.id("c"), words.id("a"), words.id("b")}));
+    testing::expect_error([&] { (void)text_prompt(words, "abz", "--prompt"); },
+                          {"--prompt", "'z'", "not in the model's vocabulary"});
+}
+
 BOOST_AUTO_TEST_SUITE_END()
