@@ -58,30 +58,28 @@ struct model_config
     /// missing or malformed key.
     static model_config from_metadata(const checkpoint_metadata& m, const std::string& path)
     {
-        auto get = [&](const std::string& key) {
-            const auto found = m.find(key);
-            UNFOLD_CHECK(found != m.end(),
+        auto read = [&](const std::string& key, auto& field) {
+            UNFOLD_CHECK(m.count(key),
                          "checkpoint {}: no '{}' in its metadata (not written by unfold train)",
                          path, key);
-            return found->second;
-        };
-        auto number = [&](const std::string& key) {
-            const std::string s = get(key);
-            UNFOLD_CHECK(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos &&
-                             s.size() < 7,
-                         "checkpoint {}: metadata '{}' = '{}' is not a size", path, key, s);
-            return std::size_t(std::stoul(s));
+            field = metadata_value<std::decay_t<decltype(field)>>(m, key, path);
         };
         model_config c;
-        c.task = get("unfold.task");
-        c.digits = number("unfold.digits");
-        c.cell = get("unfold.cell");
-        c.layers = number("unfold.layers");
-        c.hidden = number("unfold.hidden");
-        c.embed = number("unfold.embed");
-        c.gate = get("unfold.gate");
-        c.state = get("unfold.state");
-        c.vocab = vocabulary::from_json(get("unfold.vocab"));
+        std::string vocab;
+        read("unfold.task", c.task);
+        read("unfold.digits", c.digits);
+        read("unfold.cell", c.cell);
+        read("unfold.layers", c.layers);
+        read("unfold.hidden", c.hidden);
+        read("unfold.embed", c.embed);
+        read("unfold.gate", c.gate);
+        read("unfold.state", c.state);
+        read("unfold.vocab", vocab);
+        for (const std::size_t n : {c.digits, c.layers, c.hidden, c.embed})
+            UNFOLD_CHECK(n < 1'000'000,
+                         "checkpoint {}: a model size of {} in its metadata is not plausible", path,
+                         n);
+        c.vocab = vocabulary::from_json(vocab);
         return c;
     }
 };

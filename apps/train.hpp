@@ -103,46 +103,6 @@ void for_each_run_option(Options& o, F&& f)
 
 namespace detail
 {
-/// An option's value as text that parse_option reads back exactly (doubles in shortest form).
-template <class T>
-std::string option_text(const T& v)
-{
-    if constexpr (std::is_same_v<T, std::string>)
-        return v;
-    else if constexpr (std::is_floating_point_v<T>)
-        return fmt::format("{}", v);
-    else
-        return std::to_string(v);
-}
-
-/// Parses `text` into `field` exactly as option_text wrote it; false when it does not parse.
-inline bool parse_option(const std::string& text, std::string& field)
-{
-    field = text;
-    return true;
-}
-template <class Number>
-bool parse_option(const std::string& text, Number& field)
-{
-    try
-    {
-        std::size_t used = 0;
-        if constexpr (std::is_floating_point_v<Number>)
-            field = std::stod(text, &used);
-        else
-        {
-            if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos)
-                return false;
-            field = Number(std::stoull(text, &used));
-        }
-        return used == text.size() && !text.empty();
-    }
-    catch (const std::exception&)
-    {
-        return false;
-    }
-}
-
 /// FNV-1a over a token sequence: a changed text file is caught on resume.
 inline std::uint64_t token_hash(const std::vector<std::size_t>& tokens, std::uint64_t h)
 {
@@ -158,39 +118,42 @@ inline checkpoint_metadata run_options_metadata(const train_options& o)
 {
     checkpoint_metadata m;
     for_each_run_option(o, [&](const char* name, const auto& field) {
-        m[std::string("run.") + name] = detail::option_text(field);
+        m[std::string("run.") + name] = metadata_text(field);
     });
     return m;
 }
 
 /// The run options recorded in a training checkpoint's metadata (the other fields as in `base`);
-/// throws unfold::error naming the file and the missing or malformed option.
+/// throws unfold::error naming the file and a malformed option. An option the checkpoint does not
+/// record keeps its default: it was added after the checkpoint's run, whose behaviour its default
+/// keeps (every new run option's default must).
 inline train_options run_options_from_metadata(const checkpoint_metadata& m,
                                                const std::string& path, train_options base = {})
 {
     for_each_run_option(base, [&](const char* name, auto& field) {
-        const auto found = m.find(std::string("run.") + name);
-        UNFOLD_CHECK(found != m.end(),
-                     "checkpoint {}: no run option '{}' in its metadata (it was not saved by "
-                     "unfold train)",
-                     path, name);
-        UNFOLD_CHECK(detail::parse_option(found->second, field),
-                     "checkpoint {}: run option '{}' = '{}' is malformed", path, name,
-                     found->second);
+        const std::string key = std::string("run.") + name;
+        if (m.count(key))
+            field = metadata_value<std::decay_t<decltype(field)>>(m, key, path);
     });
     return base;
 }
 
-/// The run options of the training checkpoint at `path` (e.g. to resume it with the options it
-/// was started with); throws unfold::error when it is not a training checkpoint of unfold train.
-inline train_options read_run_options(const std::string& path, train_options base = {})
+/// The run options of a training checkpoint, from its metadata `m` (e.g. to resume it with the
+/// options it was started with); throws unfold::error naming `path` when it is not a training
+/// checkpoint of unfold train.
+inline train_options read_run_options(const checkpoint_metadata& m, const std::string& path,
+                                      train_options base = {})
 {
-    const checkpoint_metadata m = read_checkpoint_metadata(path);
     UNFOLD_CHECK(is_training_checkpoint(m),
                  "checkpoint {}: it holds a model but no training state (it was not saved by "
                  "unfold train), so it cannot be resumed",
                  path);
     return run_options_from_metadata(m, path, std::move(base));
+}
+/// The same, reading the metadata of the checkpoint at `path`.
+inline train_options read_run_options(const std::string& path, train_options base = {})
+{
+    return read_run_options(read_checkpoint_metadata(path), path, std::move(base));
 }
 
 /// Set by the SIGINT handler; the loop saves a checkpoint and stops when it sees it.
@@ -490,10 +453,12 @@ inline train_result train(train_options o, std::FILE* out)
     const auto start = clock::now();
     const train_options given = o; // the run as defined, before defaults are filled in
 
+    const checkpoint_metadata resumed =
+        o.resume.empty() ? checkpoint_metadata{} : read_checkpoint_metadata(o.resume);
     if (!o.resume.empty())
     {
         const checkpoint_metadata here = run_options_metadata(o);
-        const checkpoint_metadata there = run_options_metadata(read_run_options(o.resume));
+        const checkpoint_metadata there = run_options_metadata(read_run_options(resumed, o.resume));
         std::vector<std::string> differ;
         for (const auto& [key, value] : here)
             if (there.at(key) != value)
@@ -605,16 +570,16 @@ inline train_result train(train_options o, std::FILE* out)
         st.metadata = m.config().to_metadata();
         for (const auto& [key, value] : run_options_metadata(given))
             st.metadata[key] = value;
-        st.metadata["state.step"] = std::to_string(step);
-        st.metadata["state.validated"] = std::to_string(validated);
-        st.metadata["state.epoch_steps"] = std::to_string(epoch_steps);
-        st.metadata["state.first_count"] = std::to_string(first_count);
-        st.metadata["state.epoch_loss"] = detail::option_text(epoch_loss);
-        st.metadata["state.first_sum"] = detail::option_text(first_sum);
-        st.metadata["state.last_loss"] = detail::option_text(res.last_loss);
-        st.metadata["state.tokens"] = detail::option_text(tokens);
-        st.metadata["state.seconds"] = detail::option_text(elapsed());
-        st.metadata["state.data_hash"] = std::to_string(data_hash);
+        st.metadata["state.step"] = metadata_text(step);
+        st.metadata["state.validated"] = metadata_text(validated);
+        st.metadata["state.epoch_steps"] = metadata_text(epoch_steps);
+        st.metadata["state.first_count"] = metadata_text(first_count);
+        st.metadata["state.epoch_loss"] = metadata_text(epoch_loss);
+        st.metadata["state.first_sum"] = metadata_text(first_sum);
+        st.metadata["state.last_loss"] = metadata_text(res.last_loss);
+        st.metadata["state.tokens"] = metadata_text(tokens);
+        st.metadata["state.seconds"] = metadata_text(elapsed());
+        st.metadata["state.data_hash"] = metadata_text(data_hash);
         st.metadata["state.log"] = log ? log->path() : "";
         nlohmann::json epochs = nlohmann::json::array();
         for (const auto& v : res.epochs)
@@ -635,23 +600,14 @@ inline train_result train(train_options o, std::FILE* out)
     if (!o.resume.empty())
     {
         // Before the parameters: a changed text may also change the vocabulary's size.
-        const checkpoint_metadata saved = read_checkpoint_metadata(o.resume);
-        const auto hash = saved.find("state.data_hash");
-        UNFOLD_CHECK(hash == saved.end() || hash->second == std::to_string(data_hash),
+        const auto hash = resumed.find("state.data_hash");
+        UNFOLD_CHECK(hash == resumed.end() || hash->second == std::to_string(data_hash),
                      "--resume {}: the text of --text {} has changed since the checkpoint was "
                      "saved",
                      o.resume, o.text_file);
         training_state st = load_training_checkpoint(o.resume, m.store(), *opt);
-        auto get = [&](const std::string& key) {
-            const auto found = st.metadata.find(key);
-            UNFOLD_CHECK(found != st.metadata.end(), "checkpoint {}: no '{}' in its metadata",
-                         o.resume, key);
-            return found->second;
-        };
         auto read = [&](const std::string& key, auto& field) {
-            UNFOLD_CHECK(detail::parse_option(get(key), field),
-                         "checkpoint {}: metadata '{}' = '{}' is malformed", o.resume, key,
-                         get(key));
+            field = metadata_value<std::decay_t<decltype(field)>>(st.metadata, key, o.resume);
         };
         read("state.step", step);
         read("state.validated", validated);
@@ -663,7 +619,7 @@ inline train_result train(train_options o, std::FILE* out)
         read("state.tokens", tokens);
         read("state.seconds", seconds_before);
         if (o.log.empty())
-            o.log = get("state.log");
+            read("state.log", o.log);
         // Evaluated up to the step's epoch, or one short right after an epoch's last step.
         const bool evaluation_fits =
             validated == step / o.steps ||
@@ -675,7 +631,8 @@ inline train_result train(train_options o, std::FILE* out)
         for (const auto& [name, g] : generators)
             try
             {
-                g->set_state(get(std::string("state.generator.") + name));
+                g->set_state(metadata_value<std::string>(
+                    st.metadata, std::string("state.generator.") + name, o.resume));
             }
             catch (const unfold::error& e)
             {
@@ -685,7 +642,9 @@ inline train_result train(train_options o, std::FILE* out)
             carried.push_back(st.tensors.at("carried/" + std::to_string(i)));
         UNFOLD_CHECK(carried.size() == st.tensors.size(),
                      "checkpoint {}: unexpected run tensors besides the carried state", o.resume);
-        const auto epochs = nlohmann::json::parse(get("state.validations"), nullptr, false);
+        const auto epochs = nlohmann::json::parse(
+            metadata_value<std::string>(st.metadata, "state.validations", o.resume), nullptr,
+            false);
         UNFOLD_CHECK(epochs.is_array() && epochs.size() == validated,
                      "checkpoint {}: metadata 'state.validations' is malformed", o.resume);
         for (const auto& metrics : epochs)

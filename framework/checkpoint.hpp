@@ -180,47 +180,73 @@ inline checkpoint_metadata load_checkpoint(const std::string& path, param_store&
 
 namespace detail
 {
+inline const std::string optimizer_prefix = "optimizer/";
+inline const std::string run_prefix = "run/";
+
+/// True for a tensor that holds a training checkpoint's optimiser or run state rather than a
+/// parameter (Note [Training checkpoints]).
+inline bool is_training_state_tensor(const std::string& name)
+{
+    return name.rfind(optimizer_prefix, 0) == 0 || name.rfind(run_prefix, 0) == 0;
+}
+
+/// Throws unfold::error naming the file unless the tensors it holds (`shapes`, by name) fit
+/// `store`: every parameter there with its shape, and, unless `extra` is ignore, no other tensor
+/// (a training checkpoint's own state tensors aside).
+inline void check_fits_store(const std::string& path,
+                             const std::map<std::string, shape_type>& shapes,
+                             const param_store& store, extra_tensors extra, bool training)
+{
+    std::vector<std::string> missing;
+    for (const auto& p : store)
+    {
+        const auto found = shapes.find(p.name());
+        if (found == shapes.end())
+        {
+            missing.push_back(fmt::format("'{}' {}", p.name(), shape_str(p.shape())));
+            continue;
+        }
+        UNFOLD_CHECK(found->second == p.shape(),
+                     "checkpoint {}: tensor '{}' has shape {} in the file, but the parameter has "
+                     "shape {}",
+                     path, p.name(), shape_str(found->second), shape_str(p.shape()));
+    }
+    UNFOLD_CHECK(missing.empty(), "checkpoint {}: missing tensor(s) {} required by the model", path,
+                 fmt::join(missing, ", "));
+    if (extra == extra_tensors::ignore)
+        return;
+    std::vector<std::string> unexpected;
+    for (const auto& [name, shape] : shapes)
+        if (!store.contains(name) && !(training && is_training_state_tensor(name)))
+            unexpected.push_back("'" + name + "'");
+    UNFOLD_CHECK(unexpected.empty(),
+                 "checkpoint {}: unexpected tensor(s) {} that the model does not have (pass "
+                 "extra_tensors::ignore to skip them)",
+                 path, fmt::join(unexpected, ", "));
+}
+
+/// True when `metadata` is a training checkpoint's (Note [Training checkpoints]).
+inline bool is_training_metadata(const checkpoint_metadata& metadata)
+{
+    const auto found = metadata.find("unfold.training");
+    return found != metadata.end() && found->second == "1";
+}
+
 /// load_checkpoint from any source; `path` names it in messages.
 inline checkpoint_metadata load_from(const std::string& path, checkpoint_source& in,
                                      param_store& store, extra_tensors extra)
 {
     const detail::checkpoint_header h = detail::read_header(path, in);
-
     std::map<std::string, const detail::checkpoint_entry*> by_name;
+    std::map<std::string, shape_type> shapes;
     for (const auto& e : h.entries)
+    {
         by_name.emplace(e.name, &e);
-    std::vector<std::string> missing;
-    for (const auto& p : store)
-    {
-        auto found = by_name.find(p.name());
-        if (found == by_name.end())
-        {
-            missing.push_back(fmt::format("'{}' {}", p.name(), shape_str(p.shape())));
-            continue;
-        }
-        UNFOLD_CHECK(found->second->shape == p.shape(),
-                     "checkpoint {}: tensor '{}' has shape {} in the file, but the parameter has "
-                     "shape {}",
-                     path, p.name(), shape_str(found->second->shape), shape_str(p.shape()));
+        shapes.emplace(e.name, e.shape);
     }
-    UNFOLD_CHECK(missing.empty(), "checkpoint {}: missing tensor(s) {} required by the model", path,
-                 fmt::join(missing, ", "));
-    if (extra == extra_tensors::reject)
-    {
-        // A training checkpoint's optimiser and run state (Note [Training checkpoints]) is not
-        // the model's: loading the model skips it.
-        const auto training = h.metadata.find("unfold.training");
-        const bool skip_training_state = training != h.metadata.end() && training->second == "1";
-        std::vector<std::string> unexpected;
-        for (const auto& e : h.entries)
-            if (!store.contains(e.name) &&
-                !(skip_training_state && e.name.find('/') != std::string::npos))
-                unexpected.push_back("'" + e.name + "'");
-        UNFOLD_CHECK(unexpected.empty(),
-                     "checkpoint {}: unexpected tensor(s) {} that the model does not have (pass "
-                     "extra_tensors::ignore to skip them)",
-                     path, fmt::join(unexpected, ", "));
-    }
+    // A training checkpoint's optimiser and run state is not the model's: loading the model
+    // skips it.
+    check_fits_store(path, shapes, store, extra, is_training_metadata(h.metadata));
 
     const std::vector<char> data = detail::read_data(path, in, h);
     std::vector<tensor> values;

@@ -34,6 +34,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -48,6 +49,73 @@ namespace unfold
 /// The free-form string metadata of a checkpoint (safetensors' "__metadata__"): by convention
 /// the model's configuration, so `unfold sample` can rebuild the model before loading it.
 using checkpoint_metadata = std::map<std::string, std::string>;
+
+/// `value` as metadata text that parse_metadata_value reads back exactly: a string as it is, an
+/// integer in decimal digits, a floating-point number in the shortest form that reads back.
+template <class T>
+std::string metadata_text(const T& value)
+{
+    if constexpr (std::is_same_v<T, std::string>)
+        return value;
+    else if constexpr (std::is_floating_point_v<T>)
+        return fmt::format("{}", value);
+    else
+        return std::to_string(value);
+}
+
+/// Reads metadata text as metadata_text writes it: into a string as it is, into an unsigned
+/// integer only from decimal digits that fit, into a floating-point number only when all of the
+/// text is one. False when it does not parse.
+template <class T>
+bool parse_metadata_value(const std::string& text, T& value)
+{
+    if constexpr (std::is_same_v<T, std::string>)
+    {
+        value = text;
+        return true;
+    }
+    else
+    {
+        static_assert(std::is_floating_point_v<T> || std::is_unsigned_v<T>,
+                      "metadata numbers are unsigned integers or floating point");
+        if (text.empty())
+            return false;
+        try
+        {
+            std::size_t used = 0;
+            if constexpr (std::is_floating_point_v<T>)
+                value = T(std::stod(text, &used));
+            else
+            {
+                if (text.find_first_not_of("0123456789") != std::string::npos)
+                    return false;
+                const unsigned long long n = std::stoull(text, &used);
+                if (n > std::numeric_limits<T>::max())
+                    return false;
+                value = T(n);
+            }
+            return used == text.size();
+        }
+        catch (const std::exception&) // out of range
+        {
+            return false;
+        }
+    }
+}
+
+/// Metadata `key` of the checkpoint at `path`, parsed as T (parse_metadata_value); throws
+/// unfold::error naming the file and the key when it is missing or malformed.
+template <class T>
+T metadata_value(const checkpoint_metadata& metadata, const std::string& key,
+                 const std::string& path)
+{
+    const auto found = metadata.find(key);
+    UNFOLD_CHECK(found != metadata.end(), "checkpoint {}: no '{}' in its metadata", path, key);
+    T value{};
+    UNFOLD_CHECK(parse_metadata_value(found->second, value),
+                 "checkpoint {}: metadata '{}' = '{}' is malformed", path, key, found->second);
+    return value;
+}
 
 /// The largest header accepted, as in the reference safetensors implementation.
 inline constexpr std::uint64_t checkpoint_max_header_bytes = 100'000'000;

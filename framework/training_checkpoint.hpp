@@ -11,7 +11,7 @@
 ///     rate, and the caller's own keys (generator states, counters, the run's configuration).
 /// Parameters keep their own names (none may start with "optimizer/" or "run/"), so the file is
 /// still a model checkpoint: load_checkpoint loads the model and skips the training state's
-/// tensors (those with a '/' that the model lacks), and PyTorch, whose names never contain a '/',
+/// tensors (those named "optimizer/…" and "run/…"), and PyTorch, whose names never contain a '/',
 /// loads it after dropping them:
 ///   model.load_state_dict({k: v for k, v in load_file(path).items() if "/" not in k})
 /// Resuming is all or nothing: the parameters and the optimiser change only once everything in the
@@ -39,15 +39,11 @@ struct training_state
 /// True when `metadata` is a training checkpoint's (see Note [Training checkpoints]).
 inline bool is_training_checkpoint(const checkpoint_metadata& metadata)
 {
-    const auto found = metadata.find("unfold.training");
-    return found != metadata.end() && found->second == "1";
+    return detail::is_training_metadata(metadata);
 }
 
 namespace detail
 {
-inline const std::string optimizer_prefix = "optimizer/";
-inline const std::string run_prefix = "run/";
-
 /// The metadata keys a training checkpoint writes itself.
 inline bool training_key(const std::string& key)
 {
@@ -68,8 +64,8 @@ inline void save_training_checkpoint_with(const std::string& path, const param_s
                      path, key);
     metadata["unfold.training"] = "1";
     metadata["unfold.optimizer"] = s.name;
-    metadata["unfold.optimizer.steps"] = std::to_string(s.steps);
-    metadata["unfold.optimizer.lr"] = fmt::format("{}", s.lr); // shortest text that reads back
+    metadata["unfold.optimizer.steps"] = metadata_text(s.steps);
+    metadata["unfold.optimizer.lr"] = metadata_text(s.lr);
 
     for (const auto& p : model)
         UNFOLD_CHECK(p.name().rfind(optimizer_prefix, 0) != 0 && p.name().rfind(run_prefix, 0) != 0,
@@ -115,56 +111,24 @@ inline training_state load_training_checkpoint(const std::string& path, param_st
                  "checkpoint {}: it holds a model but no training state (it was not saved by a "
                  "training run), so there is nothing to resume",
                  path);
-    auto get = [&](const std::string& key) {
-        const auto found = file.metadata.find(key);
-        UNFOLD_CHECK(found != file.metadata.end(), "checkpoint {}: no '{}' in its metadata", path,
-                     key);
-        return found->second;
-    };
     optimizer_state s;
-    s.name = get("unfold.optimizer");
-    const std::string steps = get("unfold.optimizer.steps"), lr = get("unfold.optimizer.lr");
-    std::size_t used = 0;
-    try
-    {
-        UNFOLD_CHECK(!steps.empty() && steps.find_first_not_of("0123456789") == std::string::npos,
-                     "bad");
-        s.steps = std::stoull(steps);
-        s.lr = std::stod(lr, &used);
-    }
-    catch (const std::exception&)
-    {
-        used = 0;
-    }
-    UNFOLD_CHECK(used == lr.size() && used > 0,
-                 "checkpoint {}: optimiser step count '{}' or learning rate '{}' is not a number",
-                 path, steps, lr);
+    s.name = metadata_value<std::string>(file.metadata, "unfold.optimizer", path);
+    s.steps = metadata_value<std::size_t>(file.metadata, "unfold.optimizer.steps", path);
+    s.lr = metadata_value<double>(file.metadata, "unfold.optimizer.lr", path);
 
+    std::map<std::string, shape_type> shapes;
+    for (const auto& [name, value] : file.tensors)
+        shapes.emplace(name, value.shape());
+    detail::check_fits_store(path, shapes, model, extra_tensors::reject, true);
     training_state run;
     std::vector<tensor> values;
     for (auto& [name, value] : file.tensors)
-    {
         if (name.rfind(detail::optimizer_prefix, 0) == 0)
             s.tensors.emplace(name.substr(detail::optimizer_prefix.size()), std::move(value));
         else if (name.rfind(detail::run_prefix, 0) == 0)
             run.tensors.emplace(name.substr(detail::run_prefix.size()), std::move(value));
-        else
-            UNFOLD_CHECK(model.contains(name),
-                         "checkpoint {}: unexpected tensor '{}' that the model does not have", path,
-                         name);
-    }
     for (const auto& p : model)
-    {
-        const auto found = file.tensors.find(p.name());
-        UNFOLD_CHECK(found != file.tensors.end(),
-                     "checkpoint {}: missing tensor '{}' {} required by the model", path, p.name(),
-                     shape_str(p.shape()));
-        UNFOLD_CHECK(found->second.shape() == p.shape(),
-                     "checkpoint {}: tensor '{}' has shape {} in the file, but the parameter has "
-                     "shape {}",
-                     path, p.name(), shape_str(found->second.shape()), shape_str(p.shape()));
-        values.push_back(std::move(found->second));
-    }
+        values.push_back(std::move(file.tensors.at(p.name())));
     try
     {
         opt.load_state(std::move(s)); // checks everything before it changes anything

@@ -538,4 +538,30 @@ BOOST_FIXTURE_TEST_CASE(saving_over_a_directory_fails_and_removes_the_temporary,
     BOOST_TEST(files() == std::vector<std::string>{"model.safetensors"});
 }
 
+BOOST_AUTO_TEST_CASE(metadata_values_read_back_exactly_what_was_written_and_nothing_else)
+{
+    for (const double x : {0.1, 1.0 / 3, 1e-300, 123456.789})
+    {
+        double back = 0;
+        BOOST_TEST_REQUIRE(parse_metadata_value(metadata_text(x), back));
+        BOOST_TEST(back == x); // bit for bit: the shortest text that reads back
+    }
+    std::size_t n = 0;
+    BOOST_TEST((parse_metadata_value("18446744073709551615", n) && n == 18446744073709551615ull));
+    for (const char* bad : {"", "-1", "+1", " 1", "1e3", "12x", "0x10", "18446744073709551616"})
+        BOOST_TEST(!parse_metadata_value(bad, n), bad);
+    std::uint32_t small = 0;
+    BOOST_TEST(!parse_metadata_value("4294967296", small));
+    double d = 0;
+    for (const char* bad : {"", "fast", "1.5x", "1,5"})
+        BOOST_TEST(!parse_metadata_value(bad, d), bad);
+
+    const checkpoint_metadata m = {{"steps", "7"}, {"lr", "oops"}};
+    BOOST_TEST(metadata_value<std::size_t>(m, "steps", "run.safetensors") == 7u);
+    expect_error([&] { (void)metadata_value<double>(m, "lr", "run.safetensors"); },
+                 {"run.safetensors", "'lr' = 'oops' is malformed"});
+    expect_error([&] { (void)metadata_value<std::string>(m, "epoch", "run.safetensors"); },
+                 {"run.safetensors", "no 'epoch'"});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -534,6 +534,62 @@ BOOST_FIXTURE_TEST_CASE(a_run_killed_with_sigkill_resumes_bit_identical_to_one_n
     }
 }
 
+namespace
+{
+/// Rewrites the checkpoint at `path` with its metadata changed by `edit`.
+void edit_metadata(const std::string& path, const std::function<void(checkpoint_metadata&)>& edit)
+{
+    checkpoint_contents c = read_checkpoint(path);
+    edit(c.metadata);
+    std::vector<std::string> names;
+    names.reserve(c.tensors.size()); // no reallocation: the named tensors point in
+    std::vector<unfold::detail::named_tensor> tensors;
+    for (const auto& [name, value] : c.tensors)
+    {
+        names.push_back(name);
+        tensors.push_back({&names.back(), &value});
+    }
+    unfold::detail::save_tensors_with(path, tensors, c.metadata, unfold::detail::write_fully);
+}
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(a_checkpoint_from_before_a_run_option_existed_resumes_with_its_default,
+                        scratch)
+{
+    // A checkpoint written before --patience and --recurrent-dropout existed lacks their keys; it
+    // resumes as the run it was, with their defaults, and ends bit-identical to a run never
+    // stopped. A recorded option that does not parse is refused, naming it.
+    const fs::path program = built_program();
+    BOOST_TEST_REQUIRE(fs::exists(program), program << " is not built");
+    const std::vector<std::string> args = {
+        "--hidden", "12", "--embed", "6",         "--epochs", "2",         "--steps", "30",
+        "--batch",  "8",  "--quiet", "--threads", "1",        "--samples", "0"};
+    const std::string whole = file("whole"), killed = file("killed");
+    std::vector<std::string> uninterrupted = {"train", "--checkpoint", whole};
+    uninterrupted.insert(uninterrupted.end(), args.begin(), args.end());
+    BOOST_TEST_REQUIRE(run_program(program, uninterrupted));
+    std::vector<std::string> every = args;
+    every.insert(every.end(), {"--checkpoint-every", "5"});
+    const long left = kill_during(program, every, killed, 10);
+    BOOST_TEST_REQUIRE(left >= 10);
+    BOOST_TEST_REQUIRE(left < 60);
+
+    const std::string malformed = file("malformed");
+    fs::copy_file(killed, malformed);
+    edit_metadata(malformed, [](checkpoint_metadata& m) { m["run.hidden"] = "12x"; });
+    const cli_result refused = run({"train", "--resume", malformed, "--quiet"});
+    BOOST_TEST(refused.status == 2);
+    BOOST_TEST(refused.err.find("metadata 'run.hidden' = '12x' is malformed") != std::string::npos,
+               refused.err);
+
+    edit_metadata(killed, [](checkpoint_metadata& m) {
+        BOOST_TEST_REQUIRE(m.erase("run.patience") == 1u);
+        BOOST_TEST_REQUIRE(m.erase("run.recurrent-dropout") == 1u);
+    });
+    BOOST_TEST_REQUIRE(run_program(program, {"train", "--resume", killed, "--quiet"}));
+    check_same_run(whole, killed);
+}
+
 BOOST_FIXTURE_TEST_CASE(resuming_refuses_another_run_and_saving_refuses_to_replace_one, scratch)
 {
     const std::string ckpt = file("run.safetensors");
