@@ -132,8 +132,10 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
         ->excludes(task_opt);
     train_cmd->add_option("--digits", o.model.digits, "addition: operand length")
         ->check(CLI::Range(1, 9));
-    train_cmd->add_option("--cell", o.model.cell, "recurrent cell")
-        ->check(CLI::IsMember({"rnn", "gru", "lstm"}));
+    train_cmd
+        ->add_option("--cell", o.model.cell,
+                     "recurrent cell (ln_: layer-normalised, models/layer_norm_cells.hpp)")
+        ->check(CLI::IsMember({"rnn", "gru", "lstm", "ln_gru", "ln_lstm"}));
     train_cmd->add_option("--layers", o.model.layers, "stacked layers")->check(CLI::Range(1, 16));
     train_cmd->add_option("--hidden", o.model.hidden, "hidden size")->check(CLI::Range(1, 4096));
     const CLI::Validator probability(

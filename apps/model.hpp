@@ -14,6 +14,7 @@
 #include <unfold/models/batching.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/layer_norm_cells.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
 #include <unfold/models/text.hpp>
@@ -27,7 +28,7 @@ struct model_config
 {
     std::string task = "addition"; ///< addition, copy, reber or text
     std::size_t digits = 2;        ///< operand length of addition
-    std::string cell = "gru";      ///< rnn, gru or lstm
+    std::string cell = "gru";      ///< rnn, gru, lstm, ln_gru or ln_lstm
     std::size_t layers = 1;
     std::size_t hidden = 256;
     std::size_t embed = 64;
@@ -252,7 +253,28 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
                 return lstm_layer(s, in, hidden, g, lo, o);
             });
     }
-    unfold::fail(fmt::format("unknown cell '{}' (expected rnn, gru or lstm)", c.cell));
+    if (c.cell == "ln_gru")
+    {
+        gru_options o;
+        o.gate = activation_named(c.gate);
+        o.state = activation_named(c.state);
+        return std::make_unique<detail::model_of<layer_norm_gru_cell>>(
+            c, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return layer_norm_gru_layer(s, in, hidden, g, lo, o);
+            });
+    }
+    if (c.cell == "ln_lstm")
+    {
+        lstm_options o;
+        o.gate = activation_named(c.gate);
+        o.state = activation_named(c.state);
+        return std::make_unique<detail::model_of<layer_norm_lstm_cell>>(
+            c, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return layer_norm_lstm_layer(s, in, hidden, g, lo, o);
+            });
+    }
+    unfold::fail(
+        fmt::format("unknown cell '{}' (expected rnn, gru, lstm, ln_gru or ln_lstm)", c.cell));
 }
 
 /// How well a model answers a task's held-out examples, by free-running greedy generation.

@@ -8,9 +8,9 @@
 /// (examples/text_mgu.cpp).
 ///
 /// Note [Held-out text]
-/// score_text reads a text as S parallel streams (S = n / 200 characters, between 1 and 16) in
-/// chunks of 64 with the state carried from chunk to chunk, as training reads its text, so each
-/// character is predicted from everything before it in its stream; nothing is recorded for
+/// score_text reads a text of n characters as S = ⌊n / 200⌋ parallel streams (at least 1, at most
+/// 16) in chunks of 64 with the state carried from chunk to chunk, as training reads its text, so
+/// each character is predicted from everything before it in its stream; nothing is recorded for
 /// backward. Every character but a stream's first is a target, except the tail that does not fill
 /// a chunk (fewer than 65 per stream, and the n − S·⌊n/S⌋ after the last stream):
 /// text_scoring::scored(n) says how many are scored. The loss is their mean cross-entropy in
@@ -193,9 +193,9 @@ text_score score_text(const decoder<Cell>& d, const std::vector<std::size_t>& te
 }
 
 /// The ids a text model over `vocab` starts generating from: the characters of `prompt`, or,
-/// when it is empty, a line break (a space if the text has none, else its first character), as
-/// a new line of the text would start. Throws unfold::error naming `name` and a character the
-/// vocabulary lacks.
+/// when it is empty, a line break (or a space if the text has no line break, else its first
+/// character), as a new line of the text would start. Throws unfold::error naming `name` and a
+/// character the vocabulary lacks.
 inline std::vector<std::size_t> text_prompt(const vocabulary& vocab, const std::string& prompt,
                                             const std::string& name = "prompt")
 {

@@ -7,6 +7,7 @@
 #include <unfold/models/gru.hpp>
 #include <unfold/models/gru_reset_before.hpp>
 #include <unfold/models/layer.hpp>
+#include <unfold/models/layer_norm_cells.hpp>
 #include <unfold/models/linear.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/peephole_lstm.hpp>
@@ -264,6 +265,61 @@ BOOST_AUTO_TEST_CASE(two_layer_bidirectional_masked_lstm_layer)
     BOOST_TEST(store.contains("rnn.weight_ih_l1_reverse"));
     const gradcheck_result r = check_layer(l, 4, {4, 2}, 25);
     BOOST_TEST(r.passed, r.report);
+}
+
+/// Moves every gain and bias of a layer-normalised cell away from its initial 1 or 0, so that the
+/// check sees each of them act.
+void spread_norm_params(param_store& store, generator& g)
+{
+    for (param p : store)
+        if (p.name().rfind("ln_", 0) == 0)
+            p.value() = p.value() + g.uniform(p.shape(), -0.4, 0.4);
+}
+
+BOOST_AUTO_TEST_CASE(layer_normalised_lstm_and_gru_cells_and_layers)
+{
+    {
+        param_store store;
+        generator g(31);
+        const auto cell = layer_norm_lstm_cell::create(store, I, H, g);
+        spread_norm_params(store, g);
+        const gradcheck_result r = check_unroll(cell, store, 32);
+        BOOST_TEST(r.passed, r.report);
+        BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * I + 4 * H * H + 4 * 4 * H + 2 * H);
+    }
+    {
+        param_store store;
+        generator g(33);
+        gru_options o;
+        o.gate = activations::hard_sigmoid();
+        const auto cell = layer_norm_gru_cell::create(store, I, H, g, o);
+        spread_norm_params(store, g);
+        const gradcheck_result r = check_unroll(cell, store, 34);
+        BOOST_TEST(r.passed, r.report);
+        BOOST_TEST(r.checked == T * B * I + B * H + 3 * H * I + 3 * H * H + 4 * 3 * H);
+    }
+    layer_options lo;
+    lo.num_layers = 2;
+    lo.bidirectional = true;
+    {
+        param_store store;
+        generator g(35);
+        const auto l = layer_norm_lstm_layer(store, I, 3, g, lo);
+        spread_norm_params(store, g);
+        BOOST_TEST(l.params().size() == 32u);
+        BOOST_TEST(store.contains("ln_c_weight_l1_reverse"));
+        const gradcheck_result r = check_layer(l, 4, {4, 2}, 36);
+        BOOST_TEST(r.passed, r.report);
+    }
+    {
+        param_store store;
+        generator g(37);
+        const auto l = layer_norm_gru_layer(store, I, 3, g, lo);
+        spread_norm_params(store, g);
+        BOOST_TEST(l.params().size() == 24u);
+        const gradcheck_result r = check_layer(l, 4, {3, 4}, 38);
+        BOOST_TEST(r.passed, r.report);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(dropout_between_layers_with_a_reseeded_generator)

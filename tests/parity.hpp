@@ -1,7 +1,8 @@
 #pragma once
 /// Parity of the recurrent layers with PyTorch 1.13, shared by tests/parity_tests.cpp (float) and
 /// tests/parity_tests_f64.cpp (double). The fixtures tests/fixtures/recurrent_<config>.txt come
-/// from scripts/fixtures/recurrent.py: a torch.nn.RNN/GRU/LSTM, its parameters under their PyTorch
+/// from scripts/fixtures/recurrent.py: a torch.nn.RNN/GRU/LSTM (or the layer-normalised LSTM and
+/// GRU written with torch ops), its parameters under their PyTorch
 /// names, x, h0 (c0), lengths for a packed batch, and PyTorch's output, h_n (c_n) and gradients of
 ///     loss = Σ w_out ⊙ output + Σ w_h ⊙ h_n (+ Σ w_c ⊙ c_n)
 /// with respect to x, h0 (c0) and every parameter, computed in float64.
@@ -27,6 +28,7 @@
 #include <unfold/framework/random.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/layer.hpp>
+#include <unfold/models/layer_norm_cells.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
 
@@ -104,7 +106,7 @@ inline bool is_parameter_entry(const std::string& name)
 template <class Cell>
 parity_errors check_layer(const fixture& f, const layer<Cell>& model)
 {
-    const bool is_lstm = f.config("cell") == "lstm";
+    const bool is_lstm = f.config("cell") == "lstm" || f.config("cell") == "ln_lstm";
 
     // Every parameter by its PyTorch name; the two sets of names must be the same.
     std::set<std::string> ours;
@@ -187,12 +189,17 @@ inline void check_parity(const std::string& config)
     }
     else if (cell == "gru")
         e = detail::check_layer(f, gru_layer(store, input_size, hidden_size, g, lo));
+    else if (cell == "ln_lstm")
+        e = detail::check_layer(f, layer_norm_lstm_layer(store, input_size, hidden_size, g, lo));
+    else if (cell == "ln_gru")
+        e = detail::check_layer(f, layer_norm_gru_layer(store, input_size, hidden_size, g, lo));
     else
     {
         BOOST_TEST_REQUIRE(cell == "lstm");
         e = detail::check_layer(f, lstm_layer(store, input_size, hidden_size, g, lo));
     }
-    BOOST_TEST(store.size() == std::size_t(lo.num_layers * (lo.bidirectional ? 2 : 1) * 4));
+    const std::size_t per_cell = cell == "ln_lstm" ? 8 : cell == "ln_gru" ? 6 : 4;
+    BOOST_TEST(store.size() == lo.num_layers * (lo.bidirectional ? 2 : 1) * per_cell);
     BOOST_TEST_MESSAGE("parity " << config << " (" << (std::is_same_v<real, double> ? "f64" : "f32")
                                  << "): " << e.compared << " values, max |error| forward "
                                  << e.forward << ", gradients " << e.gradient);
@@ -215,7 +222,11 @@ inline void check_parity(const std::string& config)
     UNFOLD_PARITY_TEST_CASE(gru_masked, "gru_masked")                                              \
     UNFOLD_PARITY_TEST_CASE(lstm_bidirectional_masked, "lstm_bidir_masked")                        \
     UNFOLD_PARITY_TEST_CASE(gru_bidirectional_masked, "gru_bidir_masked")                          \
-    UNFOLD_PARITY_TEST_CASE(lstm_2layer_bidirectional_masked, "lstm_2layer_bidir_masked")
+    UNFOLD_PARITY_TEST_CASE(lstm_2layer_bidirectional_masked, "lstm_2layer_bidir_masked")          \
+    UNFOLD_PARITY_TEST_CASE(layer_norm_lstm, "ln_lstm")                                            \
+    UNFOLD_PARITY_TEST_CASE(layer_norm_lstm_2layer, "ln_lstm_2layer")                              \
+    UNFOLD_PARITY_TEST_CASE(layer_norm_gru, "ln_gru")                                              \
+    UNFOLD_PARITY_TEST_CASE(layer_norm_gru_2layer, "ln_gru_2layer")
 
 /// The test case `name`: check_parity of tests/fixtures/recurrent_<config>.txt.
 #define UNFOLD_PARITY_TEST_CASE(name, config)                                                      \

@@ -440,6 +440,36 @@ BOOST_AUTO_TEST_CASE(scheduled_sampling_in_the_decoder_counts_only_predicted_pos
     BOOST_TEST(std::abs(double(policy.teacher_fed()) / double(open_positions) - 0.5) <= 4 * sigma);
 }
 
+BOOST_AUTO_TEST_CASE(layer_normalised_cells_train_and_reload_from_the_command_line)
+{
+    const addition_task tk;
+    for (const std::string cell : {"ln_gru", "ln_lstm"})
+    {
+        temp_file ckpt(cell + ".safetensors");
+        train_options o;
+        o.model.cell = cell;
+        o.model.hidden = 32;
+        o.model.embed = 16;
+        o.epochs = 2;
+        o.steps = 100;
+        o.batch = 32;
+        o.lr = 0.01;
+        o.quiet = true;
+        o.checkpoint = ckpt.path;
+        const train_result r = train(o, stdout);
+        std::filesystem::remove(best_checkpoint_path(ckpt.path));
+        BOOST_TEST_MESSAGE(cell << ": loss " << r.first_loss << " → " << r.last_loss
+                                << ", held-out " << r.epochs.back().str());
+        BOOST_TEST(r.last_loss < 0.7 * r.first_loss, cell);
+        const auto loaded = load_model(ckpt.path);
+        BOOST_TEST(loaded->config().cell == cell);
+        generator g1(3), g2(3);
+        BOOST_TEST(validate(*loaded, &tk, nullptr, g1).str() ==
+                       validate(*r.trained, &tk, nullptr, g2).str(),
+                   cell);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
 {
     // Two-digit addition, 600 steps of 32 sums with a small GRU (about 1.6 s of CPU). Measured
