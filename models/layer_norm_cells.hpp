@@ -22,6 +22,7 @@
 /// normalisation acts on each row alone, so it belongs to the projection over the whole sequence
 /// (Note [Input projection]).
 
+#include <cmath>
 #include <string>
 
 #include <unfold/models/cell.hpp>
@@ -56,10 +57,9 @@ struct layer_norm_params
     {
         UNFOLD_CHECK(hidden_size > 0, "a recurrent cell needs a hidden size of at least 1");
         const std::size_t G = gates * hidden_size;
-        auto uniform = [&](const char* base, shape_type shape) {
-            param p = store.add(name(base), zeros(shape));
-            init::inverse_sqrt_uniform(p, hidden_size, g);
-            return p;
+        const real bound = real(1) / std::sqrt(real(hidden_size));
+        auto uniform = [&](const char* base, const shape_type& shape) {
+            return add_uniform(store, name(base), shape, bound, g);
         };
         auto ones = [&](const char* base) { return store.add(name(base), full({G}, real(1))); };
         layer_norm_params p;
