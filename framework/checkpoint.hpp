@@ -178,6 +178,14 @@ inline void save_checkpoint(const std::string& path, const param_store& store,
 inline checkpoint_metadata load_checkpoint(const std::string& path, param_store& store,
                                            extra_tensors extra = extra_tensors::reject);
 
+/// True when `metadata` is a training checkpoint's (Note [Training checkpoints] in
+/// framework/training_checkpoint.hpp).
+inline bool is_training_checkpoint(const checkpoint_metadata& metadata)
+{
+    const auto found = metadata.find("unfold.training");
+    return found != metadata.end() && found->second == "1";
+}
+
 namespace detail
 {
 inline const std::string optimizer_prefix = "optimizer/";
@@ -192,7 +200,8 @@ inline bool is_training_state_tensor(const std::string& name)
 
 /// Throws unfold::error naming the file unless the tensors it holds (`shapes`, by name) fit
 /// `store`: every parameter there with its shape, and, unless `extra` is ignore, no other tensor
-/// (a training checkpoint's own state tensors aside).
+/// — except, when `training` says the file is a training checkpoint, its optimiser and run state
+/// (is_training_state_tensor).
 inline void check_fits_store(const std::string& path,
                              const std::map<std::string, shape_type>& shapes,
                              const param_store& store, extra_tensors extra, bool training)
@@ -225,13 +234,6 @@ inline void check_fits_store(const std::string& path,
                  path, fmt::join(unexpected, ", "));
 }
 
-/// True when `metadata` is a training checkpoint's (Note [Training checkpoints]).
-inline bool is_training_metadata(const checkpoint_metadata& metadata)
-{
-    const auto found = metadata.find("unfold.training");
-    return found != metadata.end() && found->second == "1";
-}
-
 /// load_checkpoint from any source; `path` names it in messages.
 inline checkpoint_metadata load_from(const std::string& path, checkpoint_source& in,
                                      param_store& store, extra_tensors extra)
@@ -246,7 +248,7 @@ inline checkpoint_metadata load_from(const std::string& path, checkpoint_source&
     }
     // A training checkpoint's optimiser and run state is not the model's: loading the model
     // skips it.
-    check_fits_store(path, shapes, store, extra, is_training_metadata(h.metadata));
+    check_fits_store(path, shapes, store, extra, is_training_checkpoint(h.metadata));
 
     const std::vector<char> data = detail::read_data(path, in, h);
     std::vector<tensor> values;

@@ -36,12 +36,6 @@ struct training_state
         tensors; ///< the caller's tensors, by name (saved as "run/<name>")
 };
 
-/// True when `metadata` is a training checkpoint's (see Note [Training checkpoints]).
-inline bool is_training_checkpoint(const checkpoint_metadata& metadata)
-{
-    return detail::is_training_metadata(metadata);
-}
-
 namespace detail
 {
 /// The metadata keys a training checkpoint writes itself.
