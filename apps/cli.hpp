@@ -138,6 +138,11 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
         ->check(CLI::IsMember({"rnn", "gru", "lstm", "ln_gru", "ln_lstm"}));
     train_cmd->add_option("--layers", o.model.layers, "stacked layers")->check(CLI::Range(1, 16));
     train_cmd->add_option("--hidden", o.model.hidden, "hidden size")->check(CLI::Range(1, 4096));
+    train_cmd
+        ->add_option("--proj-size", o.model.proj_size,
+                     "lstm: project h to this many features, fewer than --hidden (PyTorch's "
+                     "proj_size; 0: none)")
+        ->check(CLI::Range(0, 4095));
     const CLI::Validator probability(
         [](std::string& s) {
             std::size_t used = 0;

@@ -31,6 +31,7 @@ struct model_config
     std::string cell = "gru";      ///< rnn, gru, lstm, ln_gru or ln_lstm
     std::size_t layers = 1;
     std::size_t hidden = 256;
+    std::size_t proj_size = 0; ///< lstm: h projected to this many features (0: no projection)
     std::size_t embed = 64;
     std::string gate = "sigmoid"; ///< sigmoid or hard_sigmoid (gru, lstm)
     std::string state = "tanh";   ///< tanh, relu or elu
@@ -50,6 +51,7 @@ struct model_config
                 {"unfold.cell", cell},
                 {"unfold.layers", std::to_string(layers)},
                 {"unfold.hidden", std::to_string(hidden)},
+                {"unfold.proj_size", std::to_string(proj_size)},
                 {"unfold.embed", std::to_string(embed)},
                 {"unfold.gate", gate},
                 {"unfold.state", state},
@@ -72,11 +74,13 @@ struct model_config
         read("unfold.cell", c.cell);
         read("unfold.layers", c.layers);
         read("unfold.hidden", c.hidden);
+        if (m.count("unfold.proj_size")) // absent from checkpoints older than the option
+            read("unfold.proj_size", c.proj_size);
         read("unfold.embed", c.embed);
         read("unfold.gate", c.gate);
         read("unfold.state", c.state);
         read("unfold.vocab", vocab);
-        for (const std::size_t n : {c.digits, c.layers, c.hidden, c.embed})
+        for (const std::size_t n : {c.digits, c.layers, c.hidden, c.embed, c.proj_size})
             UNFOLD_CHECK(n < 1'000'000,
                          "checkpoint {}: a model size of {} in its metadata is not plausible", path,
                          n);
@@ -223,6 +227,11 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
                  "--dropout {} acts between stacked layers, and --layers 1 has none: use --layers "
                  "2 or more",
                  c.dropout);
+    UNFOLD_CHECK(c.proj_size == 0 || c.cell == "lstm",
+                 "--proj-size projects an LSTM's output; --cell {} has no projection", c.cell);
+    UNFOLD_CHECK(c.proj_size < c.hidden,
+                 "--proj-size {} must be smaller than --hidden {} (as in PyTorch's nn.LSTM)",
+                 c.proj_size, c.hidden);
     const std::size_t hidden = c.hidden;
     if (c.cell == "rnn")
     {
@@ -248,6 +257,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
         lstm_options o;
         o.gate = activation_named(c.gate);
         o.state = activation_named(c.state);
+        o.proj_size = c.proj_size;
         return std::make_unique<detail::model_of<lstm_cell>>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return lstm_layer(s, in, hidden, g, lo, o);

@@ -78,6 +78,7 @@ void for_each_run_option(Options& o, F&& f)
     f("cell", o.model.cell);
     f("layers", o.model.layers);
     f("hidden", o.model.hidden);
+    f("proj-size", o.model.proj_size);
     f("embed", o.model.embed);
     f("gate", o.model.gate);
     f("state", o.model.state);
@@ -669,14 +670,16 @@ inline train_result train(train_options o, std::FILE* out)
 
     if (!o.quiet)
     {
+        const std::string projection =
+            o.model.proj_size ? fmt::format(" projected to {}", o.model.proj_size) : "";
         std::fprintf(out,
-                     "unfold train: task %s, %s × %zu layer(s), hidden %zu, %zu parameters; "
+                     "unfold train: task %s, %s × %zu layer(s), hidden %zu%s, %zu parameters; "
                      "feeding %s, %s lr %g (%s), clip %g, dropout %g, recurrent dropout %g, "
                      "batch %zu, %zu epochs × %zu steps\n",
                      o.model.task.c_str(), o.model.cell.c_str(), o.model.layers, o.model.hidden,
-                     m.store().element_count(), o.feeding.c_str(), o.optimizer.c_str(), lr,
-                     o.lr_schedule.c_str(), o.clip, o.model.dropout, o.model.recurrent_dropout,
-                     o.batch, o.epochs, o.steps);
+                     projection.c_str(), m.store().element_count(), o.feeding.c_str(),
+                     o.optimizer.c_str(), lr, o.lr_schedule.c_str(), o.clip, o.model.dropout,
+                     o.model.recurrent_dropout, o.batch, o.epochs, o.steps);
         if (tk)
             std::fprintf(out,
                          "held out: %zu fixed %s examples that training never draws, scored "

@@ -18,7 +18,11 @@
 ///     std::array<var, N> parts() const;                  // h first
 ///     static S from_parts(const std::array<var, N>& p);
 /// so that generic code (layers, masking, truncated BPTT) can treat every state alike. The first
-/// part is always the output h of the step (see `hidden`); every part has shape (B, H).
+/// part is always the output h of the step (see `hidden`); every part has shape (B, H), unless
+/// the cell says otherwise with
+///     std::array<std::size_t, N> state_sizes() const;    // the features of each part, h first
+/// as the LSTM with a projection does (h is (B, P), c is (B, H)). The layer's output then has
+/// state_sizes()[0] features per direction (see `state_sizes_of`).
 ///
 /// Nothing more is required: with these two declarations a user's cell works with `unroll`, with
 /// `layer` (stacked, bidirectional, masked), with the decoder and with `check_cell`
@@ -199,6 +203,43 @@ S zero_state(tape& t, std::size_t batch, std::size_t hidden_size)
     return state_traits<S>::from_parts(p);
 }
 
+/// The features of each part of a cell's state, h first.
+template <class S>
+using state_sizes_type = std::array<std::size_t, state_traits<S>::size>;
+
+/// True when Cell declares state_sizes() (Note [Cell contract]).
+template <class Cell, class = void>
+struct has_state_sizes : std::false_type
+{};
+template <class Cell>
+struct has_state_sizes<Cell, std::void_t<decltype(std::declval<const Cell&>().state_sizes())>>
+    : std::true_type
+{};
+
+/// cell.state_sizes() when the cell declares it, else hidden_size for every part.
+template <class Cell>
+state_sizes_type<typename Cell::state> state_sizes_of(const Cell& cell, std::size_t hidden_size)
+{
+    if constexpr (has_state_sizes<Cell>::value)
+        return cell.state_sizes();
+    else
+    {
+        state_sizes_type<typename Cell::state> sizes;
+        sizes.fill(hidden_size);
+        return sizes;
+    }
+}
+
+/// A state whose part k is zeros of shape (batch, sizes[k]), recorded on `t` as constants.
+template <class S>
+S zero_state(tape& t, std::size_t batch, const state_sizes_type<S>& sizes)
+{
+    typename state_traits<S>::parts_type p;
+    for (std::size_t k = 0; k < p.size(); ++k)
+        p[k] = t.constant(zeros({batch, sizes[k]}));
+    return state_traits<S>::from_parts(p);
+}
+
 /// The name of one parameter of a cell inside a layer: prefix + PyTorch name + suffix, e.g.
 /// "encoder." + "weight_ih" + "_l1_reverse". The default names layer 0, forward direction.
 struct param_name
@@ -269,10 +310,11 @@ struct recurrent_params
     ///@}
 
     /// Adds the four to `store` as name("weight_ih"), …, drawn from uniform(−1/√H, 1/√H) as
-    /// PyTorch does, in this order.
+    /// PyTorch does, in this order. weight_hh reads a recurrent state of `recurrent_size`
+    /// features: H (0, the default), or an LSTM projection's P.
     static recurrent_params create(param_store& store, std::size_t gates, std::size_t input_size,
                                    std::size_t hidden_size, generator& g,
-                                   const param_name& name = {})
+                                   const param_name& name = {}, std::size_t recurrent_size = 0)
     {
         UNFOLD_CHECK(hidden_size > 0, "a recurrent cell needs a hidden size of at least 1");
         const std::size_t G = gates * hidden_size;
@@ -281,10 +323,11 @@ struct recurrent_params
             init::inverse_sqrt_uniform(p, hidden_size, g);
             return p;
         };
-        return {add("weight_ih", {G, input_size}), add("weight_hh", {G, hidden_size}),
+        return {add("weight_ih", {G, input_size}),
+                add("weight_hh", {G, recurrent_size > 0 ? recurrent_size : hidden_size}),
                 add("bias_ih", {G}), add("bias_hh", {G})};
     }
-    /// H, from weight_hh.
+    /// H, from weight_hh (whose columns are the state it reads).
     std::size_t hidden_size() const { return weight_hh.shape()[1]; }
 };
 

@@ -26,7 +26,8 @@ struct cell_check_options
 };
 
 /// Gradient-checks `cell` unrolled over o.steps steps from a random x (T, B, input_size) and a
-/// random initial state (every part (B, hidden_size)): the outputs are every step's h and every
+/// random initial state (every part (B, hidden_size), or the part's own size when the cell
+/// declares state_sizes()): the outputs are every step's h and every
 /// part of the final state, and every element of x, of s0 and of `params` (the cell's parameters)
 /// is perturbed. In double precision only (a float build refuses to compile it).
 template <class Cell>
@@ -39,8 +40,9 @@ gradcheck_result check_cell(const Cell& cell, const std::vector<param>& params,
     generator g(o.seed);
     std::vector<tensor> inputs{
         g.uniform({o.steps, o.batch, input_size}, -o.input_range, o.input_range)};
+    const state_sizes_type<S> sizes = state_sizes_of(cell, hidden_size);
     for (std::size_t k = 0; k < state_traits<S>::size; ++k)
-        inputs.push_back(g.uniform({o.batch, hidden_size}, -o.state_range, o.state_range));
+        inputs.push_back(g.uniform({o.batch, sizes[k]}, -o.state_range, o.state_range));
     auto f = [&](tape& t, const std::vector<var>& xs) {
         typename state_traits<S>::parts_type p;
         for (std::size_t k = 0; k < p.size(); ++k)

@@ -124,10 +124,10 @@ public:
         UNFOLD_CHECK(m_embed.weight.shape()[1] == m_cells.input_size(),
                      "decoder: embeddings of width {} for a layer reading {} features",
                      m_embed.weight.shape()[1], m_cells.input_size());
-        UNFOLD_CHECK(m_head.weight.shape()[1] == m_cells.hidden_size() &&
+        UNFOLD_CHECK(m_head.weight.shape()[1] == m_cells.output_size() &&
                          m_head.weight.shape()[0] == vocab_size(),
                      "decoder: a head of shape {} for hidden size {} and vocabulary {}",
-                     shape_str(m_head.weight.shape()), m_cells.hidden_size(), vocab_size());
+                     shape_str(m_head.weight.shape()), m_cells.output_size(), vocab_size());
     }
 
     /// V, the embedding's rows.
@@ -165,7 +165,7 @@ public:
     /// Zeros for every layer, batch B, recorded on `t` as constants.
     state zero_state(tape& t, std::size_t batch) const
     {
-        return state(num_layers(), unfold::zero_state<cell_state>(t, batch, hidden_size()));
+        return state(num_layers(), unfold::zero_state<cell_state>(t, batch, m_cells.state_sizes()));
     }
 
     /// A state off any tape: what truncated BPTT carries from one chunk's run into the next
@@ -197,17 +197,23 @@ public:
     }
 
 private:
-    /// Throws unless `s` has a state of shape (batch, H) for every layer.
+    /// Throws unless `s` has a state of shape (batch, H) for every layer (each part its own
+    /// features, layer::state_sizes()).
     void check_state(const state& s, std::size_t batch) const
     {
         UNFOLD_CHECK(s.size() == num_layers(), "decoder: a state of {} layers for {} layers",
                      s.size(), num_layers());
+        const auto sizes = m_cells.state_sizes();
         for (std::size_t l = 0; l < s.size(); ++l)
-            for (const var& p : state_traits<cell_state>::parts(s[l]))
-                UNFOLD_CHECK(p.shape() == shape_type({batch, hidden_size()}),
+        {
+            const auto parts = state_traits<cell_state>::parts(s[l]);
+            for (std::size_t k = 0; k < parts.size(); ++k)
+                UNFOLD_CHECK(parts[k].shape() == shape_type({batch, sizes[k]}),
                              "decoder: {} tokens (batch {}) but the state of layer {} has shape "
-                             "{}, not ({}, {}): the batch sizes differ",
-                             batch, batch, l, shape_str(p.shape()), batch, hidden_size());
+                             "{}, not ({}, {}): the {} differ",
+                             batch, batch, l, shape_str(parts[k].shape()), batch, sizes[k],
+                             parts[k].shape()[0] != batch ? "batch sizes" : "features");
+        }
     }
 
     /// True when layer 0 projects the embedding table and gathers its rows for `tokens` tokens,
@@ -291,7 +297,7 @@ public:
         if (m_generator && m_recurrent_dropout > 0)
             for (std::size_t l = 0; l < num_layers(); ++l)
                 dropped.push_back(with_recurrent_dropout(m_cells.cell(l), t, *m_generator,
-                                                         batch.batch, 0, hidden_size(),
+                                                         batch.batch, 0, m_cells.output_size(),
                                                          {0, m_recurrent_dropout}));
         auto dropped_cell = [&](std::size_t l) -> const auto& { return dropped[l]; };
         if (policy.feeds_observed() && !t.records_contributions())
@@ -373,7 +379,8 @@ private:
 };
 
 /// A decoder with new parameters in `store`: "embed.weight" (V, E), the layer's
-/// "rnn.weight_ih_l{l}", ... and "head.weight" (V, H), "head.bias" (V). `make_layer(store,
+/// "rnn.weight_ih_l{l}", ... and "head.weight" (V, H) ((V, P) for an LSTM with projection),
+/// "head.bias" (V). `make_layer(store,
 /// input_size, layer_options)` builds the layer, e.g. with gru_layer. `dropout` is the layer's
 /// dropout between stacked cells (layer_options::dropout), applied only in training mode.
 template <class MakeLayer>
@@ -387,7 +394,10 @@ auto make_decoder(param_store& store, std::size_t vocab, std::size_t embed_dim,
     lo.dropout = dropout;
     lo.prefix = "rnn.";
     auto cells = make_layer(store, embed_dim, lo);
-    linear head = linear::create(store, hidden_size, vocab, g, "head.");
+    UNFOLD_CHECK(cells.hidden_size() == hidden_size,
+                 "make_decoder: hidden size {} but make_layer built a layer of hidden size {}",
+                 hidden_size, cells.hidden_size());
+    linear head = linear::create(store, cells.output_size(), vocab, g, "head.");
     using cell_type = typename decltype(cells)::cell_type;
     return decoder<cell_type>(std::move(e), std::move(cells), std::move(head));
 }

@@ -37,11 +37,13 @@ struct layer_options
 struct layer_result
 {
     /// (T, B, D·H): the top layer's h at every step, the directions concatenated
-    /// (forward first); zero at padded steps of a masked batch.
+    /// (forward first); zero at padded steps of a masked batch. (H here is layer::output_size(),
+    /// the features of h: P for an LSTM with projection.)
     var output;
     /// The final state, one var per state part, each (L·D, B, H) in PyTorch's order
-    /// (index l·D + d): {h_n} for RNN and GRU, {h_n, c_n} for LSTM. With lengths, the forward
-    /// final state of a sequence is its state at its last valid step.
+    /// (index l·D + d): {h_n} for RNN and GRU, {h_n, c_n} for LSTM; each part with its own
+    /// features (layer::state_sizes()). With lengths, the forward final state of a sequence is
+    /// its state at its last valid step.
     std::vector<var> final_state;
     /// (B, D·H): the top layer's final h of each direction, concatenated — "the last output" of a
     /// sequence (for the forward direction, h at its last valid step).
@@ -83,7 +85,7 @@ public:
         const std::size_t first = store.size();
         for (std::size_t l = 0; l < m_options.num_layers; ++l)
             for (std::size_t d = 0; d < directions(); ++d)
-                m_cells.push_back(make(store, l == 0 ? input_size : directions() * hidden_size,
+                m_cells.push_back(make(store, l == 0 ? input_size : directions() * output_size(),
                                        param_name::of_layer(m_options.prefix, l, d == 1)));
         for (std::size_t k = first; k < store.size(); ++k)
             m_params.push_back(store[k]);
@@ -140,6 +142,14 @@ public:
     std::size_t input_size() const { return m_input_size; }
     /// H, the features of each cell's state.
     std::size_t hidden_size() const { return m_hidden_size; }
+    /// The features of each part of every cell's state, h first: H for each part unless the cell
+    /// declares state_sizes() (Note [Cell contract]), e.g. {P, H} for an LSTM with projection.
+    state_sizes_type<state> state_sizes() const
+    {
+        return state_sizes_of(m_cells.front(), m_hidden_size);
+    }
+    /// The features of h, each direction's part of the output: state_sizes()[0].
+    std::size_t output_size() const { return state_sizes()[0]; }
     /// L.
     std::size_t num_layers() const { return m_options.num_layers; }
     /// D: 2 if bidirectional, else 1.
@@ -170,11 +180,14 @@ private:
         UNFOLD_CHECK(initial.empty() || initial.size() == state_size,
                      "{} layer: the initial state has {} parts, the cell's state has {}", m_kind,
                      initial.size(), state_size);
-        for (const var& s : initial)
-            UNFOLD_CHECK(s.shape() == shape_type({LD, B, m_hidden_size}),
-                         "{} layer: initial state has shape {} but the input {} needs ({}, {}, {}) "
-                         "(layers·directions, batch, hidden)",
-                         m_kind, shape_str(s.shape()), input, LD, B, m_hidden_size);
+        const state_sizes_type<state> sizes = state_sizes();
+        for (std::size_t p = 0; p < initial.size(); ++p)
+            UNFOLD_CHECK(initial[p].shape() == shape_type({LD, B, sizes[p]}),
+                         "{} layer: initial state{} has shape {} but the input {} needs ({}, {}, "
+                         "{}) (layers·directions, batch, {})",
+                         m_kind, state_size > 1 ? fmt::format(" part {}", p) : std::string(),
+                         shape_str(initial[p].shape()), input, LD, B, sizes[p],
+                         sizes[p] == m_hidden_size ? "hidden" : "features of that part");
         UNFOLD_CHECK(lengths.empty() || lengths.size() == B,
                      "{} layer: {} lengths for the input {} with batch {}", m_kind, lengths.size(),
                      input, B);
@@ -197,8 +210,8 @@ private:
                 const std::size_t k = l * directions() + d;
                 const direction dir = d == 0 ? direction::forward : direction::reverse;
                 const layer_scope in(l, d == 1); // Note [Sites]
-                const state s0 = initial.empty() ? zero_state<state>(t, B, m_hidden_size)
-                                                 : initial_of(initial, k);
+                const state s0 =
+                    initial.empty() ? zero_state<state>(t, B, sizes) : initial_of(initial, k);
                 const std::vector<state> states = unroll(m_cells[k], t, x, s0, {dir, lengths});
                 const state& final = states[dir == direction::forward ? T - 1 : 0];
                 const auto parts = state_traits<state>::parts(final);

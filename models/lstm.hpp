@@ -6,10 +6,12 @@
 ///     g  = φ(W_ig x + b_ig + W_hg h + b_hg)
 ///     c' = f ⊙ c + i ⊙ g
 ///     o  = σ(W_io x + b_io + W_ho h + b_ho)
-///     h' = o ⊙ φ(c')
+///     h' = o ⊙ φ(c')                         or, with a projection to P < H features,
+///     h' = W_hr (o ⊙ φ(c'))                  (PyTorch's proj_size; then h is (B, P))
 ///
-/// weight_ih = [W_ii; W_if; W_ig; W_io] (4H, I), weight_hh (4H, H), bias_ih and bias_hh (4H)
-/// likewise. σ (gates) and φ (state) are choosable. The LSTM with peepholes is
+/// weight_ih = [W_ii; W_if; W_ig; W_io] (4H, I), weight_hh (4H, H) — (4H, P) with a projection —,
+/// bias_ih and bias_hh (4H) likewise, weight_hr (P, H). σ (gates) and φ (state) are choosable.
+/// The LSTM with peepholes is
 /// peephole_lstm_cell (models/peephole_lstm.hpp). See Note [Cell contract] in models/cell.hpp.
 
 #include <array>
@@ -21,15 +23,16 @@
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/addcmul.hpp>
 #include <unfold/ops/addmm.hpp>
+#include <unfold/ops/matmul.hpp>
 #include <unfold/ops/mul.hpp>
 
 namespace unfold
 {
 
-/// The state of an LSTM: output h and cell c, each (B, H).
+/// The state of an LSTM: output h and cell c, each (B, H) (h is (B, P) with a projection).
 struct lstm_state
 {
-    var h; ///< the output, (B, H)
+    var h; ///< the output, (B, H) or (B, P)
     var c; ///< the cell, (B, H)
     /// {h, c} (Note [Cell contract]).
     std::array<var, 2> parts() const { return {h, c}; }
@@ -45,6 +48,9 @@ struct lstm_options
     /// When set, the forget-gate blocks start as b_if = forget_bias, b_hf = 0 (so the forget gate
     /// starts mostly open, Jozefowicz et al. 2015) instead of random; the model is unchanged.
     std::optional<real> forget_bias;
+    /// P > 0: the output h is projected to P features by weight_hr (P, H), as PyTorch's
+    /// nn.LSTM(proj_size=P); P must be smaller than H. 0: no projection.
+    std::size_t proj_size = 0;
 };
 
 /// Sets the forget-gate block of an LSTM bias of shape (4H,), gate order (i, f, g, o) as in
@@ -63,12 +69,17 @@ inline void lstm_forget_bias(param p, double value = 1)
         data[j] = real(value);
 }
 
-/// The four parameters of an LSTM cell, created as PyTorch does, with lstm_options' forget bias.
+/// The four parameters of an LSTM cell, created as PyTorch does, with lstm_options' forget bias;
+/// with a projection weight_hh is (4H, P) (the projection weight_hr itself is the cell's).
 inline recurrent_params lstm_params(param_store& store, std::size_t input_size,
                                     std::size_t hidden_size, generator& g, const lstm_options& o,
                                     const param_name& name)
 {
-    recurrent_params p = recurrent_params::create(store, 4, input_size, hidden_size, g, name);
+    UNFOLD_CHECK(o.proj_size == 0 || o.proj_size < hidden_size,
+                 "lstm: proj_size {} must be smaller than hidden_size {} (as in PyTorch)",
+                 o.proj_size, hidden_size);
+    recurrent_params p = recurrent_params::create(store, 4, input_size, hidden_size, g, name,
+                                                  o.proj_size > 0 ? o.proj_size : hidden_size);
     if (o.forget_bias)
     {
         lstm_forget_bias(p.bias_ih, *o.forget_bias);
@@ -77,12 +88,22 @@ inline recurrent_params lstm_params(param_store& store, std::size_t input_size,
     return p;
 }
 
-/// One LSTM step (equations above), x (B, I), state {h, c} each (B, H).
+/// One LSTM step (equations above), x (B, I), state {h, c} each (B, H) (h (B, P) with a
+/// projection).
 struct lstm_cell : recurrent_params
 {
     using state = lstm_state;                  ///< {h, c}
     activation sigma = activations::sigmoid(); ///< σ, the gates' activation
     activation phi = activations::tanh();      ///< φ, the state's activation
+    param weight_hr; ///< W_hr (P, H) when the output is projected, else none
+
+    /// H, the cell state's features.
+    std::size_t hidden_size() const { return weight_hh.shape()[0] / 4; }
+    /// {P, H} with a projection, else {H, H} (Note [Cell contract]).
+    std::array<std::size_t, 2> state_sizes() const
+    {
+        return {weight_hr.defined() ? weight_hr.shape()[0] : hidden_size(), hidden_size()};
+    }
 
     /// W_i· x + b_i· + b_h· for every gate, x (..., I) -> (..., 4H) (Note [Input projection]):
     /// both biases go into the projection, one GEMM over the whole sequence.
@@ -99,7 +120,7 @@ struct lstm_cell : recurrent_params
         const var g = gate("cell candidate", phi, a, 2, 4);
         const var c = named("cell state", [&] { return addcmul(f * s.c, i, g); });
         const var o = gate("output gate", sigma, a, 3, 4);
-        return {named("hidden state", [&] { return o * phi(c); }), c};
+        return {named("hidden state", [&] { return project_output(t, o * phi(c)); }), c};
     }
 
     /// A cell with parameters added to `store` as name("weight_ih"), …, drawn from
@@ -107,7 +128,21 @@ struct lstm_cell : recurrent_params
     static lstm_cell create(param_store& store, std::size_t input_size, std::size_t hidden_size,
                             generator& g, lstm_options o = {}, const param_name& name = {})
     {
-        return {lstm_params(store, input_size, hidden_size, g, o, name), o.gate, o.state};
+        lstm_cell cell{
+            lstm_params(store, input_size, hidden_size, g, o, name), o.gate, o.state, {}};
+        if (o.proj_size > 0)
+        {
+            cell.weight_hr = store.add(name("weight_hr"), zeros({o.proj_size, hidden_size}));
+            init::inverse_sqrt_uniform(cell.weight_hr, hidden_size, g);
+        }
+        return cell;
+    }
+
+private:
+    /// W_hr h with a projection, h itself without.
+    var project_output(tape& t, const var& h) const
+    {
+        return weight_hr.defined() ? matmul_transposed(h, t[weight_hr]) : h;
     }
 };
 

@@ -40,6 +40,13 @@ struct recurrent_dropout_cell
     var input_mask;                     ///< (B, I), or empty: the input is not dropped
     var state_mask;                     ///< (B, H), or empty: the state is not dropped
 
+    /// The cell's state sizes, when it declares them (Note [Cell contract]).
+    template <class C = Cell, class = std::enable_if_t<has_state_sizes<C>::value>>
+    auto state_sizes() const
+    {
+        return cell.state_sizes();
+    }
+
     /// One step of the cell on the masked input and state.
     state operator()(tape& t, const var& x, const state& s) const
     {
@@ -71,7 +78,8 @@ private:
 };
 
 /// `cell` with recurrent dropout masks for one batch of `batch` sequences, drawn from `g` and
-/// recorded on `t` as constants: input (batch, input_size), state (batch, hidden_size). A
+/// recorded on `t` as constants: input (batch, input_size), state (batch, hidden_size), where
+/// hidden_size is the features of h (an LSTM with projection: its P). A
 /// probability of 0 draws no mask. Throws unfold::error for a probability outside [0, 1).
 template <class Cell>
 recurrent_dropout_cell<Cell> with_recurrent_dropout(const Cell& cell, tape& t, generator& g,

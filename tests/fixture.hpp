@@ -141,6 +141,9 @@ public:
         return found->second;
     }
 
+    /// True when the fixture gives the configuration value `key`.
+    bool has_config(const std::string& key) const { return m_config.count(key) > 0; }
+
     /// The configuration value `key` as an integer.
     long config_int(const std::string& key) const
     {

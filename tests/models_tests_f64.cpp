@@ -51,7 +51,7 @@ gradcheck_result check_layer(const layer<Cell>& l, std::size_t steps,
     const std::size_t LD = l.num_layers() * l.directions();
     std::vector<tensor> inputs{g.uniform({steps, B, l.input_size()}, -1, 1)};
     for (std::size_t k = 0; k < layer<Cell>::state_size; ++k)
-        inputs.push_back(g.uniform({LD, B, l.hidden_size()}, -0.5, 0.5));
+        inputs.push_back(g.uniform({LD, B, l.state_sizes()[k]}, -0.5, 0.5));
     auto f = [&](tape& t, const std::vector<var>& xs) {
         if (before_each_run)
             before_each_run();
@@ -264,6 +264,35 @@ BOOST_AUTO_TEST_CASE(two_layer_bidirectional_masked_lstm_layer)
     BOOST_TEST(l.params().size() == 16u);
     BOOST_TEST(store.contains("rnn.weight_ih_l1_reverse"));
     const gradcheck_result r = check_layer(l, 4, {4, 2}, 25);
+    BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_CASE(lstm_with_a_projection_as_a_cell_and_as_a_two_layer_bidirectional_masked_layer)
+{
+    constexpr std::size_t P = 2;
+    lstm_options o;
+    o.proj_size = P;
+    {
+        param_store store;
+        generator g(41);
+        const auto cell = lstm_cell::create(store, I, H, g, o);
+        BOOST_TEST((cell.state_sizes() == std::array<std::size_t, 2>{P, H}));
+        const gradcheck_result r = check_unroll(cell, store, 42);
+        BOOST_TEST(r.passed, r.report);
+        // x, h0 (B, P), c0 (B, H), W_ih, W_hh (4H, P), both biases, W_hr (P, H)
+        BOOST_TEST(r.checked ==
+                   T * B * I + B * P + B * H + 4 * H * I + 4 * H * P + 2 * 4 * H + P * H);
+    }
+    param_store store;
+    generator g(43);
+    layer_options lo;
+    lo.num_layers = 2;
+    lo.bidirectional = true;
+    const auto l = lstm_layer(store, I, 3, g, lo, o);
+    BOOST_TEST(l.params().size() == 20u);
+    BOOST_TEST(store.get("weight_ih_l1").shape() == shape_type({4 * 3, 2 * P}));
+    BOOST_TEST(store.get("weight_hr_l1_reverse").shape() == shape_type({P, 3}));
+    const gradcheck_result r = check_layer(l, 4, {4, 2}, 44);
     BOOST_TEST(r.passed, r.report);
 }
 

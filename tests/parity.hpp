@@ -2,7 +2,7 @@
 /// Parity of the recurrent layers with PyTorch 1.13, shared by tests/parity_tests.cpp (float) and
 /// tests/parity_tests_f64.cpp (double). The fixtures tests/fixtures/recurrent_<config>.txt come
 /// from scripts/fixtures/recurrent.py: a torch.nn.RNN/GRU/LSTM (or the layer-normalised LSTM and
-/// GRU written with torch ops), its parameters under their PyTorch
+/// GRU written with torch ops; the LSTM also with proj_size), its parameters under their PyTorch
 /// names, x, h0 (c0), lengths for a packed batch, and PyTorch's output, h_n (c_n) and gradients of
 ///     loss = Σ w_out ⊙ output + Σ w_h ⊙ h_n (+ Σ w_c ⊙ c_n)
 /// with respect to x, h0 (c0) and every parameter, computed in float64.
@@ -196,9 +196,15 @@ inline void check_parity(const std::string& config)
     else
     {
         BOOST_TEST_REQUIRE(cell == "lstm");
-        e = detail::check_layer(f, lstm_layer(store, input_size, hidden_size, g, lo));
+        lstm_options o;
+        if (f.has_config("proj_size"))
+            o.proj_size = std::size_t(f.config_int("proj_size"));
+        e = detail::check_layer(f, lstm_layer(store, input_size, hidden_size, g, lo, o));
     }
-    const std::size_t per_cell = cell == "ln_lstm" ? 8 : cell == "ln_gru" ? 6 : 4;
+    const std::size_t per_cell = cell == "ln_lstm"           ? 8
+                                 : cell == "ln_gru"          ? 6
+                                 : f.has_config("proj_size") ? 5
+                                                             : 4;
     BOOST_TEST(store.size() == lo.num_layers * (lo.bidirectional ? 2 : 1) * per_cell);
     BOOST_TEST_MESSAGE("parity " << config << " (" << (std::is_same_v<real, double> ? "f64" : "f32")
                                  << "): " << e.compared << " values, max |error| forward "
@@ -226,7 +232,12 @@ inline void check_parity(const std::string& config)
     UNFOLD_PARITY_TEST_CASE(layer_norm_lstm, "ln_lstm")                                            \
     UNFOLD_PARITY_TEST_CASE(layer_norm_lstm_2layer, "ln_lstm_2layer")                              \
     UNFOLD_PARITY_TEST_CASE(layer_norm_gru, "ln_gru")                                              \
-    UNFOLD_PARITY_TEST_CASE(layer_norm_gru_2layer, "ln_gru_2layer")
+    UNFOLD_PARITY_TEST_CASE(layer_norm_gru_2layer, "ln_gru_2layer")                                \
+    UNFOLD_PARITY_TEST_CASE(lstm_projected, "lstm_proj")                                           \
+    UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer, "lstm_proj_2layer")                             \
+    UNFOLD_PARITY_TEST_CASE(lstm_projected_bidirectional, "lstm_proj_bidir")                       \
+    UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer_bidirectional_masked,                            \
+                            "lstm_proj_2layer_bidir_masked")
 
 /// The test case `name`: check_parity of tests/fixtures/recurrent_<config>.txt.
 #define UNFOLD_PARITY_TEST_CASE(name, config)                                                      \

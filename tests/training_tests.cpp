@@ -470,6 +470,36 @@ BOOST_AUTO_TEST_CASE(layer_normalised_cells_train_and_reload_from_the_command_li
     }
 }
 
+BOOST_AUTO_TEST_CASE(an_lstm_with_a_projection_trains_and_reloads_from_the_command_line)
+{
+    const addition_task tk;
+    temp_file ckpt("lstm_proj.safetensors");
+    train_options o;
+    o.model.cell = "lstm";
+    o.model.hidden = 32;
+    o.model.proj_size = 12;
+    o.model.embed = 16;
+    o.epochs = 2;
+    o.steps = 100;
+    o.batch = 32;
+    o.lr = 0.01;
+    o.quiet = true;
+    o.checkpoint = ckpt.path;
+    const train_result r = train(o, stdout);
+    std::filesystem::remove(best_checkpoint_path(ckpt.path));
+    BOOST_TEST_MESSAGE("lstm projected to 12: loss " << r.first_loss << " → " << r.last_loss
+                                                     << ", held-out " << r.epochs.back().str());
+    BOOST_TEST(r.last_loss < 0.7 * r.first_loss);
+    BOOST_TEST(r.trained->store().get("rnn.weight_hr_l0").shape() == shape_type({12, 32}));
+    BOOST_TEST(r.trained->store().get("rnn.weight_hh_l0").shape() == shape_type({4 * 32, 12}));
+    BOOST_TEST(r.trained->store().get("head.weight").shape()[1] == 12u);
+    const auto loaded = load_model(ckpt.path);
+    BOOST_TEST(loaded->config().proj_size == 12u);
+    generator g1(3), g2(3);
+    BOOST_TEST(validate(*loaded, &tk, nullptr, g1).str() ==
+               validate(*r.trained, &tk, nullptr, g2).str());
+}
+
 BOOST_AUTO_TEST_CASE(a_short_addition_run_learns)
 {
     // Two-digit addition, 600 steps of 32 sums with a small GRU (about 1.6 s of CPU). Measured

@@ -13,6 +13,7 @@
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/models/decoder.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/lstm.hpp>
 #include <unfold/models/text.hpp>
 
 using namespace unfold;
@@ -98,6 +99,64 @@ BOOST_AUTO_TEST_CASE(a_decoder_step_with_a_state_of_another_batch_is_rejected)
         },
         {"embedding 'embed.weight' (8, 4): index 8 at position 2"});
     BOOST_TEST(d.step(t, {1, 2, 7}, s).shape() == shape_type({3, 8}));
+}
+
+BOOST_AUTO_TEST_CASE(an_lstm_projection_must_be_smaller_than_the_hidden_size_and_fit_its_state)
+{
+    param_store store;
+    generator g(4);
+    lstm_options o;
+    o.proj_size = 4;
+    expect_error([&] { (void)lstm_layer(store, 5, 4, g, {}, o); },
+                 {"lstm: proj_size 4 must be smaller than hidden_size 4 (as in PyTorch)"});
+    o.proj_size = 3;
+    const auto l = lstm_layer(store, 5, 4, g, {}, o);
+    BOOST_TEST(l.output_size() == 3u);
+    tape t;
+    const var x = t.constant(zeros({6, 2, 5}));
+    expect_error(
+        [&] {
+            (void)l(t, x, {t.constant(zeros({1, 2, 4})), t.constant(zeros({1, 2, 4}))});
+        },
+        {"lstm layer: initial state part 0 has shape (1, 2, 4) but the input (6, 2, 5) needs (1, "
+         "2, 3) (layers·directions, batch, features of that part)"});
+    const layer_result r = l(t, x, {t.constant(zeros({1, 2, 3})), t.constant(zeros({1, 2, 4}))});
+    BOOST_TEST(r.output.shape() == shape_type({6, 2, 3}));
+    BOOST_TEST(r.c_n().shape() == shape_type({1, 2, 4}));
+}
+
+BOOST_AUTO_TEST_CASE(a_decoder_over_a_projected_lstm_reads_out_the_projection)
+{
+    param_store store;
+    generator g(5);
+    lstm_options o;
+    o.proj_size = 3;
+    const auto d = make_decoder(store, 8, 4, 6, 2, g,
+                                [&](param_store& s, std::size_t in, const layer_options& lo) {
+                                    return lstm_layer(s, in, 6, g, lo, o);
+                                });
+    BOOST_TEST(store.get("head.weight").shape() == shape_type({8, 3}));
+    tape t;
+    auto s = d.zero_state(t, 2);
+    BOOST_TEST(s[1].h.shape() == shape_type({2, 3}));
+    BOOST_TEST(s[1].c.shape() == shape_type({2, 6}));
+    BOOST_TEST(d.step(t, {1, 2}, s).shape() == shape_type({2, 8}));
+    s[0].h = t.constant(zeros({2, 6}));
+    expect_error(
+        [&] {
+            (void)d.step(t, {1, 2}, s);
+        },
+        {"decoder: 2 tokens (batch 2) but the state of layer 0 has shape (2, 6), not "
+         "(2, 3): the features differ"});
+    expect_error(
+        [&] {
+            param_store other;
+            (void)make_decoder(other, 8, 4, 5, 1, g,
+                               [&](param_store& s2, std::size_t in, const layer_options& lo) {
+                                   return lstm_layer(s2, in, 6, g, lo, o);
+                               });
+        },
+        {"make_decoder: hidden size 5 but make_layer built a layer of hidden size 6"});
 }
 
 BOOST_AUTO_TEST_CASE(a_checkpoint_in_memory_is_validated_like_a_file)
