@@ -69,4 +69,43 @@ inline token_batch make_batch(const vocabulary& v, const std::vector<example>& e
     return b;
 }
 
+/// A padded batch of examples for an encoder–decoder (models/seq2seq.hpp): the source is each
+/// prompt followed by `</s>` (so that an empty prompt still has a position to attend to); the
+/// decoder is fed `<s>` a₁ … a_n and must write a₁ … a_n `</s>`, every target counted.
+inline token_batch make_seq2seq_batch(const vocabulary& v, const std::vector<example>& examples)
+{
+    UNFOLD_CHECK(!examples.empty(), "make_seq2seq_batch: no examples");
+    std::vector<std::vector<std::size_t>> sources, answers;
+    std::size_t longest_source = 0, longest_answer = 0;
+    for (const auto& e : examples)
+    {
+        sources.push_back(v.encode(e.prompt));
+        sources.back().push_back(vocabulary::eos);
+        answers.push_back(v.encode(e.answer));
+        longest_source = std::max(longest_source, sources.back().size());
+        longest_answer = std::max(longest_answer, answers.back().size());
+    }
+    token_batch b;
+    b.batch = examples.size();
+    b.steps = longest_answer + 1;
+    b.inputs.assign(b.steps * b.batch, vocabulary::pad);
+    b.targets.assign(b.steps * b.batch, token_batch::ignore_index);
+    b.source.steps = longest_source;
+    b.source.batch = b.batch;
+    b.source.tokens.assign(longest_source * b.batch, vocabulary::pad);
+    for (std::size_t s = 0; s < b.batch; ++s)
+    {
+        b.source.lengths.push_back(sources[s].size());
+        for (std::size_t k = 0; k < sources[s].size(); ++k)
+            b.source.tokens[k * b.batch + s] = sources[s][k];
+        const std::vector<std::size_t>& a = answers[s];
+        for (std::size_t k = 0; k <= a.size(); ++k)
+        {
+            b.inputs[k * b.batch + s] = k == 0 ? vocabulary::bos : a[k - 1];
+            b.targets[k * b.batch + s] = std::int64_t(k < a.size() ? a[k] : vocabulary::eos);
+        }
+    }
+    return b;
+}
+
 } // namespace unfold

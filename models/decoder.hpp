@@ -44,6 +44,18 @@
 namespace unfold
 {
 
+/// The padded source sequences an encoder reads (models/seq2seq.hpp), time-major.
+struct source_batch
+{
+    std::size_t steps = 0;            ///< S, the longest source
+    std::size_t batch = 0;            ///< B
+    std::vector<std::size_t> tokens;  ///< (S, B) row-major, padded
+    std::vector<std::size_t> lengths; ///< B lengths in [1, S]
+
+    /// True when there is no source (a batch for a decoder alone).
+    bool empty() const { return tokens.empty(); }
+};
+
 /// A padded batch of token sequences, time-major. Under teacher forcing the decoder is fed
 /// inputs(t, ·) at step t, and inputs(t, b) = targets(t − 1, b) wherever the latter is counted.
 struct token_batch
@@ -55,6 +67,9 @@ struct token_batch
     std::size_t batch = 0;             ///< B
     std::vector<std::size_t> inputs;   ///< (T, B) row-major: x_t, the observed token of step t
     std::vector<std::int64_t> targets; ///< (T, B) row-major: y_t, or ignore_index
+    /// What an encoder–decoder reads before decoding (make_seq2seq_batch); empty for a decoder
+    /// alone, which reads its prompt as inputs (make_batch).
+    source_batch source;
 
     /// The input of sequence b at step t.
     std::size_t input(std::size_t t, std::size_t b) const { return inputs[t * batch + b]; }
@@ -102,6 +117,41 @@ template <class State>
 var step_loss(const decode_result<State>& r, const token_batch& batch, std::size_t t)
 {
     return cross_entropy(r.logits.at(t), batch.targets_at(t), token_batch::ignore_index);
+}
+
+/// The step-by-step loop of decoding `batch` under `policy` (which begin() has started): step 0 is
+/// fed inputs(0, ·); step k ≥ 1 is fed what `policy` chooses where targets(k − 1, b) is counted
+/// (the model predicted there) and inputs(k, b) elsewhere. step(fed) records one step and returns
+/// its logits (B, V); every step's logits and fed tokens are appended to `logits` and `fed`.
+template <class Step>
+void feed_steps(const token_batch& batch, feeding_policy& policy, std::vector<var>& logits,
+                std::vector<std::vector<std::size_t>>& fed, Step&& step)
+{
+    std::vector<bool> choosable(batch.batch);
+    for (std::size_t k = 0; k < batch.steps; ++k)
+    {
+        std::vector<std::size_t> tokens = batch.inputs_at(k);
+        if (k > 0)
+        {
+            bool any = false;
+            for (std::size_t b = 0; b < batch.batch; ++b)
+                any |= choosable[b] = batch.target(k - 1, b) != token_batch::ignore_index;
+            if (any)
+            {
+                const std::vector<std::size_t> chosen =
+                    policy.choose({k, tokens, logits.back().value(), choosable});
+                UNFOLD_CHECK(chosen.size() == batch.batch,
+                             "feeding policy '{}' chose {} tokens for a batch of {}", policy.name(),
+                             chosen.size(), batch.batch);
+                for (std::size_t b = 0; b < batch.batch; ++b)
+                    if (choosable[b])
+                        tokens[b] = chosen[b];
+            }
+        }
+        const step_scope at(k); // Note [Sites]
+        logits.push_back(step(tokens));
+        fed.push_back(std::move(tokens));
+    }
 }
 
 /// Embedding → layer<Cell> stepped one time step at a time → linear head.
@@ -290,6 +340,10 @@ public:
                      "decoder: a batch of {} steps × {} sequences needs that many inputs and "
                      "targets (got {} and {})",
                      batch.steps, batch.batch, batch.inputs.size(), batch.targets.size());
+        UNFOLD_CHECK(batch.source.empty(),
+                     "decoder: the batch has a source sequence (make_seq2seq_batch makes batches "
+                     "for an encoder–decoder); a decoder alone reads its prompt as inputs "
+                     "(make_batch)");
         decode_result<state> r;
         r.final_state = s0.empty() ? zero_state(t, batch.batch) : std::move(s0);
         policy.begin(batch.batch, training_step);
@@ -309,32 +363,10 @@ public:
                 run_observed(dropped_cell, t, batch, r);
             return r;
         }
-        std::vector<bool> choosable(batch.batch);
-        for (std::size_t k = 0; k < batch.steps; ++k)
-        {
-            std::vector<std::size_t> fed = batch.inputs_at(k);
-            if (k > 0)
-            {
-                bool any = false;
-                for (std::size_t b = 0; b < batch.batch; ++b)
-                    any |= choosable[b] = batch.target(k - 1, b) != token_batch::ignore_index;
-                if (any)
-                {
-                    const std::vector<std::size_t> chosen =
-                        policy.choose({k, fed, r.logits.back().value(), choosable});
-                    UNFOLD_CHECK(chosen.size() == batch.batch,
-                                 "feeding policy '{}' chose {} tokens for a batch of {}",
-                                 policy.name(), chosen.size(), batch.batch);
-                    for (std::size_t b = 0; b < batch.batch; ++b)
-                        if (choosable[b])
-                            fed[b] = chosen[b];
-                }
-            }
-            const step_scope at(k); // Note [Sites]
-            r.logits.push_back(dropped.empty() ? step(t, fed, r.final_state)
-                                               : step_through(dropped_cell, t, fed, r.final_state));
-            r.fed.push_back(std::move(fed));
-        }
+        feed_steps(batch, policy, r.logits, r.fed, [&](const std::vector<std::size_t>& fed) {
+            return dropped.empty() ? step(t, fed, r.final_state)
+                                   : step_through(dropped_cell, t, fed, r.final_state);
+        });
         return r;
     }
 

@@ -3,6 +3,7 @@
 // only from ops, so these checks prove that unrolling them on one tape is exact BPTT.
 #include <boost/test/unit_test.hpp>
 
+#include <unfold/models/attention.hpp>
 #include <unfold/models/check_cell.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/gru_reset_before.hpp>
@@ -13,6 +14,7 @@
 #include <unfold/models/peephole_lstm.hpp>
 #include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/rnn.hpp>
+#include <unfold/models/seq2seq.hpp>
 #include <unfold/models/unroll.hpp>
 #include <unfold/ops/sigmoid.hpp>
 #include <unfold/ops/sub.hpp>
@@ -401,6 +403,67 @@ BOOST_AUTO_TEST_CASE(a_linear_readout_over_a_whole_sequence)
         gradcheck([&](tape& t, const std::vector<var>& xs) { return out(t, l(t, xs[0]).output); },
                   {g.uniform({T, B, I}, -1, 1)}, all_of(store));
     BOOST_TEST(r.passed, r.report);
+}
+
+BOOST_AUTO_TEST_CASE(additive_and_multiplicative_attention_over_a_masked_memory)
+{
+    for (attention_kind kind : {attention_kind::additive, attention_kind::multiplicative})
+    {
+        param_store store;
+        generator g(51);
+        const attention a = attention::create(store, kind, 3, 2, 4, g);
+        const std::vector<tensor> inputs{g.uniform({4, 3, 3}, -1, 1), g.uniform({3, 2}, -1, 1)};
+        const gradcheck_result r = gradcheck(
+            [&](tape& t, const std::vector<var>& xs) {
+                const attention_step s = a(t, a.remember(t, xs[0], {4, 2, 1}), xs[1]);
+                return std::vector<var>{s.context, s.weights};
+            },
+            inputs, all_of(store));
+        BOOST_TEST(r.passed, attention_name(kind) << ": " << r.report);
+        // memory, query and the parameters: W_k (4, 3), b_k, W_q (4, 2), v (1, 4); or W_a (3, 2)
+        BOOST_TEST(r.checked ==
+                   36 + 6 + (kind == attention_kind::additive ? 12 + 4 + 8 + 4 : 6));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(an_encoder_decoder_with_and_without_attention_under_teacher_forcing)
+{
+    // Two sources of lengths 3 and 2 and targets of 3 steps: BPTT through the decoder, every
+    // step's attention, the bridge and both directions of the masked encoder.
+    token_batch b;
+    b.steps = 3;
+    b.batch = 2;
+    b.inputs = {0, 0, 2, 3, 4, 1};
+    b.targets = {2, 3, 4, 1, 1, token_batch::ignore_index};
+    b.source = {3, 2, {2, 3, 4, 4, 3, 0}, {3, 2}};
+    for (auto kind : {std::optional<attention_kind>(attention_kind::additive),
+                      std::optional<attention_kind>(attention_kind::multiplicative),
+                      std::optional<attention_kind>()})
+    {
+        param_store store;
+        generator g(52);
+        seq2seq_options o;
+        o.source_vocab = o.target_vocab = 5;
+        o.embed = 2;
+        o.hidden = 3;
+        o.attend = kind;
+        o.attention_size = 2;
+        const auto m = make_seq2seq(store, o, g, [&](param_store& s, std::size_t in,
+                                                     layer_options lo) {
+            return lstm_layer(s, in, 3, g, lo);
+        });
+        teacher_forcing teacher;
+        const gradcheck_result r = gradcheck(
+            [&](tape& t, const std::vector<var>&) {
+                const auto run = m.run(t, b, teacher);
+                std::vector<var> ys = run.logits;
+                ys.insert(ys.end(), run.weights.begin(), run.weights.end());
+                return ys;
+            },
+            {}, all_of(store));
+        BOOST_TEST(r.passed, (kind ? attention_name(*kind) : "no attention") << ": " << r.report);
+        BOOST_TEST(r.checked == store.element_count());
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

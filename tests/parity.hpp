@@ -26,6 +26,7 @@
 
 #include "fixture.hpp"
 #include <unfold/framework/random.hpp>
+#include <unfold/models/attention.hpp>
 #include <unfold/models/gru.hpp>
 #include <unfold/models/layer.hpp>
 #include <unfold/models/layer_norm_cells.hpp>
@@ -164,10 +165,51 @@ parity_errors check_layer(const fixture& f, const layer<Cell>& model)
 }
 } // namespace detail
 
-/// Runs the parity check of tests/fixtures/recurrent_<config>.txt and logs its largest errors
-/// (visible with --log_level=message).
+/// Attention's parity with its equations in torch ops (scripts/fixtures/attention.py): sets the
+/// parameters from tests/fixtures/<config>.txt, attends with the fixture's query over its memory
+/// and lengths, and compares the weights, the context and the gradients of memory, query and every
+/// parameter.
+inline void check_attention_parity(const std::string& config)
+{
+    const fixture f(UNFOLD_SOURCE_DIR "/tests/fixtures/" + config + ".txt");
+    const attention_kind kind =
+        f.config("kind") == "additive" ? attention_kind::additive : attention_kind::multiplicative;
+    const tensor memory = f["memory"], query = f["query"];
+    param_store store;
+    generator g(1); // initial values only; every parameter is overwritten from the fixture
+    const attention a =
+        attention::create(store, kind, memory.shape()[2], query.shape()[1],
+                          std::size_t(f.config_int("attention_size")), g, "");
+    for (param p : store)
+        p.value() = f[p.name()];
+    std::vector<std::size_t> lengths;
+    for (long n : f.ints("lengths"))
+        lengths.push_back(std::size_t(n));
+    tape t;
+    const var m = t.variable(memory), q = t.variable(query);
+    const attention_step out = a(t, a.remember(t, m, lengths), q);
+    t.backward(sum(out.weights * t.constant(f["w_weights"])) +
+               sum(out.context * t.constant(f["w_context"])));
+    parity_errors e;
+    e.forward = std::max(compare_to_reference("weights", out.weights.value(), f["weights"], e.compared),
+                         compare_to_reference("context", out.context.value(), f["context"], e.compared));
+    e.gradient = std::max(compare_to_reference("grad.memory", m.grad(), f["grad.memory"], e.compared),
+                          compare_to_reference("grad.query", q.grad(), f["grad.query"], e.compared));
+    for (const param& p : store)
+        e.gradient = std::max(e.gradient, compare_to_reference("grad." + p.name(), p.grad(),
+                                                               f["grad." + p.name()], e.compared));
+    BOOST_TEST(store.size() == (kind == attention_kind::additive ? 4u : 1u));
+    BOOST_TEST_MESSAGE("parity " << config << " (" << (std::is_same_v<real, double> ? "f64" : "f32")
+                                 << "): " << e.compared << " values, max |error| forward "
+                                 << e.forward << ", gradients " << e.gradient);
+}
+
+/// Runs the parity check of tests/fixtures/recurrent_<config>.txt (or attention's, for a config
+/// "attention_<kind>") and logs its largest errors (visible with --log_level=message).
 inline void check_parity(const std::string& config)
 {
+    if (config.rfind("attention_", 0) == 0)
+        return check_attention_parity(config);
     const fixture f(UNFOLD_SOURCE_DIR "/tests/fixtures/recurrent_" + config + ".txt");
     const std::string cell = f.config("cell");
     const std::size_t input_size = std::size_t(f.config_int("input_size"));
@@ -237,7 +279,9 @@ inline void check_parity(const std::string& config)
     UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer, "lstm_proj_2layer")                             \
     UNFOLD_PARITY_TEST_CASE(lstm_projected_bidirectional, "lstm_proj_bidir")                       \
     UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer_bidirectional_masked,                            \
-                            "lstm_proj_2layer_bidir_masked")
+                            "lstm_proj_2layer_bidir_masked")                                   \
+    UNFOLD_PARITY_TEST_CASE(attention_additive, "attention_additive")                              \
+    UNFOLD_PARITY_TEST_CASE(attention_multiplicative, "attention_multiplicative")
 
 /// The test case `name`: check_parity of tests/fixtures/recurrent_<config>.txt.
 #define UNFOLD_PARITY_TEST_CASE(name, config)                                                      \
