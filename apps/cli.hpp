@@ -127,11 +127,22 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     std::string task_name = "addition";
     CLI::App* train_cmd = app.add_subcommand("train", "train a model (the default command)");
     auto* task_opt = train_cmd->add_option("--task", task_name, "built-in task")
-                         ->check(CLI::IsMember({"addition", "copy", "reber"}));
+                         ->check(CLI::IsMember({"addition", "copy", "reber", "reverse"}));
     train_cmd->add_option("--text", o.text_file, "character-level LM on a UTF-8 text file")
         ->excludes(task_opt);
     train_cmd->add_option("--digits", o.model.digits, "addition: operand length")
         ->check(CLI::Range(1, 9));
+    auto* model_opt =
+        train_cmd
+            ->add_option("--model", o.model.architecture,
+                         "decoder (reads the prompt, then writes the answer) or seq2seq (a "
+                         "bidirectional encoder reads the prompt; the default for --task reverse)")
+            ->check(CLI::IsMember({"decoder", "seq2seq"}));
+    train_cmd
+        ->add_option("--attention", o.model.attention,
+                     "seq2seq: the decoder's attention over the encoder's outputs (none: it "
+                     "knows the prompt only through its initial state)")
+        ->check(CLI::IsMember({"additive", "multiplicative", "none"}));
     train_cmd
         ->add_option("--cell", o.model.cell,
                      "recurrent cell (ln_: layer-normalised, models/layer_norm_cells.hpp)")
@@ -205,7 +216,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     train_cmd->add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 1000000));
     train_cmd
         ->add_option("--steps", o.steps,
-                     "steps per epoch (0: 250 for a task, one pass over a --text)")
+                     "steps per epoch (0: 250 for a task, 50 for reverse, one pass over a --text)")
         ->check(CLI::Range(0, 100000000));
     train_cmd->add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 65536));
     train_cmd->add_option("--seed", o.seed, "random seed");
@@ -257,6 +268,16 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     sample_cmd->add_option("--length", length, "characters to generate at most")
         ->check(CLI::Range(0, 1000000));
     sample_cmd->add_option("--seed", seed, "random seed");
+    std::size_t beam = 0;
+    double length_penalty = 1;
+    sample_cmd
+        ->add_option("--beam", beam,
+                     "seq2seq: beam search of this width (at least 1), printing every hypothesis")
+        ->check(CLI::Range(std::size_t(1), std::size_t(1000)));
+    sample_cmd
+        ->add_option("--length-penalty", length_penalty,
+                     "beam search ranks by log p / length^this (0: by log p)")
+        ->check(CLI::Range(0.0, 10.0));
 
     std::string plot_log, plot_image;
     CLI::App* plot_cmd =
@@ -268,9 +289,14 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     CLI::App* eval_cmd = app.add_subcommand("eval", "report a checkpoint's metrics on a task");
     eval_cmd->add_option("--checkpoint", checkpoint, "checkpoint file")->required();
     auto* eval_task_opt = eval_cmd->add_option("--task", eval_task, "task (default: its own)")
-                              ->check(CLI::IsMember({"addition", "copy", "reber"}));
+                              ->check(CLI::IsMember({"addition", "copy", "reber", "reverse"}));
     eval_cmd->add_option("--text", eval_text, "validate a text model on this file")
         ->excludes(eval_task_opt);
+    std::size_t eval_beam = 0;
+    eval_cmd
+        ->add_option("--beam", eval_beam,
+                     "seq2seq: also score the answers beam search of this width writes")
+        ->check(CLI::Range(std::size_t(1), std::size_t(1000)));
 
     std::vector<std::string> reversed(args.rbegin(), args.rend());
     try
@@ -324,6 +350,19 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                 ids = v.encode(prompt, "--prompt");
                 ids.insert(ids.begin(), vocabulary::bos);
             }
+            if (beam > 0)
+            {
+                beam_options bo;
+                bo.width = beam;
+                bo.max_length = length;
+                bo.length_penalty = length_penalty;
+                const std::vector<hypothesis> found = m->beam_search(ids, bo);
+                for (std::size_t i = 0; i < found.size(); ++i)
+                    std::fprintf(out, "%s%s%s  log p %.4f  score %.4f\n", i == 0 ? "" : "  ",
+                                 i == 0 ? prompt.c_str() : "", v.decode(found[i].tokens).c_str(),
+                                 found[i].log_prob, found[i].score);
+                return 0;
+            }
             const auto written =
                 m->generate(ids, length, greedy ? token_choice::greedy : token_choice::sample, &g,
                             temperature, top_k);
@@ -375,7 +414,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                              "eval: {} was trained on '{}', whose vocabulary differs from {}'s",
                              checkpoint, m->config().task, tk->name());
             }
-            const validation v = validate(*m, tk.get(), text.get(), g);
+            const validation v = validate(*m, tk.get(), text.get(), g, eval_beam);
             std::fprintf(out, "%s\n", v.str().c_str());
             return 0;
         }
@@ -384,6 +423,8 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             o.model.task = "text";
         else
             o.model.task = task_name;
+        if (task_name == "reverse" && o.resume.empty() && model_opt->count() == 0)
+            o.model.architecture = "seq2seq"; // the task is a translation
         detail::parse_interval(checkpoint_every, o.checkpoint_every_steps,
                                o.checkpoint_every_seconds);
         if (!o.resume.empty())

@@ -1,7 +1,8 @@
 #pragma once
-/// The model `unfold` trains: a decoder (models/decoder.hpp) over a character vocabulary, with
-/// the cell chosen at run time. model_config is what a checkpoint's metadata records, so that
-/// `unfold sample` and `unfold eval` can rebuild the model before loading its parameters.
+/// The model `unfold` trains: a decoder (models/decoder.hpp) or an encoder–decoder with or without
+/// attention (models/seq2seq.hpp) over a character vocabulary, with the cell chosen at run time.
+/// model_config is what a checkpoint's metadata records, so that `unfold sample` and `unfold eval`
+/// can rebuild the model before loading its parameters.
 
 #include <cstddef>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <unfold/models/layer_norm_cells.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
+#include <unfold/models/seq2seq.hpp>
 #include <unfold/models/text.hpp>
 #include <unfold/models/vocabulary.hpp>
 
@@ -26,9 +28,13 @@ namespace unfold::app
 /// The architecture and data of a model: enough to rebuild it.
 struct model_config
 {
-    std::string task = "addition"; ///< addition, copy, reber or text
+    std::string task = "addition"; ///< addition, copy, reber, reverse or text
     std::size_t digits = 2;        ///< operand length of addition
-    std::string cell = "gru";      ///< rnn, gru, lstm, ln_gru or ln_lstm
+    /// decoder (the prompt is the start of the decoder's input) or seq2seq (an encoder reads it)
+    std::string architecture = "decoder";
+    /// seq2seq: additive, multiplicative or none (the decoder sees the source only through s_0)
+    std::string attention = "additive";
+    std::string cell = "gru"; ///< rnn, gru, lstm, ln_gru or ln_lstm
     std::size_t layers = 1;
     std::size_t hidden = 256;
     std::size_t proj_size = 0; ///< lstm: h projected to this many features (0: no projection)
@@ -48,6 +54,8 @@ struct model_config
         return {{"format", "pt"},
                 {"unfold.task", task},
                 {"unfold.digits", std::to_string(digits)},
+                {"unfold.model", architecture},
+                {"unfold.attention", attention},
                 {"unfold.cell", cell},
                 {"unfold.layers", std::to_string(layers)},
                 {"unfold.hidden", std::to_string(hidden)},
@@ -71,6 +79,11 @@ struct model_config
         std::string vocab;
         read("unfold.task", c.task);
         read("unfold.digits", c.digits);
+        if (m.count("unfold.model")) // absent from checkpoints older than the encoder–decoder
+        {
+            read("unfold.model", c.architecture);
+            read("unfold.attention", c.attention);
+        }
         read("unfold.cell", c.cell);
         read("unfold.layers", c.layers);
         read("unfold.hidden", c.hidden);
@@ -122,7 +135,7 @@ inline var run_loss(const model_run& r, const token_batch& batch)
     return cross_entropy(all, batch.targets, token_batch::ignore_index);
 }
 
-/// A decoder of any cell behind one interface.
+/// A decoder or an encoder–decoder of any cell behind one interface.
 class model
 {
 public:
@@ -130,12 +143,27 @@ public:
     const model_config& config() const { return m_config; }
     param_store& store() { return m_store; }
 
+    /// `examples` as the padded batch run() reads: the prompt at the start of the decoder's input
+    /// (make_batch), or as the encoder's source (make_seq2seq_batch).
+    virtual token_batch batch_of(const std::vector<example>& examples) const
+    {
+        return make_batch(m_config.vocab, examples);
+    }
+    /// Beam search for the answer to `prompt` (token indices, after <s>); best first. Only an
+    /// encoder–decoder offers it.
+    virtual std::vector<hypothesis> beam_search(const std::vector<std::size_t>& prompt,
+                                                const beam_options& o) const
+    {
+        unfold::fail("beam search decodes an encoder–decoder's answer: train with --model seq2seq");
+    }
+
     /// Decodes `batch` under `policy`, starting from `initial` (zeros when empty; else the
     /// final_state of an earlier run, recorded on `t` as constants: Note [Truncated BPTT]).
     virtual model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
                           const std::vector<tensor>& initial = {},
                           std::size_t training_step = 0) const = 0;
-    /// Free-running generation after `prompt` (see decoder::generate).
+    /// Free-running generation after `prompt`, which starts with <s> for a task (see
+    /// decoder::generate; an encoder–decoder reads the rest of the prompt as its source).
     virtual std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt,
                                               std::size_t length, token_choice how, generator* g,
                                               double temperature, std::size_t top_k = 0) const = 0;
@@ -211,16 +239,102 @@ public:
 private:
     decoder<Cell> m_decoder;
 };
+
+/// An encoder–decoder: the prompt is the source, the answer the target (make_seq2seq_batch).
+template <class Cell>
+class seq2seq_model_of final : public model
+{
+public:
+    template <class MakeLayer>
+    seq2seq_model_of(model_config c, generator& g, MakeLayer&& make_layer)
+        : model(std::move(c))
+        , m_seq2seq(make_seq2seq(m_store, options(m_config), g, make_layer))
+    {}
+
+    void train(generator& g) override { m_seq2seq.train(g); }
+    void eval() override { m_seq2seq.eval(); }
+
+    token_batch batch_of(const std::vector<example>& examples) const override
+    {
+        return make_seq2seq_batch(m_config.vocab, examples);
+    }
+
+    model_run run(tape& t, const token_batch& batch, feeding_policy& policy,
+                  const std::vector<tensor>& initial, std::size_t training_step) const override
+    {
+        UNFOLD_CHECK(initial.empty(), "an encoder–decoder starts every answer from its source, so "
+                                      "it carries no state from one batch into the next");
+        auto r = m_seq2seq.run(t, batch, policy, training_step);
+        return {std::move(r.logits), std::move(r.fed), {}, {}};
+    }
+
+    text_score score_text(const std::vector<std::size_t>&) const override
+    {
+        unfold::fail("an encoder–decoder answers prompts; a text model is a decoder (--model "
+                     "decoder)");
+    }
+
+    std::vector<std::size_t> generate(const std::vector<std::size_t>& prompt, std::size_t length,
+                                      token_choice how, generator* g, double temperature,
+                                      std::size_t top_k) const override
+    {
+        return m_seq2seq.generate(source_of(prompt), vocabulary::bos, vocabulary::eos, length, how,
+                                  g, temperature, top_k);
+    }
+
+    std::vector<hypothesis> beam_search(const std::vector<std::size_t>& prompt,
+                                        const beam_options& o) const override
+    {
+        return m_seq2seq.beam_search(source_of(prompt), vocabulary::bos, vocabulary::eos, o);
+    }
+
+private:
+    static seq2seq_options options(const model_config& c)
+    {
+        seq2seq_options o;
+        o.source_vocab = o.target_vocab = c.vocab.size();
+        o.embed = c.embed;
+        o.hidden = c.hidden;
+        o.layers = c.layers;
+        o.dropout = real(c.dropout);
+        if (c.attention == "additive")
+            o.attend = attention_kind::additive;
+        else if (c.attention == "multiplicative")
+            o.attend = attention_kind::multiplicative;
+        else
+            o.attend.reset();
+        return o;
+    }
+    /// The source make_seq2seq_batch makes of a prompt: its tokens after <s>, then </s>.
+    static std::vector<std::size_t> source_of(const std::vector<std::size_t>& prompt)
+    {
+        std::vector<std::size_t> source(
+            prompt.begin() + (!prompt.empty() && prompt.front() == vocabulary::bos), prompt.end());
+        source.push_back(vocabulary::eos);
+        return source;
+    }
+
+    seq2seq<Cell> m_seq2seq;
+};
+
+/// The model of `c` over cells made by make_layer(store, input_size, layer_options).
+template <class Cell, class MakeLayer>
+std::unique_ptr<model> model_of_cell(const model_config& c, generator& g, MakeLayer&& make_layer)
+{
+    if (c.architecture == "seq2seq")
+        return std::make_unique<seq2seq_model_of<Cell>>(c, g, make_layer);
+    return std::make_unique<model_of<Cell>>(c, g, make_layer);
+}
 } // namespace detail
 
-/// A new model with parameters drawn from `g` (PyTorch's default initialisations). Throws
-/// unfold::error for an unknown cell or activation, or a zero size.
-inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
+/// Throws unfold::error naming the option when `c` describes no model make_model can build: a
+/// zero size, dropout that cannot act, an architecture or attention not known, an option the
+/// architecture or cell does not have. (The vocabulary is checked by make_model.)
+inline void check_model_config(const model_config& c)
 {
     UNFOLD_CHECK(c.layers >= 1 && c.hidden >= 1 && c.embed >= 1,
                  "layers, hidden and embed must be positive (got {}, {}, {})", c.layers, c.hidden,
                  c.embed);
-    UNFOLD_CHECK(c.vocab.size() > 3, "the vocabulary is empty");
     UNFOLD_CHECK(c.dropout >= 0 && c.dropout < 1, "--dropout {} is not a probability in [0, 1)",
                  c.dropout);
     UNFOLD_CHECK(c.dropout == 0 || c.layers > 1,
@@ -229,15 +343,32 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
                  c.dropout);
     UNFOLD_CHECK(c.proj_size == 0 || c.cell == "lstm",
                  "--proj-size projects an LSTM's output; --cell {} has no projection", c.cell);
+    UNFOLD_CHECK(c.architecture == "decoder" || c.architecture == "seq2seq",
+                 "unknown --model '{}' (expected decoder or seq2seq)", c.architecture);
+    UNFOLD_CHECK(
+        c.attention == "additive" || c.attention == "multiplicative" || c.attention == "none",
+        "unknown --attention '{}' (expected additive, multiplicative or none)", c.attention);
+    UNFOLD_CHECK(c.architecture == "decoder" || c.recurrent_dropout == 0,
+                 "--recurrent-dropout acts in a decoder alone; --model seq2seq has none");
+    UNFOLD_CHECK(c.architecture == "decoder" || c.task != "text",
+                 "a text model is a decoder: --model seq2seq needs a task of prompts and answers");
     UNFOLD_CHECK(c.proj_size < c.hidden,
                  "--proj-size {} must be smaller than --hidden {} (as in PyTorch's nn.LSTM)",
                  c.proj_size, c.hidden);
+}
+
+/// A new model with parameters drawn from `g` (PyTorch's default initialisations). Throws
+/// unfold::error for an unknown cell or activation, or a configuration check_model_config refuses.
+inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
+{
+    check_model_config(c);
+    UNFOLD_CHECK(c.vocab.size() > 3, "the vocabulary is empty");
     const std::size_t hidden = c.hidden;
     if (c.cell == "rnn")
     {
         rnn_options o;
         o.state = activation_named(c.state);
-        return std::make_unique<detail::model_of<rnn_cell>>(
+        return detail::model_of_cell<rnn_cell>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return rnn_layer(s, in, hidden, g, lo, o);
             });
@@ -247,7 +378,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
         gru_options o;
         o.gate = activation_named(c.gate);
         o.state = activation_named(c.state);
-        return std::make_unique<detail::model_of<gru_cell>>(
+        return detail::model_of_cell<gru_cell>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return gru_layer(s, in, hidden, g, lo, o);
             });
@@ -258,7 +389,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
         o.gate = activation_named(c.gate);
         o.state = activation_named(c.state);
         o.proj_size = c.proj_size;
-        return std::make_unique<detail::model_of<lstm_cell>>(
+        return detail::model_of_cell<lstm_cell>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return lstm_layer(s, in, hidden, g, lo, o);
             });
@@ -268,7 +399,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
         gru_options o;
         o.gate = activation_named(c.gate);
         o.state = activation_named(c.state);
-        return std::make_unique<detail::model_of<layer_norm_gru_cell>>(
+        return detail::model_of_cell<layer_norm_gru_cell>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return layer_norm_gru_layer(s, in, hidden, g, lo, o);
             });
@@ -278,7 +409,7 @@ inline std::unique_ptr<model> make_model(const model_config& c, generator& g)
         lstm_options o;
         o.gate = activation_named(c.gate);
         o.state = activation_named(c.state);
-        return std::make_unique<detail::model_of<layer_norm_lstm_cell>>(
+        return detail::model_of_cell<layer_norm_lstm_cell>(
             c, g, [&](param_store& s, std::size_t in, layer_options lo) {
                 return layer_norm_lstm_layer(s, in, hidden, g, lo, o);
             });
@@ -313,7 +444,7 @@ inline answer_report evaluate_answers(const model& m, const task& tk,
             examples.begin() + std::ptrdiff_t(std::min(examples.size(), first + batch_size)));
         // The decoder writes one token per counted target, so an answer longer than the true one
         // is cut at the true length + 1 (its </s> position): an exact match is still exact.
-        const token_batch b = make_batch(tk.vocab(), part);
+        const token_batch b = m.batch_of(part);
         tape t;
         const model_run r = m.run(t, b, greedy);
         for (std::size_t s = 0; s < b.batch; ++s)
@@ -335,6 +466,26 @@ inline answer_report evaluate_answers(const model& m, const task& tk,
     return rep;
 }
 
+/// The fraction of `examples` that beam search of width `beam` answers exactly (task::correct on
+/// the best hypothesis that ended); an encoder–decoder's answers only.
+inline double evaluate_beam_answers(const model& m, const task& tk,
+                                    const std::vector<example>& examples, std::size_t beam)
+{
+    beam_options o;
+    o.width = beam;
+    std::size_t correct = 0;
+    for (const example& e : examples)
+    {
+        std::vector<std::size_t> prompt = tk.vocab().encode(e.prompt);
+        prompt.insert(prompt.begin(), vocabulary::bos);
+        o.max_length = tk.vocab().encode(e.answer).size() + 1; // as greedy is cut (above)
+        const std::vector<hypothesis> found = m.beam_search(prompt, o);
+        if (!found.empty() && found[0].ended) // decode() stops at </s>
+            correct += tk.correct(e, tk.vocab().decode(found[0].tokens));
+    }
+    return examples.empty() ? 0 : double(correct) / double(examples.size());
+}
+
 /// The fraction of held-out positions whose greedy next-symbol prediction (under teacher forcing)
 /// is a legal successor in the embedded Reber grammar (the end counts as the successor of a
 /// complete string).
@@ -343,7 +494,7 @@ inline double reber_legal_accuracy(const model& m, const task& tk,
 {
     no_grad_guard no_grad;
     teacher_forcing teacher;
-    const token_batch b = make_batch(tk.vocab(), examples);
+    const token_batch b = m.batch_of(examples);
     tape t;
     const model_run r = m.run(t, b, teacher);
     std::size_t legal = 0, total = 0;

@@ -52,7 +52,7 @@ struct train_options
     double clip = 1.0;                     ///< global gradient norm; 0: no clipping
     std::size_t tbptt = 64;                ///< chunk length for --text
     std::size_t epochs = 7;
-    std::size_t steps = 0; ///< steps per epoch; 0: 250 for a task, one pass over a text
+    std::size_t steps = 0; ///< steps per epoch; 0: 250 for a task (50 for reverse), one text pass
     std::size_t batch = 64;
     std::uint64_t seed = 1;
     std::string checkpoint; ///< empty: unfold-<task>.safetensors (or the --resume file)
@@ -75,6 +75,8 @@ void for_each_run_option(Options& o, F&& f)
     f("task", o.model.task);
     f("text", o.text_file);
     f("digits", o.model.digits);
+    f("model", o.model.architecture);
+    f("attention", o.model.attention);
     f("cell", o.model.cell);
     f("layers", o.model.layers);
     f("hidden", o.model.hidden);
@@ -176,10 +178,12 @@ struct validation
     }
 };
 
-/// Held-out metrics: exact match and teacher-forced loss for addition and copy; legal-successor
-/// accuracy and the fraction of valid sampled strings for reber; next-character accuracy, bits
-/// per character and loss for text (score_text, Note [Held-out text]).
-inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g)
+/// Held-out metrics: exact match and teacher-forced loss for addition, copy and reverse (and, with
+/// beam > 0, the exact match of beam search of that width); legal-successor accuracy and the
+/// fraction of valid sampled strings for reber; next-character accuracy, bits per character and
+/// loss for text (score_text, Note [Held-out text]).
+inline validation validate(const model& m, const task* tk, const text_corpus* text, generator& g,
+                           std::size_t beam = 0)
 {
     no_grad_guard no_grad;
     validation v;
@@ -187,7 +191,7 @@ inline validation validate(const model& m, const task* tk, const text_corpus* te
     {
         teacher_forcing teacher;
         tape t;
-        const token_batch b = make_batch(tk->vocab(), tk->held_out());
+        const token_batch b = m.batch_of(tk->held_out());
         const double loss = run_loss(m.run(t, b, teacher), b).item();
         if (tk->name() == "reber")
         {
@@ -195,8 +199,13 @@ inline validation validate(const model& m, const task* tk, const text_corpus* te
             v.metrics.push_back({"valid_samples", reber_valid_samples(m, *tk, 200, g)});
         }
         else
+        {
             v.metrics.push_back(
                 {"exact_match", evaluate_answers(m, *tk, tk->held_out()).accuracy()});
+            if (beam > 0)
+                v.metrics.push_back(
+                    {"beam_exact_match", evaluate_beam_answers(m, *tk, tk->held_out(), beam)});
+        }
         v.metrics.push_back({"loss", loss});
     }
     else
@@ -477,6 +486,7 @@ inline train_result train(train_options o, std::FILE* out)
     const std::string path = checkpoint_path(o);
     const bool saving = !o.checkpoint.empty() || !o.quiet;
     const std::string best_path = best_checkpoint_path(path);
+    check_model_config(o.model); // before looking at any file
     if (saving && !o.force && path != o.resume)
         for (const std::string& file : {path, best_path})
             UNFOLD_CHECK(!std::filesystem::exists(file),
@@ -527,8 +537,8 @@ inline train_result train(train_options o, std::FILE* out)
         if (o.steps == 0 || o.steps > chunks)
             o.steps = chunks;
     }
-    else if (o.steps == 0)
-        o.steps = 250;
+    else if (o.steps == 0) // an encoder–decoder's step is longer, and reversal is learnt in fewer
+        o.steps = o.model.task == "reverse" ? 50 : 250;
     UNFOLD_CHECK(o.epochs >= 1 && o.steps >= 1 && o.batch >= 1,
                  "epochs, steps and batch must be positive");
 
@@ -672,14 +682,18 @@ inline train_result train(train_options o, std::FILE* out)
     {
         const std::string projection =
             o.model.proj_size ? fmt::format(" projected to {}", o.model.proj_size) : "";
+        const std::string shape =
+            o.model.architecture == "seq2seq"
+                ? fmt::format("encoder–decoder ({} attention), ", o.model.attention)
+                : "";
         std::fprintf(out,
-                     "unfold train: task %s, %s × %zu layer(s), hidden %zu%s, %zu parameters; "
+                     "unfold train: task %s, %s%s × %zu layer(s), hidden %zu%s, %zu parameters; "
                      "feeding %s, %s lr %g (%s), clip %g, dropout %g, recurrent dropout %g, "
                      "batch %zu, %zu epochs × %zu steps\n",
-                     o.model.task.c_str(), o.model.cell.c_str(), o.model.layers, o.model.hidden,
-                     projection.c_str(), m.store().element_count(), o.feeding.c_str(),
-                     o.optimizer.c_str(), lr, o.lr_schedule.c_str(), o.clip, o.model.dropout,
-                     o.model.recurrent_dropout, o.batch, o.epochs, o.steps);
+                     o.model.task.c_str(), shape.c_str(), o.model.cell.c_str(), o.model.layers,
+                     o.model.hidden, projection.c_str(), m.store().element_count(),
+                     o.feeding.c_str(), o.optimizer.c_str(), lr, o.lr_schedule.c_str(), o.clip,
+                     o.model.dropout, o.model.recurrent_dropout, o.batch, o.epochs, o.steps);
         if (tk)
             std::fprintf(out,
                          "held out: %zu fixed %s examples that training never draws, scored "
@@ -767,7 +781,7 @@ inline train_result train(train_options o, std::FILE* out)
             std::vector<example> ex;
             for (std::size_t i = 0; i < o.batch; ++i)
                 ex.push_back(tk->draw(data));
-            b = make_batch(tk->vocab(), ex);
+            b = m.batch_of(ex);
         }
         tape t;
         const model_run r = m.run(t, b, *policy, carried, step);

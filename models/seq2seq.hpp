@@ -123,13 +123,11 @@ public:
                      "seq2seq: attention over {} memory features with {}-feature queries, but "
                      "the encoder gives {} and the decoder's h has {}",
                      m_attention ? m_attention->memory_size() : 0,
-                     m_attention ? m_attention->query_size() : 0, memory,
-                     m_decoder.output_size());
-        UNFOLD_CHECK(m_head.weight.shape() ==
-                         shape_type({vocab_size(), m_decoder.output_size() + context}),
-                     "seq2seq: a head of shape {} for {} features and a vocabulary of {}",
-                     shape_str(m_head.weight.shape()), m_decoder.output_size() + context,
-                     vocab_size());
+                     m_attention ? m_attention->query_size() : 0, memory, m_decoder.output_size());
+        UNFOLD_CHECK(
+            m_head.weight.shape() == shape_type({vocab_size(), m_decoder.output_size() + context}),
+            "seq2seq: a head of shape {} for {} features and a vocabulary of {}",
+            shape_str(m_head.weight.shape()), m_decoder.output_size() + context, vocab_size());
     }
 
     /// The target vocabulary's size V.
@@ -272,9 +270,10 @@ public:
     }
 
     /// Beam search for one source sequence (token indices): keeps the `width` most likely
-    /// hypotheses at every step, sets aside each one that writes `stop`, and ends when `width` have
-    /// ended or after max_length tokens. Returns the ended hypotheses (or, if none ended, the
-    /// unfinished ones) best score first. Width 1 writes greedy decoding's answer.
+    /// hypotheses at every step, sets aside each one that writes `stop` while among the `width`
+    /// most likely candidates, and ends when `width` have ended or after max_length tokens. Returns
+    /// the ended hypotheses (or, if none ended, the unfinished ones) best score first. Width 1
+    /// writes greedy decoding's answer.
     std::vector<hypothesis> beam_search(const std::vector<std::size_t>& source, std::size_t start,
                                         std::size_t stop, beam_options o = {}) const
     {
@@ -332,8 +331,8 @@ public:
             std::partial_sort(candidates.begin(), candidates.begin() + std::ptrdiff_t(keep),
                               candidates.end(), [](const candidate& a, const candidate& b) {
                                   return a.log_prob != b.log_prob ? a.log_prob > b.log_prob
-                                                                  : a.row != b.row ? a.row < b.row
-                                                                                   : a.token < b.token;
+                                         : a.row != b.row         ? a.row < b.row
+                                                                  : a.token < b.token;
                               });
             std::vector<hypothesis> next;
             std::vector<std::size_t> parents;
@@ -349,8 +348,10 @@ public:
                 }
                 if (candidates[c].token == stop)
                 {
+                    // Only an ending among the k best candidates counts: an unlikely early end
+                    // must not fill the k places before a likely longer hypothesis ends.
                     h.ended = true;
-                    if (ended.size() < k)
+                    if (c < k && ended.size() < k)
                         ended.push_back(scored(std::move(h)));
                     continue;
                 }
@@ -452,11 +453,11 @@ auto make_seq2seq(param_store& store, const seq2seq_options& o, generator& g,
     if (o.attend)
         attend = attention::create(store, *o.attend, memory, decoder.output_size(),
                                    o.attention_size ? o.attention_size : o.hidden, g, "attn.");
-    linear head = linear::create(store, decoder.output_size() + context, o.target_vocab, g, "head.");
-    return seq2seq<typename layer_type::cell_type>(std::move(source_embed), std::move(encoder),
-                                                   std::move(bridge), std::move(embed),
-                                                   std::move(decoder), std::move(attend),
-                                                   std::move(head));
+    linear head =
+        linear::create(store, decoder.output_size() + context, o.target_vocab, g, "head.");
+    return seq2seq<typename layer_type::cell_type>(
+        std::move(source_embed), std::move(encoder), std::move(bridge), std::move(embed),
+        std::move(decoder), std::move(attend), std::move(head));
 }
 
 } // namespace unfold

@@ -177,9 +177,8 @@ inline void check_attention_parity(const std::string& config)
     const tensor memory = f["memory"], query = f["query"];
     param_store store;
     generator g(1); // initial values only; every parameter is overwritten from the fixture
-    const attention a =
-        attention::create(store, kind, memory.shape()[2], query.shape()[1],
-                          std::size_t(f.config_int("attention_size")), g, "");
+    const attention a = attention::create(store, kind, memory.shape()[2], query.shape()[1],
+                                          std::size_t(f.config_int("attention_size")), g, "");
     for (param p : store)
         p.value() = f[p.name()];
     std::vector<std::size_t> lengths;
@@ -191,10 +190,12 @@ inline void check_attention_parity(const std::string& config)
     t.backward(sum(out.weights * t.constant(f["w_weights"])) +
                sum(out.context * t.constant(f["w_context"])));
     parity_errors e;
-    e.forward = std::max(compare_to_reference("weights", out.weights.value(), f["weights"], e.compared),
-                         compare_to_reference("context", out.context.value(), f["context"], e.compared));
-    e.gradient = std::max(compare_to_reference("grad.memory", m.grad(), f["grad.memory"], e.compared),
-                          compare_to_reference("grad.query", q.grad(), f["grad.query"], e.compared));
+    e.forward =
+        std::max(compare_to_reference("weights", out.weights.value(), f["weights"], e.compared),
+                 compare_to_reference("context", out.context.value(), f["context"], e.compared));
+    e.gradient =
+        std::max(compare_to_reference("grad.memory", m.grad(), f["grad.memory"], e.compared),
+                 compare_to_reference("grad.query", q.grad(), f["grad.query"], e.compared));
     for (const param& p : store)
         e.gradient = std::max(e.gradient, compare_to_reference("grad." + p.name(), p.grad(),
                                                                f["grad." + p.name()], e.compared));
@@ -279,7 +280,7 @@ inline void check_parity(const std::string& config)
     UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer, "lstm_proj_2layer")                             \
     UNFOLD_PARITY_TEST_CASE(lstm_projected_bidirectional, "lstm_proj_bidir")                       \
     UNFOLD_PARITY_TEST_CASE(lstm_projected_2layer_bidirectional_masked,                            \
-                            "lstm_proj_2layer_bidir_masked")                                   \
+                            "lstm_proj_2layer_bidir_masked")                                       \
     UNFOLD_PARITY_TEST_CASE(attention_additive, "attention_additive")                              \
     UNFOLD_PARITY_TEST_CASE(attention_multiplicative, "attention_multiplicative")
 

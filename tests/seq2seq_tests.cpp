@@ -99,8 +99,7 @@ struct small_model
 };
 
 /// One sequence's target batch: fed <s> = 0 then `answer`, which it must write followed by 1.
-token_batch batch_of(const std::vector<std::size_t>& source,
-                     const std::vector<std::size_t>& answer)
+token_batch batch_of(const std::vector<std::size_t>& source, const std::vector<std::size_t>& answer)
 {
     token_batch b;
     b.batch = 1;
@@ -176,17 +175,32 @@ BOOST_AUTO_TEST_CASE(memories_masks_and_queries_that_do_not_fit_are_refused)
     const attention a = attention::create(store, attention_kind::additive, E, Q, A, g);
     tape t;
     const var m = t.constant(g.uniform({S, B, E}, -1, 1));
-    expect_error([&] { (void)a.remember_masked(t, m, zeros({S, B})); },
-                 {"a source mask of shape (4, 3)", "memory of shape (4, 3, 5)", "(B, S) = (3, 4)"});
-    expect_error([&] { (void)a.remember(t, m, std::vector<std::size_t>{4, 2}); },
-                 {"2 source lengths", "batch 3"});
-    expect_error([&] { (void)a.remember(t, m, std::vector<std::size_t>{4, 0, 1}); },
-                 {"source 1 has length 0", "[1, 4]"});
-    expect_error([&] { (void)a.remember(t, t.constant(zeros({S, B, 6}))); },
-                 {"memory of shape (4, 3, 6)", "E = 5"});
+    expect_error(
+        [&] {
+            (void)a.remember_masked(t, m, zeros({S, B}));
+        },
+        {"a source mask of shape (4, 3)", "memory of shape (4, 3, 5)", "(B, S) = (3, 4)"});
+    expect_error(
+        [&] {
+            (void)a.remember(t, m, std::vector<std::size_t>{4, 2});
+        },
+        {"2 source lengths", "batch 3"});
+    expect_error(
+        [&] {
+            (void)a.remember(t, m, std::vector<std::size_t>{4, 0, 1});
+        },
+        {"source 1 has length 0", "[1, 4]"});
+    expect_error(
+        [&] {
+            (void)a.remember(t, t.constant(zeros({S, B, 6})));
+        },
+        {"memory of shape (4, 3, 6)", "E = 5"});
     const attention_memory memory = a.remember(t, m);
-    expect_error([&] { (void)a(t, memory, t.constant(zeros({2, Q}))); },
-                 {"query of shape (2, 2)", "(B, Q) = (3, 2)"});
+    expect_error(
+        [&] {
+            (void)a(t, memory, t.constant(zeros({2, Q})));
+        },
+        {"query of shape (2, 2)", "(B, Q) = (3, 2)"});
     expect_error([&] { (void)attention::create(store, attention_kind::additive, E, Q, 0, g); },
                  {"attention size 0"});
 }
@@ -245,8 +259,8 @@ BOOST_AUTO_TEST_CASE(a_run_records_a_step_per_target_and_attends_only_within_eac
 
 BOOST_AUTO_TEST_CASE(beam_width_one_writes_what_greedy_free_running_writes)
 {
-    for (auto kind : {std::optional<attention_kind>(attention_kind::additive),
-                      std::optional<attention_kind>()})
+    for (auto kind :
+         {std::optional<attention_kind>(attention_kind::additive), std::optional<attention_kind>()})
     {
         small_model m(kind, 5);
         const std::vector<std::size_t> source{2, 3, 4, 5, 3};
@@ -338,8 +352,11 @@ BOOST_AUTO_TEST_CASE(bad_widths_batches_and_sizes_are_refused)
     small_model m(attention_kind::additive, 9);
     beam_options o;
     o.width = 0;
-    expect_error([&] { (void)m.model.beam_search({2, 3}, 0, 1, o); },
-                 {"beam_search", "beam width of 0", "at least 1"});
+    expect_error(
+        [&] {
+            (void)m.model.beam_search({2, 3}, 0, 1, o);
+        },
+        {"beam_search", "beam width of 0", "at least 1"});
     expect_error([&] { (void)m.model.beam_search({}, 0, 1); }, {"the source is empty"});
     tape t;
     teacher_forcing teacher;
@@ -354,12 +371,15 @@ BOOST_AUTO_TEST_CASE(bad_widths_batches_and_sizes_are_refused)
     // A decoder given an encoder–decoder's batch would never see the prompt.
     param_store store;
     generator g(10);
-    auto d = make_decoder(store, 6, 4, 5, 1, g, [&](param_store& s, std::size_t in,
-                                                      layer_options lo) {
-        return lstm_layer(s, in, 5, g, lo);
-    });
-    expect_error([&] { (void)d.run(t, batch_of({2, 3}, {3}), teacher); },
-                 {"decoder: the batch has a source sequence", "make_batch"});
+    auto d =
+        make_decoder(store, 6, 4, 5, 1, g, [&](param_store& s, std::size_t in, layer_options lo) {
+            return lstm_layer(s, in, 5, g, lo);
+        });
+    expect_error(
+        [&] {
+            (void)d.run(t, batch_of({2, 3}, {3}), teacher);
+        },
+        {"decoder: the batch has a source sequence", "make_batch"});
 
     // Parts that do not fit: a decoder reading 4 features where embeddings and context give 14.
     param_store parts;
@@ -375,8 +395,8 @@ BOOST_AUTO_TEST_CASE(bad_widths_batches_and_sizes_are_refused)
         param_store own;
         return seq2seq<lstm_cell>(
             embedding::create(own, 6, 4, g, "source."), encoder,
-            linear::create(own, 10, 10, g, "bridge."), embedding::create(own, 6, 4, g, "embed."),
-            d, attention::create(own, attention_kind::additive, memory, 5, 3, g, "attn."),
+            linear::create(own, 10, 10, g, "bridge."), embedding::create(own, 6, 4, g, "embed."), d,
+            attention::create(own, attention_kind::additive, memory, 5, 3, g, "attn."),
             linear::create(own, 15, 6, g, "head."));
     };
     expect_error([&] { (void)assemble(decoder, 10); },
