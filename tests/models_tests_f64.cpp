@@ -16,6 +16,7 @@
 #include <unfold/models/rnn.hpp>
 #include <unfold/models/seq2seq.hpp>
 #include <unfold/models/unroll.hpp>
+#include <unfold/models/zoneout.hpp>
 #include <unfold/ops/sigmoid.hpp>
 #include <unfold/ops/sub.hpp>
 
@@ -157,6 +158,45 @@ BOOST_AUTO_TEST_CASE(lstm_with_recurrent_dropout)
     const gradcheck_result r = gradcheck(f, inputs, all_of(store));
     BOOST_TEST(r.passed, r.report);
     BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * (I + H + 2));
+}
+
+BOOST_AUTO_TEST_CASE(lstm_and_gru_with_zoneout_in_training_and_evaluation)
+{
+    // Training draws a mask at every step, from a generator seeded alike on every tape the check
+    // records; evaluation mixes with the expectation. x, the initial state and every parameter
+    // are perturbed.
+    for (const bool training : {true, false})
+    {
+        param_store store;
+        generator g(6);
+        const lstm_cell lstm = lstm_cell::create(store, I, H, g);
+        const std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1),
+                                         g.uniform({B, H}, -0.5, 0.5),
+                                         g.uniform({B, H}, -0.5, 0.5)};
+        auto f = [&](tape& t, const std::vector<var>& xs) {
+            generator masks(12);
+            const auto cell = with_zoneout(lstm, {0.3, 0.5}, training ? &masks : nullptr);
+            const auto states = unroll(cell, t, xs[0], lstm_state{xs[1], xs[2]});
+            std::vector<var> ys;
+            for (const auto& s : states)
+                ys.push_back(s.h);
+            ys.push_back(states.back().c);
+            return ys;
+        };
+        const gradcheck_result r = gradcheck(f, inputs, all_of(store));
+        BOOST_TEST(r.passed, (training ? "training: " : "evaluation: ") << r.report);
+        BOOST_TEST(r.checked == T * B * I + 2 * B * H + 4 * H * (I + H + 2));
+    }
+    param_store store;
+    generator g(7);
+    const gru_cell gru = gru_cell::create(store, I, H, g);
+    const std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1), g.uniform({B, H}, -0.5, 0.5)};
+    auto f = [&](tape& t, const std::vector<var>& xs) {
+        generator masks(14);
+        return unroll(with_zoneout(gru, {0.4, 0}, &masks), t, xs[0], xs[1]);
+    };
+    const gradcheck_result r = gradcheck(f, inputs, all_of(store));
+    BOOST_TEST(r.passed, r.report);
 }
 
 BOOST_AUTO_TEST_CASE(lstm_cell_with_and_without_peepholes_hard_sigmoid_and_relu_state)
@@ -421,8 +461,7 @@ BOOST_AUTO_TEST_CASE(additive_and_multiplicative_attention_over_a_masked_memory)
             inputs, all_of(store));
         BOOST_TEST(r.passed, attention_name(kind) << ": " << r.report);
         // memory, query and the parameters: W_k (4, 3), b_k, W_q (4, 2), v (1, 4); or W_a (3, 2)
-        BOOST_TEST(r.checked ==
-                   36 + 6 + (kind == attention_kind::additive ? 12 + 4 + 8 + 4 : 6));
+        BOOST_TEST(r.checked == 36 + 6 + (kind == attention_kind::additive ? 12 + 4 + 8 + 4 : 6));
     }
 }
 
@@ -448,10 +487,10 @@ BOOST_AUTO_TEST_CASE(an_encoder_decoder_with_and_without_attention_under_teacher
         o.hidden = 3;
         o.attend = kind;
         o.attention_size = 2;
-        const auto m = make_seq2seq(store, o, g, [&](param_store& s, std::size_t in,
-                                                     layer_options lo) {
-            return lstm_layer(s, in, 3, g, lo);
-        });
+        const auto m =
+            make_seq2seq(store, o, g, [&](param_store& s, std::size_t in, layer_options lo) {
+                return lstm_layer(s, in, 3, g, lo);
+            });
         teacher_forcing teacher;
         const gradcheck_result r = gradcheck(
             [&](tape& t, const std::vector<var>&) {

@@ -1,7 +1,9 @@
 // Recurrent (variational) dropout (models/recurrent_dropout.hpp): the same masks at every step of
 // a sequence, different ones for each sequence, kept at the rate asked for, scaled by 1/(1 − p),
-// exactly the plain cell with both probabilities 0, and bad probabilities refused. Its gradient
-// is checked in double in models_tests_f64.cpp.
+// exactly the plain cell with both probabilities 0, and bad probabilities refused. Zoneout
+// (models/zoneout.hpp): every unit either kept or updated, at the rate asked for, a new mask at
+// every step, the expectation in evaluation. Both gradients are checked in double in
+// models_tests_f64.cpp.
 #include <cmath>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/recurrent_dropout.hpp>
 #include <unfold/models/unroll.hpp>
+#include <unfold/models/zoneout.hpp>
 
 using namespace unfold;
 using unfold::testing::expect_error;
@@ -118,6 +121,83 @@ BOOST_AUTO_TEST_CASE(a_probability_outside_0_1_is_refused)
             (void)with_recurrent_dropout(cell, t, g, 2, 3, 3, {0, -0.1f});
         },
         {"recurrent dropout", "state", "-0.1"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(zoneout)
+
+BOOST_AUTO_TEST_CASE(each_unit_keeps_its_previous_value_or_takes_the_new_one_at_the_rate_asked_for)
+{
+    constexpr std::size_t T = 40, B = 16, I = 3, H = 8;
+    generator g(2);
+    param_store store;
+    const lstm_cell lstm = lstm_cell::create(store, I, H, g);
+    tape t;
+    const var x = t.constant(g.uniform({T, B, I}, -1, 1));
+    generator masks(3);
+    const zoneout_options o{0.2f, 0.6f};
+    const auto zoned = with_zoneout(lstm, o, &masks);
+    lstm_state s = zero_state<lstm_state>(t, B, H);
+    std::size_t kept_h = 0, kept_c = 0, units = 0, changed_masks = 0;
+    tensor last_kept = zeros({B, H});
+    for (std::size_t k = 0; k < T; ++k)
+    {
+        const var xk = select(x, std::ptrdiff_t(k));
+        const lstm_state fresh = step(lstm, t, xk, s); // what the cell alone writes
+        const lstm_state next = zoned(t, xk, s);
+        tensor kept = zeros({B, H});
+        for (std::size_t i = 0; i < B * H; ++i)
+        {
+            const real h = next.h.value().data()[i], c = next.c.value().data()[i];
+            const bool h_kept = h == s.h.value().data()[i] && h != fresh.h.value().data()[i];
+            const bool c_kept = c == s.c.value().data()[i] && c != fresh.c.value().data()[i];
+            BOOST_TEST((h_kept || h == fresh.h.value().data()[i]));
+            BOOST_TEST((c_kept || c == fresh.c.value().data()[i]));
+            kept_h += h_kept;
+            kept_c += c_kept;
+            kept.data()[i] = h_kept;
+        }
+        changed_masks += k > 0 && !(kept == last_kept);
+        last_kept = kept;
+        units += B * H;
+        s = next;
+    }
+    // Kept at rate p, within 4 standard deviations (units that happen to be written with their
+    // old value count as updated: at k = 0 the zero state and a fresh value differ everywhere).
+    const double n = double(units);
+    BOOST_TEST(std::abs(double(kept_h) / n - 0.2) < 4 * std::sqrt(0.2 * 0.8 / n));
+    BOOST_TEST(std::abs(double(kept_c) / n - 0.6) < 4 * std::sqrt(0.6 * 0.4 / n));
+    BOOST_TEST(changed_masks == T - 1); // a new mask at every step
+}
+
+BOOST_AUTO_TEST_CASE(evaluation_takes_the_expectation_and_probabilities_0_are_the_cell_exactly)
+{
+    constexpr std::size_t B = 3, I = 4, H = 5;
+    generator g(4);
+    param_store store;
+    const lstm_cell lstm = lstm_cell::create(store, I, H, g);
+    tape t;
+    const var x = t.constant(g.uniform({B, I}, -1, 1));
+    const lstm_state s{t.constant(g.uniform({B, H}, -1, 1)), t.constant(g.uniform({B, H}, -1, 1))};
+    const lstm_state fresh = step(lstm, t, x, s);
+    const lstm_state expected = with_zoneout(lstm, {0.25f, 0.5f}, nullptr)(t, x, s);
+    for (std::size_t i = 0; i < B * H; ++i)
+    {
+        BOOST_TEST(expected.h.value().data()[i] ==
+                       0.25f * s.h.value().data()[i] + 0.75f * fresh.h.value().data()[i],
+                   boost::test_tools::tolerance(1e-6f));
+        BOOST_TEST(expected.c.value().data()[i] ==
+                       0.5f * s.c.value().data()[i] + 0.5f * fresh.c.value().data()[i],
+                   boost::test_tools::tolerance(1e-6f));
+    }
+    generator masks(5);
+    const lstm_state same = with_zoneout(lstm, {}, &masks)(t, x, s);
+    BOOST_TEST((same.h.value() == fresh.h.value()));
+    BOOST_TEST((same.c.value() == fresh.c.value()));
+    expect_error([&] { (void)with_zoneout(lstm, {1, 0}, &masks); },
+                 {"zoneout", "probability 1", "[0, 1)"});
+    expect_error([&] { (void)with_zoneout(lstm, {0, -0.5f}, &masks); }, {"zoneout", "-0.5"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
