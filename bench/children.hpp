@@ -81,6 +81,18 @@ inline void alternate(const std::vector<std::pair<std::string, std::function<voi
     std::fflush(stdout);
 }
 
+/// The LSTM's step unrolled without and with recurrent dropout (p = 0.25 on input and state),
+/// alternately: "unfold.lstm_unrolled", "unfold.lstm_recurrent_dropout".
+template <class Layer>
+void alternate_recurrent_dropout(const Layer& lstm, const tensor& x, int reps)
+{
+    generator masks(7);
+    alternate({{"unfold.lstm_unrolled", unfold_recurrent_dropout_step(lstm, x, masks, 0)},
+               {"unfold.lstm_recurrent_dropout",
+                unfold_recurrent_dropout_step(lstm, x, masks, real(0.25))}},
+              reps);
+}
+
 inline void child_time(const config& c, int reps)
 {
     generator g(42);
@@ -119,6 +131,7 @@ inline void child_time(const config& c, int reps)
                {"torch.lstm_cell", torch_cell_step(t_cell, tx, c.B, c.H)},
                {"gemm.4", g4.run}},
               reps);
+    alternate_recurrent_dropout(lstm, x, reps);
 #else
     alternate({{"unfold.rnn", unfold_step(rnn, x)}, {"gemm.1", g1.run}}, reps);
     alternate({{"unfold.gru", unfold_step(gru, x)}, {"gemm.3", g3.run}}, reps);
@@ -126,6 +139,7 @@ inline void child_time(const config& c, int reps)
                {"unfold.user_lstm", unfold_step(user, x)},
                {"gemm.4", g4.run}},
               reps);
+    alternate_recurrent_dropout(lstm, x, reps);
 #endif
 }
 

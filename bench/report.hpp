@@ -59,6 +59,18 @@ inline void print_report(const std::vector<std::pair<config, config_result>>& re
                         ceiling, flops / u * 1e-9, bound * 1e3, flops / bound * 1e-9,
                         100 * bound / u, torch_frac);
         }
+    std::printf("\nRecurrent dropout (Note [Recurrent dropout]): the LSTM cell unrolled with "
+                "p = 0.25 masks on its input and state against the same unroll without the "
+                "wrapper, alternately.\n\n| config | LSTM unrolled ms | with recurrent dropout ms "
+                "| dropout/plain |\n|---|---|---|---|\n");
+    for (const auto& [c, r] : results)
+        if (r.time.count("unfold.lstm_unrolled") && r.time.count("unfold.lstm_recurrent_dropout"))
+        {
+            const double plain = r.time.at("unfold.lstm_unrolled"),
+                         dropped = r.time.at("unfold.lstm_recurrent_dropout");
+            std::printf("| %s %zu×%zu×%zu×%zu | %.3g | %.3g | **%.3f** |\n", c.name.c_str(), c.B,
+                        c.T, c.I, c.H, plain * 1e3, dropped * 1e3, dropped / plain);
+        }
     std::printf("\nPeak RSS (VmHWM) of a process running two LSTM steps; in parentheses the RSS "
                 "before the model ran (libraries loaded):\n\n| config | Unfold MB | libtorch MB "
                 "|\n|---|---|---|\n");

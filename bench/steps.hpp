@@ -11,6 +11,9 @@
 #include <unfold/framework/tape.hpp>
 #include <unfold/framework/tensor.hpp>
 #include <unfold/models/layer.hpp>
+#include <unfold/models/recurrent_dropout.hpp>
+#include <unfold/models/unroll.hpp>
+#include <unfold/ops/stack.hpp>
 #include <unfold/ops/sum.hpp>
 
 #ifdef UNFOLD_BENCH_TORCH
@@ -28,6 +31,29 @@ std::function<void()> unfold_step(const Layer& l, const tensor& x)
         const var xs = t.constant(x);
         const layer_result r = l(t, xs);
         t.backward(sum(r.output));
+    };
+}
+
+/// The step of a one-layer `l`'s cell unrolled by hand, with recurrent dropout of probability p on
+/// its input and state (Note [Recurrent dropout]: masks drawn from `g` for the step) or, with
+/// p = 0, without a wrapper: the pair measures what the wrapper costs on the same code path.
+template <class Layer>
+std::function<void()> unfold_recurrent_dropout_step(const Layer& l, const tensor& x, generator& g,
+                                                    real p)
+{
+    return [&l, &x, &g, p] {
+        tape t;
+        const var xs = t.constant(x);
+        const std::size_t B = x.shape()[1];
+        const auto s0 = zero_state<typename Layer::state>(t, B, l.state_sizes());
+        std::vector<typename Layer::state> states;
+        if (p > 0)
+            states = unroll(
+                with_recurrent_dropout(l.cell(0), t, g, B, l.input_size(), l.output_size(), {p, p}),
+                t, xs, s0);
+        else
+            states = unroll(l.cell(0), t, xs, s0);
+        t.backward(sum(stack(outputs(states))));
     };
 }
 
