@@ -71,7 +71,16 @@ public:
             .input({4})
             .next("column broadcast")
             .input({3, 4})
-            .input({3, 1});
+            .input({3, 1})
+            .next("middle axis broadcast")
+            .input({2, 3, 4})
+            .input({2, 1, 4})
+            .next("last axis of a sequence broadcast")
+            .input({2, 3, 1})
+            .input({2, 3, 4})
+            .next("both broadcast")
+            .input({3, 1})
+            .input({1, 4});
     }
     /// The cases, in the order given.
     const std::vector<gradcheck_case>& cases() const { return m_cases; }

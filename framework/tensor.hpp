@@ -4,6 +4,7 @@
 /// framework/gemm.hpp, the allocator in framework/allocator.hpp.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <string>
 #include <type_traits>
@@ -101,9 +102,126 @@ inline bool is_suffix_broadcast(const shape_type& outer, const shape_type& inner
                       outer.end() - static_cast<std::ptrdiff_t>(rank));
 }
 
+namespace detail
+{
+/// N tensors walked together over one broadcast shape `out` (Note [Broadcast loops]): the axes
+/// where every operand either runs or repeats alike are merged, so that a column (B, 1) against
+/// (B, H), or a (S, B, 1) against (S, B, E), is one outer and one inner axis.
+template <std::size_t N>
+struct broadcast_walk
+{
+    std::vector<std::size_t> extent;              ///< merged axes, outermost first
+    std::vector<std::array<std::size_t, N>> step; ///< per merged axis, each operand's stride
+
+    /// The walk of operands of shapes `shapes` (each broadcasting to `out`) over `out`.
+    broadcast_walk(const shape_type& out, const std::array<const shape_type*, N>& shapes)
+    {
+        const std::size_t rank = out.size();
+        std::array<std::size_t, N> stride;
+        stride.fill(1);
+        // From the innermost axis out: an axis where an operand has extent 1 repeats it (stride 0).
+        for (std::size_t i = rank; i-- > 0;)
+        {
+            if (out[i] == 1)
+                continue;
+            std::array<std::size_t, N> here;
+            for (std::size_t k = 0; k < N; ++k)
+            {
+                const shape_type& sh = *shapes[k];
+                const std::size_t lead = rank - sh.size();
+                const std::size_t d = i < lead ? 1 : sh[i - lead];
+                here[k] = d == 1 ? 0 : stride[k];
+                stride[k] *= d;
+            }
+            bool same_pattern = !extent.empty();
+            for (std::size_t k = 0; k < N && same_pattern; ++k)
+                same_pattern = (here[k] == 0) == (step.back()[k] == 0) &&
+                               (here[k] == 0 || here[k] == step.back()[k] * extent.back());
+            if (same_pattern)
+                extent.back() *= out[i];
+            else
+            {
+                extent.push_back(out[i]);
+                step.push_back(here);
+            }
+        }
+        std::reverse(extent.begin(), extent.end());
+        std::reverse(step.begin(), step.end());
+        if (extent.empty()) // a single element
+        {
+            extent.push_back(1);
+            step.push_back({});
+        }
+    }
+
+    /// Calls inner(offsets, n, strides) for every run of the innermost merged axis: n elements,
+    /// operand k's first at offsets[k] and then every strides[k] (0: the same element).
+    template <class Inner>
+    void for_each_run(Inner&& inner) const
+    {
+        for (const std::size_t e : extent)
+            if (e == 0)
+                return; // nothing to walk
+        const std::size_t outer = extent.size() - 1;
+        std::vector<std::size_t> index(outer, 0);
+        std::array<std::size_t, N> offset{};
+        for (;;)
+        {
+            inner(offset, extent.back(), step.back());
+            std::size_t a = outer;
+            for (; a-- > 0;)
+            {
+                for (std::size_t k = 0; k < N; ++k)
+                    offset[k] += step[a][k];
+                if (++index[a] < extent[a])
+                    break;
+                for (std::size_t k = 0; k < N; ++k)
+                    offset[k] -= step[a][k] * extent[a];
+                index[a] = 0;
+            }
+            if (a == std::size_t(-1))
+                return;
+        }
+    }
+};
+
+/// True when shapes a and b broadcast (NumPy's rule).
+inline bool broadcastable(const shape_type& a, const shape_type& b)
+{
+    for (std::size_t i = 1; i <= std::min(a.size(), b.size()); ++i)
+    {
+        const std::size_t da = a[a.size() - i], db = b[b.size() - i];
+        if (da != db && da != 1 && db != 1)
+            return false;
+    }
+    return true;
+}
+
+/// The broadcast shape of a and b, which must broadcast.
+inline shape_type broadcast_of(const shape_type& a, const shape_type& b)
+{
+    const std::size_t rank = std::max(a.size(), b.size());
+    shape_type out(rank, 1);
+    for (std::size_t i = 0; i < rank; ++i)
+    {
+        const std::size_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+        const std::size_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+        out[i] = da == 1 ? db : da;
+    }
+    return out;
+}
+} // namespace detail
+
+/// Note [Broadcast loops]
+/// Elementwise ops and their backwards never build a broadcast copy or step an index per element:
+/// equal shapes are one loop over the buffers, and any other broadcast is a walk
+/// (detail::broadcast_walk) whose innermost run reads each operand contiguously or repeats one
+/// element of it. A broadcast gradient is reduced the same way, by adding into the repeated
+/// element, so a column's gradient costs one pass over the rows.
+
 /// f(a, b) elementwise with NumPy broadcasting. Equal shapes and a trailing-block broadcast (a
-/// bias) run as plain loops over the buffers; other shapes fall back to xtensor (`general`
-/// returns the broadcast expression's value).
+/// bias) run as plain loops over the buffers, any other broadcast as a walk (Note [Broadcast
+/// loops]); `general()` is called only for shapes that do not broadcast, to throw the op's error.
 template <class F, class G>
 tensor broadcast_apply(const tensor& a, const tensor& b, F f, G general)
 {
@@ -131,7 +249,67 @@ tensor broadcast_apply(const tensor& a, const tensor& b, F f, G general)
                 py[i] = b_inner ? f(po[i], pi[i]) : f(pi[i], po[i]);
         return y;
     }
-    return general();
+    if (!detail::broadcastable(a.shape(), b.shape()))
+        return general();
+    tensor y = tensor::from_shape(detail::broadcast_of(a.shape(), b.shape()));
+    const real* pa = a.data();
+    const real* pb = b.data();
+    real* py = y.data();
+    detail::broadcast_walk<3>(y.shape(), {&y.shape(), &a.shape(), &b.shape()})
+        .for_each_run([&](const std::array<std::size_t, 3>& at, std::size_t n,
+                          const std::array<std::size_t, 3>& step) {
+            real* out = py + at[0];
+            const real* x = pa + at[1];
+            const real* z = pb + at[2];
+            if (step[1] && step[2])
+                for (std::size_t i = 0; i < n; ++i)
+                    out[i] = f(x[i], z[i]);
+            else if (step[1])
+                for (std::size_t i = 0; i < n; ++i)
+                    out[i] = f(x[i], *z);
+            else if (step[2])
+                for (std::size_t i = 0; i < n; ++i)
+                    out[i] = f(*x, z[i]);
+            else
+                for (std::size_t i = 0; i < n; ++i)
+                    out[i] = f(*x, *z);
+        });
+    return y;
+}
+
+/// gx += unbroadcast(f(g, o)) for g of the broadcast shape and o broadcasting to it, in one walk
+/// without a temporary (Note [Broadcast loops]): a broadcasting op's backward, e.g. gx += g ⊙ o.
+template <class F>
+void accumulate_with(tensor& gx, const tensor& g, const tensor& o, F f)
+{
+    real* px = gx.data();
+    const real* pg = g.data();
+    const real* po = o.data();
+    detail::broadcast_walk<3>(g.shape(), {&gx.shape(), &g.shape(), &o.shape()})
+        .for_each_run([&](const std::array<std::size_t, 3>& at, std::size_t n,
+                          const std::array<std::size_t, 3>& step) {
+            real* x = px + at[0];
+            const real* y = pg + at[1];
+            const real* z = po + at[2];
+            if (step[0])
+            {
+                if (step[2])
+                    for (std::size_t i = 0; i < n; ++i)
+                        x[i] += f(y[i], z[i]);
+                else
+                    for (std::size_t i = 0; i < n; ++i)
+                        x[i] += f(y[i], *z);
+                return;
+            }
+            real total = 0; // gx repeats along this run: its element gets the run's sum
+            if (step[2])
+                for (std::size_t i = 0; i < n; ++i)
+                    total += f(y[i], z[i]);
+            else
+                for (std::size_t i = 0; i < n; ++i)
+                    total += f(y[i], *z);
+            *x += total;
+        });
 }
 
 /// gx += unbroadcast(g): the accumulation every broadcasting op's backward ends with.
@@ -160,8 +338,10 @@ void accumulate(tensor& gx, E&& g)
     }
     if (gx.shape() == g.shape())
         xt::noalias(gx) += g;
+    else if constexpr (std::is_same_v<std::decay_t<E>, tensor>)
+        accumulate_with(gx, g, g, [](real y, real) { return y; });
     else
-        xt::noalias(gx) += unbroadcast(tensor(std::forward<E>(g)), gx.shape());
+        accumulate(gx, tensor(std::forward<E>(g)));
 }
 
 /// y[i] = f(x[i]) with f applied to xsimd batches (f is generic: it takes and returns a batch);

@@ -12,15 +12,25 @@ struct div_op
     /// a / b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
-        broadcast_shape(name, a.shape(), b.shape());
-        return a / b;
+        return broadcast_apply(
+            a, b, [](real x, real y) { return x / y; },
+            [&] {
+                broadcast_shape(name, a.shape(), b.shape());
+                return tensor(a / b);
+            });
     }
     /// da = gy / b, db = −gy · a / b² = −gy · y / b
     void backward(const tensor&, const tensor& b, const tensor& y, const tensor& gy, tensor& ga,
                   tensor& gb) const
     {
-        accumulate(ga, gy / b);
-        accumulate(gb, -gy * y / b);
+        if (gy.shape() == b.shape())
+        {
+            accumulate(ga, gy / b);
+            accumulate(gb, -gy * y / b);
+            return;
+        }
+        accumulate_with(ga, gy, b, [](real g, real d) { return g / d; });
+        accumulate_with(gb, tensor(gy * y), b, [](real gy_y, real d) { return -gy_y / d; });
     }
     /// The cases check_op gradient-checks.
     static gradcheck_spec check()

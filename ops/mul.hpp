@@ -34,10 +34,11 @@ struct mul_op
                 pgb[i] += pg[i] * pa[i];
             return;
         }
+        const auto times = [](real g, real other) { return g * other; };
         if (ga.size())
-            accumulate(ga, tensor(gy * b));
+            accumulate_with(ga, gy, b, times);
         if (gb.size())
-            accumulate(gb, tensor(gy * a));
+            accumulate_with(gb, gy, a, times);
     }
     /// The cases check_op gradient-checks.
     static gradcheck_spec check()

@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "test_util.hpp"
+#include <unfold/framework/random.hpp>
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/div.hpp>
 #include <unfold/ops/elu.hpp>
@@ -21,6 +22,7 @@
 #include <unfold/ops/sqrt.hpp>
 #include <unfold/ops/square.hpp>
 #include <unfold/ops/sub.hpp>
+#include <unfold/ops/sum.hpp>
 
 // Unqualified calls resolve to the var overloads inside namespace unfold, where std::exp and
 // ::exp are hidden ...
@@ -92,6 +94,45 @@ BOOST_AUTO_TEST_CASE(sub_div_gradients_by_hand)
     BOOST_TEST(testing::max_abs_diff(b.grad(), tensor{-4, -1.5}) == 0.0); // −(1 + 3)/1, −(2 + 4)/4
     t.backward(a - b, full({2, 2}, 1));
     BOOST_TEST(testing::max_abs_diff(b.grad(), tensor{-2, -2}) == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(every_broadcast_matches_xtensors_and_its_gradients_reduce_like_numpy)
+{
+    // Note [Broadcast loops]: the walks against xtensor's general broadcasting and a sum over the
+    // broadcast axes, for shapes that merge into one, two or three runs, both operands repeated,
+    // a scalar-like (1,) and a lower rank on either side.
+    const std::vector<std::pair<shape_type, shape_type>> pairs = {
+        {{4, 5}, {4, 1}},       {{4, 1}, {4, 5}},   {{2, 3, 4}, {2, 1, 4}},
+        {{3, 2, 1}, {3, 2, 5}}, {{3, 1}, {1, 4}},   {{2, 1, 3, 1}, {1, 4, 1, 5}},
+        {{6}, {2, 3, 6}},       {{2, 3, 6}, {1}},   {{1, 3, 1}, {4, 1, 2}},
+        {{5, 1, 1}, {5, 2, 3}}, {{2, 3, 4}, {3, 1}}};
+    generator g(21);
+    for (const auto& [sa, sb] : pairs)
+    {
+        const tensor a = g.uniform(sa, -1, 1), b = g.uniform(sb, 0.5, 2);
+        tape t;
+        const var va = t.variable(a), vb = t.variable(b);
+        const std::vector<std::pair<var, tensor>> results = {{va + vb, tensor(a + b)},
+                                                             {va - vb, tensor(a - b)},
+                                                             {va * vb, tensor(a * b)},
+                                                             {va / vb, tensor(a / b)}};
+        for (const auto& [y, expected] : results)
+            BOOST_TEST(xt::allclose(y.value(), expected, 1e-6, 1e-6),
+                       shape_str(sa) << " with " << shape_str(sb));
+        const tensor gy = g.uniform(results[0].second.shape(), -1, 1);
+        var loss = sum(results[0].first * t.constant(gy));
+        for (std::size_t k = 1; k < results.size(); ++k)
+            loss = loss + sum(results[k].first * t.constant(gy));
+        t.backward(loss);
+        // d/da (a + b + a − b + a b + a / b) = 2 + b + 1 / b; d/db = a − a / b², each summed to its
+        // own shape
+        const tensor ga = unbroadcast(tensor(gy * (2 + b + 1 / b)), sa);
+        const tensor gb = unbroadcast(tensor(gy * (a - a / (b * b))), sb);
+        BOOST_TEST(xt::allclose(va.grad(), ga, 1e-5, 1e-5), shape_str(sa)
+                                                                << " with " << shape_str(sb));
+        BOOST_TEST(xt::allclose(vb.grad(), gb, 1e-5, 1e-5), shape_str(sa)
+                                                                << " with " << shape_str(sb));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(shape_errors_name_the_op_and_both_shapes)
