@@ -100,6 +100,7 @@ public:
         return a;
     }
 
+    /// How a query scores a position.
     attention_kind kind() const { return m_kind; }
     /// E, the features of a memory position.
     std::size_t memory_size() const { return m_memory_size; }

@@ -8,7 +8,7 @@
 ///     s_0       = tanh(last Wᵦᵀ + bᵦ)                 the encoder's final h of each direction,
 ///                                                    split into every decoder layer's state
 ///     c_t       = attend(m, h_{t−1}^(L))             the top layer's previous h is the query
-///     s_t^(1)   = cell_1([E[y_t]; c_t], s_{t−1}^(1)) y_0 = <s>; y_t (t ≥ 1) chosen by the policy
+///     s_t^(1)   = cell_1([E[y_t]; c_t], s_{t−1}^(1)) y_0 = `<s>`; y_t (t ≥ 1) chosen by the policy
 ///     s_t^(l)   = cell_l(h_t^(l−1), s_{t−1}^(l))
 ///     logits_t  = [h_t^(L); c_t] Wᵀ + b              (B, V); without attention c_t is absent
 ///
@@ -55,10 +55,10 @@ struct seq2seq_result : decode_result<State>
 /// One hypothesis of beam search.
 struct hypothesis
 {
-    std::vector<std::size_t> tokens; ///< what was written, ending with </s> if it ended
+    std::vector<std::size_t> tokens; ///< what was written, ending with `</s>` if it ended
     double log_prob = 0;             ///< Σ log p(token) over `tokens`
     double score = 0;                ///< log_prob / |tokens|^length_penalty, which ranks them
-    bool ended = false;              ///< true when the last token is </s>
+    bool ended = false;              ///< true when the last token is `</s>`
     /// The attention weights over the source when writing each token (S each); empty without
     /// attention.
     std::vector<std::vector<real>> weights;
@@ -68,7 +68,7 @@ struct hypothesis
 struct beam_options
 {
     std::size_t width = 4;       ///< k hypotheses kept at every step; ≥ 1
-    std::size_t max_length = 64; ///< tokens written at most, </s> included
+    std::size_t max_length = 64; ///< tokens written at most, `</s>` included
     /// α in score = log p / length^α: 0 ranks by probability (favouring short hypotheses), 1 by
     /// the mean log-probability per token.
     double length_penalty = 1;
@@ -138,7 +138,9 @@ public:
     std::size_t memory_size() const { return m_encoder.directions() * m_encoder.output_size(); }
     /// The attention, if any.
     const std::optional<attention>& attends() const { return m_attention; }
+    /// The encoder's layer.
     const layer<Cell>& encoder() const { return m_encoder; }
+    /// The decoder's stacked cells, stepped one at a time by step().
     const layer<Cell>& decoder_cells() const { return m_decoder; }
 
     /// Training mode: both layers' dropout between stacked cells draws from `g`.
@@ -218,7 +220,7 @@ public:
     }
 
     /// Encodes batch.source and decodes the target under `policy`, as decoder::run does: step 0
-    /// is fed inputs(0, ·) (<s>), step t ≥ 1 what the policy chooses where the model predicted.
+    /// is fed inputs(0, ·) (`<s>`), step t ≥ 1 what the policy chooses where the model predicted.
     seq2seq_result<state> run(tape& t, const token_batch& batch, feeding_policy& policy,
                               std::size_t training_step = 0) const
     {
@@ -245,7 +247,7 @@ public:
         return r;
     }
 
-    /// Decoding one source (token indices) without a target: feeds `start` (<s>), then the
+    /// Decoding one source (token indices) without a target: feeds `start` (`<s>`), then the
     /// model's own choices (choose_tokens: the argmax, or a draw with `g`), until `stop` is written
     /// or `length` tokens were. Returns what was written (with `stop` if it was).
     std::vector<std::size_t> generate(const std::vector<std::size_t>& source, std::size_t start,

@@ -170,8 +170,7 @@ BOOST_AUTO_TEST_CASE(lstm_and_gru_with_zoneout_in_training_and_evaluation)
         param_store store;
         generator g(6);
         const lstm_cell lstm = lstm_cell::create(store, I, H, g);
-        const std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1),
-                                         g.uniform({B, H}, -0.5, 0.5),
+        const std::vector<tensor> inputs{g.uniform({T, B, I}, -1, 1), g.uniform({B, H}, -0.5, 0.5),
                                          g.uniform({B, H}, -0.5, 0.5)};
         auto f = [&](tape& t, const std::vector<var>& xs) {
             generator masks(12);

@@ -195,8 +195,11 @@ BOOST_AUTO_TEST_CASE(evaluation_takes_the_expectation_and_probabilities_0_are_th
     const lstm_state same = with_zoneout(lstm, {}, &masks)(t, x, s);
     BOOST_TEST((same.h.value() == fresh.h.value()));
     BOOST_TEST((same.c.value() == fresh.c.value()));
-    expect_error([&] { (void)with_zoneout(lstm, {1, 0}, &masks); },
-                 {"zoneout", "probability 1", "[0, 1)"});
+    expect_error(
+        [&] {
+            (void)with_zoneout(lstm, {1, 0}, &masks);
+        },
+        {"zoneout", "probability 1", "[0, 1)"});
     expect_error([&] { (void)with_zoneout(lstm, {0, -0.5f}, &masks); }, {"zoneout", "-0.5"});
 }
 
