@@ -22,6 +22,7 @@
 #include <unfold/framework/tensor.hpp>
 #include <unfold/framework/threads.hpp>
 #include <unfold/models/gru.hpp>
+#include <unfold/models/layer_norm_cells.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/rnn.hpp>
 #include <unfold/ops/add.hpp>
@@ -33,6 +34,7 @@
 #include "bench_util.hpp"
 #include "gemm_bound.hpp"
 #include "steps.hpp"
+#include "user_layer_norm_lstm.hpp"
 #include "user_lstm.hpp"
 
 #ifdef UNFOLD_BENCH_TORCH
@@ -93,6 +95,21 @@ void alternate_recurrent_dropout(const Layer& lstm, const tensor& x, int reps)
               reps);
 }
 
+/// The LSTM against the built-in layer-normalised LSTM and a user's composed from primitive ops,
+/// alternately: "unfold.lstm_again", "unfold.ln_lstm", "unfold.user_ln_lstm".
+template <class Layer>
+void alternate_layer_norm(const Layer& lstm, const tensor& x, const config& c, int reps)
+{
+    generator g(43);
+    param_store s_ln, s_user;
+    const auto ln = layer_norm_lstm_layer(s_ln, c.I, c.H, g);
+    const auto user = user_layer_norm_lstm_layer(s_user, c.I, c.H, g);
+    alternate({{"unfold.lstm_again", unfold_step(lstm, x)},
+               {"unfold.ln_lstm", unfold_step(ln, x)},
+               {"unfold.user_ln_lstm", unfold_step(user, x)}},
+              reps);
+}
+
 inline void child_time(const config& c, int reps)
 {
     generator g(42);
@@ -132,6 +149,7 @@ inline void child_time(const config& c, int reps)
                {"gemm.4", g4.run}},
               reps);
     alternate_recurrent_dropout(lstm, x, reps);
+    alternate_layer_norm(lstm, x, c, reps);
 #else
     alternate({{"unfold.rnn", unfold_step(rnn, x)}, {"gemm.1", g1.run}}, reps);
     alternate({{"unfold.gru", unfold_step(gru, x)}, {"gemm.3", g3.run}}, reps);
@@ -140,6 +158,7 @@ inline void child_time(const config& c, int reps)
                {"gemm.4", g4.run}},
               reps);
     alternate_recurrent_dropout(lstm, x, reps);
+    alternate_layer_norm(lstm, x, c, reps);
 #endif
 }
 

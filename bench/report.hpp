@@ -71,6 +71,21 @@ inline void print_report(const std::vector<std::pair<config, config_result>>& re
             std::printf("| %s %zu×%zu×%zu×%zu | %.3g | %.3g | **%.3f** |\n", c.name.c_str(), c.B,
                         c.T, c.I, c.H, plain * 1e3, dropped * 1e3, dropped / plain);
         }
+    std::printf("\nLayer-normalised LSTM: the built-in cell (models/layer_norm_cells.hpp, the "
+                "layer_norm op) and a user's composed from primitive ops "
+                "(bench/user_layer_norm_lstm.hpp: means, a square root, broadcasting divisions), "
+                "against the plain LSTM, alternately.\n\n| config | LSTM ms | built-in LN-LSTM ms "
+                "| user LN-LSTM ms | built-in/LSTM | user/LSTM |\n|---|---|---|---|---|---|\n");
+    for (const auto& [c, r] : results)
+        if (r.time.count("unfold.lstm_again") && r.time.count("unfold.ln_lstm") &&
+            r.time.count("unfold.user_ln_lstm"))
+        {
+            const double plain = r.time.at("unfold.lstm_again"), ln = r.time.at("unfold.ln_lstm"),
+                         user = r.time.at("unfold.user_ln_lstm");
+            std::printf("| %s %zu×%zu×%zu×%zu | %.3g | %.3g | %.3g | %.2f | **%.2f** |\n",
+                        c.name.c_str(), c.B, c.T, c.I, c.H, plain * 1e3, ln * 1e3, user * 1e3,
+                        ln / plain, user / plain);
+        }
     std::printf("\nPeak RSS (VmHWM) of a process running two LSTM steps; in parentheses the RSS "
                 "before the model ran (libraries loaded):\n\n| config | Unfold MB | libtorch MB "
                 "|\n|---|---|---|\n");
