@@ -185,31 +185,6 @@ struct broadcast_walk
     }
 };
 
-/// True when shapes a and b broadcast (NumPy's rule).
-inline bool broadcastable(const shape_type& a, const shape_type& b)
-{
-    for (std::size_t i = 1; i <= std::min(a.size(), b.size()); ++i)
-    {
-        const std::size_t da = a[a.size() - i], db = b[b.size() - i];
-        if (da != db && da != 1 && db != 1)
-            return false;
-    }
-    return true;
-}
-
-/// The broadcast shape of a and b, which must broadcast.
-inline shape_type broadcast_of(const shape_type& a, const shape_type& b)
-{
-    const std::size_t rank = std::max(a.size(), b.size());
-    shape_type out(rank, 1);
-    for (std::size_t i = 0; i < rank; ++i)
-    {
-        const std::size_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
-        const std::size_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
-        out[i] = da == 1 ? db : da;
-    }
-    return out;
-}
 } // namespace detail
 
 /// Note [Broadcast loops]
@@ -221,9 +196,9 @@ inline shape_type broadcast_of(const shape_type& a, const shape_type& b)
 
 /// f(a, b) elementwise with NumPy broadcasting. Equal shapes and a trailing-block broadcast (a
 /// bias) run as plain loops over the buffers, any other broadcast as a walk (Note [Broadcast
-/// loops]); `general()` is called only for shapes that do not broadcast, to throw the op's error.
-template <class F, class G>
-tensor broadcast_apply(const tensor& a, const tensor& b, F f, G general)
+/// loops]); shapes that do not broadcast throw, naming `op`.
+template <class F>
+tensor broadcast_apply(const char* op, const tensor& a, const tensor& b, F f)
 {
     if (a.shape() == b.shape())
     {
@@ -249,9 +224,7 @@ tensor broadcast_apply(const tensor& a, const tensor& b, F f, G general)
                 py[i] = b_inner ? f(po[i], pi[i]) : f(pi[i], po[i]);
         return y;
     }
-    if (!detail::broadcastable(a.shape(), b.shape()))
-        return general();
-    tensor y = tensor::from_shape(detail::broadcast_of(a.shape(), b.shape()));
+    tensor y = tensor::from_shape(broadcast_shape(op, a.shape(), b.shape()));
     const real* pa = a.data();
     const real* pb = b.data();
     real* py = y.data();

@@ -38,6 +38,7 @@
 #include <unfold/models/site.hpp>
 #include <unfold/ops/concat.hpp>
 #include <unfold/ops/gather_rows.hpp>
+#include <unfold/ops/log_softmax.hpp>
 #include <unfold/ops/slice.hpp>
 #include <unfold/ops/tanh.hpp>
 
@@ -309,7 +310,7 @@ public:
         {
             const step_scope at(n); // Note [Sites]
             var w;
-            const tensor logits = step(t, e, fed, s, &w).value();
+            const tensor log_p = log_softmax_op{}.forward(step(t, e, fed, s, &w).value());
             struct candidate
             {
                 double log_prob;
@@ -320,14 +321,9 @@ public:
             {
                 if (live[r].log_prob == dead)
                     continue;
-                const real* x = logits.data() + r * V;
-                const double top = *std::max_element(x, x + V);
-                double total = 0;
+                const real* row = log_p.data() + r * V;
                 for (std::size_t v = 0; v < V; ++v)
-                    total += std::exp(double(x[v]) - top);
-                const double log_total = top + std::log(total);
-                for (std::size_t v = 0; v < V; ++v)
-                    candidates.push_back({live[r].log_prob + double(x[v]) - log_total, r, v});
+                    candidates.push_back({live[r].log_prob + double(row[v]), r, v});
             }
             const std::size_t keep = std::min(candidates.size(), 2 * k);
             std::partial_sort(candidates.begin(), candidates.begin() + std::ptrdiff_t(keep),

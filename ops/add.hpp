@@ -13,12 +13,7 @@ struct add_op
     /// a + b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
-        return broadcast_apply(
-            a, b, [](real x, real y) { return x + y; },
-            [&] {
-                broadcast_shape(name, a.shape(), b.shape());
-                return tensor(a + b);
-            });
+        return broadcast_apply(name, a, b, [](real x, real y) { return x + y; });
     }
     /// da = gy, db = gy, each summed over the axes it was broadcast along
     void backward(const tensor&, const tensor&, const tensor&, const tensor& gy, tensor& ga,

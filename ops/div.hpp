@@ -12,12 +12,7 @@ struct div_op
     /// a / b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {
-        return broadcast_apply(
-            a, b, [](real x, real y) { return x / y; },
-            [&] {
-                broadcast_shape(name, a.shape(), b.shape());
-                return tensor(a / b);
-            });
+        return broadcast_apply(name, a, b, [](real x, real y) { return x / y; });
     }
     /// da = gy / b, db = −gy · a / b² = −gy · y / b
     void backward(const tensor&, const tensor& b, const tensor& y, const tensor& gy, tensor& ga,
