@@ -177,6 +177,24 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                      "dropout on the state each layer reads while training, one mask per "
                      "sequence for all its steps")
         ->check(probability);
+    train_cmd
+        ->add_option("--bptt-memory", o.model.bptt_memory,
+                     "what backpropagation through time keeps: all (default), every:K (the "
+                     "state every K steps, the rest recomputed), gemm (matrix products and "
+                     "states) or a budget such as 256M; gradients are the same under each")
+        ->check(
+            [](const std::string& s) {
+                try
+                {
+                    (void)bptt_memory::parse(s);
+                    return std::string();
+                }
+                catch (const error& e)
+                {
+                    return std::string(e.what());
+                }
+            },
+            "all|every:K|gemm|BYTES");
     train_cmd->add_option("--embed", o.model.embed, "embedding size")->check(CLI::Range(1, 4096));
     int threads = 1;
     train_cmd

@@ -46,6 +46,9 @@ struct model_config
     /// Recurrent dropout on the state each layer reads, while training (Note [Recurrent
     /// dropout]); not saved either.
     double recurrent_dropout = 0;
+    /// What BPTT keeps while training (Note [Memory policies]): all, every:K, gemm or a budget;
+    /// not saved (gradients are the same under every policy).
+    std::string bptt_memory = "all";
     vocabulary vocab;
 
     /// The configuration as checkpoint metadata ("unfold.cell" → "gru", ...).
@@ -196,6 +199,7 @@ public:
                                  m_config.layers, g, make_layer, real(m_config.dropout)))
     {
         m_decoder.set_recurrent_dropout(real(m_config.recurrent_dropout));
+        m_decoder.set_bptt_memory(bptt_memory::parse(m_config.bptt_memory));
     }
 
     void train(generator& g) override { m_decoder.train(g); }
@@ -249,7 +253,9 @@ public:
     seq2seq_model_of(model_config c, generator& g, MakeLayer&& make_layer)
         : model(std::move(c))
         , m_seq2seq(make_seq2seq(m_store, options(m_config), g, make_layer))
-    {}
+    {
+        m_seq2seq.set_bptt_memory(bptt_memory::parse(m_config.bptt_memory));
+    }
 
     void train(generator& g) override { m_seq2seq.train(g); }
     void eval() override { m_seq2seq.eval(); }

@@ -329,6 +329,8 @@ struct train_result
     bool interrupted = false;
     bool stopped_early = false; ///< by the patience
     double seconds = 0;
+    /// The tape's peak bytes in the first training step (Note [Memory policies]).
+    std::size_t bptt_peak_bytes = 0;
 };
 
 /// The held-out metric that picks the best epoch and drives early stopping: bits per character
@@ -487,6 +489,14 @@ inline train_result train(train_options o, std::FILE* out)
     const bool saving = !o.checkpoint.empty() || !o.quiet;
     const std::string best_path = best_checkpoint_path(path);
     check_model_config(o.model); // before looking at any file
+    const bptt_memory memory = bptt_memory::parse(o.model.bptt_memory);
+    UNFOLD_CHECK(memory.how != bptt_memory::kind::budget ||
+                     (o.feeding == "teacher" && o.model.architecture == "decoder"),
+                 "--bptt-memory {}: a budget is planned for a sequence the model reads whole "
+                 "(a decoder under --feeding teacher); --feeding {}{} decodes step by step: use "
+                 "every:K or gemm",
+                 o.model.bptt_memory, o.feeding,
+                 o.model.architecture == "seq2seq" ? " with --model seq2seq" : "");
     if (saving && !o.force && path != o.resume)
         for (const std::string& file : {path, best_path})
             UNFOLD_CHECK(!std::filesystem::exists(file),
@@ -796,6 +806,13 @@ inline train_result train(train_options o, std::FILE* out)
         if (std::isfinite(norm))
             opt->step();
         const double l = loss.item();
+        if (res.bptt_peak_bytes == 0)
+        {
+            res.bptt_peak_bytes = t.peak_bytes();
+            if (!o.quiet)
+                std::fprintf(out, "BPTT memory %s: the tape's peak in the first step was %.1f MB\n",
+                             o.model.bptt_memory.c_str(), double(res.bptt_peak_bytes) / 1e6);
+        }
         epoch_loss += l;
         ++epoch_steps;
         if (step < 20)

@@ -25,6 +25,19 @@ struct backward_fn
     virtual ~backward_fn() = default;
     virtual void backward(tape_core& core, std::size_t self) = 0;
     virtual const char* name() const = 0;
+    /// The number of inputs and the node index of input k.
+    virtual std::size_t input_count() const = 0;
+    virtual std::size_t input(std::size_t k) const = 0;
+    /// True when forward can be run again on the inputs' values to give the same value: false
+    /// for an op whose forward draws (dropout), which keeps its value (Note [Recomputation]).
+    virtual bool replayable() const = 0;
+    /// True for an op worth keeping when a policy recomputes only cheap values (a GEMM).
+    virtual bool expensive() const = 0;
+    /// True when backward reads input k's value (k < input_count()) or, for k = input_count(),
+    /// the op's own output: backward recomputes only those (Note [Recomputation]).
+    virtual bool reads(std::size_t k) const = 0;
+    /// Runs forward again on the inputs' values (all present); only when replayable().
+    virtual tensor replay(const tape_core& core) const = 0;
 };
 
 /// A tensor of shape (0) that owns no memory: a default-constructed xarray allocates one element,
@@ -48,12 +61,18 @@ struct node
     tensor value;
     tensor grad;
     bool requires_grad = false;
-    bool has_grad = false;      // grad holds this backward's (zero-initialised) sum
-    bool keeps_grad = false;    // retain_grad(): not released (Note [Released gradients])
-    bool grad_released = false; // grad's buffer went to the pool
+    bool has_grad = false;         // grad holds this backward's (zero-initialised) sum
+    bool keeps_grad = false;       // retain_grad(): not released (Note [Released gradients])
+    bool grad_released = false;    // grad's buffer went to the pool
+    bool dropped = false;          // value freed until recomputed (Note [Recomputation])
+    bool recomputable = false;     // a memory policy dropped it once: backward drops it after use
+    bool read_by_backward = false; // some recorded op's backward reads this value
     std::unique_ptr<backward_fn> fn;
-    param bound; // set for a parameter leaf
-    site where;  // where it was recorded (Note [Sites])
+    param bound;              // set for a parameter leaf
+    site where;               // where it was recorded (Note [Sites])
+    shape_type dropped_shape; // the value's shape while it is dropped
+
+    const shape_type& shape() const { return dropped ? dropped_shape : value.shape(); }
 };
 
 /// The nodes of a tape in chunks of 128: appending never moves a node, so references into the list

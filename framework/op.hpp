@@ -21,6 +21,12 @@
 ///   alone (`if (ga.size())`): the sequence data fed to a recurrent layer costs no dX this way.
 /// - A stateful forward: forward may be non-const and keep state in the op object (dropout's
 ///   mask); the op is stored with its node after forward has run, and backward sees that state.
+///   A const forward must give the same value when run again: a memory policy recomputes
+///   values that way (Note [Recomputation] in framework/tape.hpp); a non-const one never is.
+/// - A GEMM declares `static constexpr bool expensive = true`, so that a policy that recomputes
+///   only cheap values keeps its output; an op may declare which values its backward reads,
+///   `static constexpr unsigned backward_reads` (bit k: input k, bit N: its output), so that a
+///   policy recomputes only those.
 /// - Errors: forward checks its inputs with UNFOLD_CHECK, naming the op and both shapes; apply
 ///   adds the site where it was recorded (Note [Sites]).
 /// - Nothing else registers an op: the build lists the files of ops/ and the gradient-check sweep
@@ -53,8 +59,55 @@ struct skips_unneeded_grads<Op, std::void_t<decltype(Op::skips_unneeded_grads)>>
     : std::bool_constant<Op::skips_unneeded_grads>
 {};
 
+/// True when Op declares `static constexpr bool expensive = true`: a GEMM, worth keeping when a
+/// memory policy recomputes only cheap values (Note [Recomputation] in framework/tape.hpp).
+template <class Op, class = void>
+struct is_expensive : std::false_type
+{};
+/// The specialisation for ops that declare the flag.
+template <class Op>
+struct is_expensive<Op, std::void_t<decltype(Op::expensive)>> : std::bool_constant<Op::expensive>
+{};
+
+/// Which values Op's backward reads: bit k for input k, bit N (the input count) for its output.
+/// An op declares `static constexpr unsigned backward_reads = ...` to spare a memory policy the
+/// recomputation of values it never reads (Note [Recomputation]); by default it reads them all.
+template <class Op, class = void>
+struct backward_reads
+{
+    static constexpr unsigned value = ~0u; ///< every input and the output
+};
+/// An elementwise op that declares `backward_reads_input = false` reads only its output.
+template <class Op>
+struct backward_reads<Op, std::void_t<decltype(Op::backward_reads_input),
+                                      std::enable_if_t<!Op::backward_reads_input>>>
+{
+    static constexpr unsigned value = ~1u; ///< all but input 0
+};
+/// The specialisation for ops that declare what they read.
+template <class Op>
+struct backward_reads<Op, std::enable_if_t<(Op::backward_reads, true)>>
+{
+    static constexpr unsigned value = Op::backward_reads; ///< the op's declaration
+};
+
 namespace detail
 {
+template <std::size_t>
+using input_value = const tensor&;
+
+/// True when Op's forward over N inputs is const, so running it again gives the same value
+/// (a forward that draws random numbers is not const: Note [Op contract]).
+template <class Op, class Seq, class = void>
+struct replays_forward : std::false_type
+{};
+template <class Op, std::size_t... K>
+struct replays_forward<
+    Op, std::index_sequence<K...>,
+    std::void_t<decltype(std::declval<const Op&>().forward(std::declval<input_value<K>>()...))>>
+    : std::true_type
+{};
+
 /// The inputs of an op as anomaly messages describe them (only built for a message).
 inline std::vector<operand> operands(const tape_core& core, const std::size_t* inputs,
                                      std::size_t count)
@@ -107,6 +160,26 @@ struct op_node final : backward_fn
     {
         run(core, self, std::make_index_sequence<N>{});
     }
+    std::size_t input_count() const override { return N; }
+    std::size_t input(std::size_t k) const override { return inputs[k]; }
+    bool replayable() const override
+    {
+        return replays_forward<Op, std::make_index_sequence<N>>::value;
+    }
+    bool expensive() const override { return is_expensive<Op>::value; }
+    bool reads(std::size_t k) const override { return (backward_reads<Op>::value >> k) & 1u; }
+    tensor replay(const tape_core& core) const override
+    {
+        return replay_with(core, std::make_index_sequence<N>{});
+    }
+    template <std::size_t... K>
+    tensor replay_with(const tape_core& core, std::index_sequence<K...>) const
+    {
+        if constexpr (replays_forward<Op, std::index_sequence<K...>>::value)
+            return op.forward(core.nodes[inputs[K]].value...);
+        else
+            throw error(std::string(Op::name) + ": its forward draws, so it cannot be replayed");
+    }
 
     template <std::size_t... K>
     void run(tape_core& core, std::size_t self, std::index_sequence<K...>)
@@ -125,7 +198,7 @@ struct op_node final : backward_fn
         const node& x = core.nodes[inputs[k]];
         if (x.requires_grad && core.recorder && x.bound.defined())
         {
-            scratch = zeros(x.value.shape()); // this op's contribution alone, for the recorder
+            scratch = zeros(x.shape()); // this op's contribution alone, for the recorder
             return &*scratch;
         }
         if (x.requires_grad)
@@ -133,7 +206,7 @@ struct op_node final : backward_fn
         if constexpr (unfold::skips_unneeded_grads<Op>::value)
             scratch = unallocated_tensor(); // Note [Op contract]
         else
-            scratch = zeros(core.nodes[inputs[k]].value.shape());
+            scratch = zeros(core.nodes[inputs[k]].shape());
         return &*scratch;
     }
 
@@ -151,6 +224,21 @@ struct op_node_n final : backward_fn
         , inputs(std::move(inputs_))
     {}
     const char* name() const override { return Op::name; }
+    std::size_t input_count() const override { return inputs.size(); }
+    std::size_t input(std::size_t k) const override { return inputs[k]; }
+    bool replayable() const override { return replays; }
+    bool expensive() const override { return is_expensive<Op>::value; }
+    bool reads(std::size_t) const override { return true; }
+    tensor replay(const tape_core& core) const override
+    {
+        std::vector<const tensor*> xs;
+        for (std::size_t i : inputs)
+            xs.push_back(&core.nodes[i].value);
+        if constexpr (replays)
+            return op.forward(xs);
+        else
+            throw error(std::string(Op::name) + ": its forward draws, so it cannot be replayed");
+    }
     void backward(tape_core& core, std::size_t self) override
     {
         std::vector<const tensor*> xs;
@@ -164,7 +252,7 @@ struct op_node_n final : backward_fn
                 slots.push_back(&core.grad_slot(inputs[k]));
             else
             {
-                scratch[k] = zeros(x.value.shape());
+                scratch[k] = zeros(x.shape());
                 slots.push_back(&*scratch[k]);
             }
         }
@@ -177,6 +265,8 @@ struct op_node_n final : backward_fn
             check_backward(core, self, Op::name, inputs.data(), inputs.size());
     }
 
+    static constexpr bool replays =
+        std::is_invocable_v<decltype(&Op::forward), const Op&, const std::vector<const tensor*>&>;
     Op op;
     std::vector<std::size_t> inputs;
 };
@@ -224,10 +314,19 @@ template <class Op, class... V>
     }
     const bool requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
     std::unique_ptr<detail::backward_fn> fn;
-    if (requires_grad)
+    if (requires_grad || (core.replays_constants > 0 && grad_enabled()))
         fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
             std::move(op), std::array<std::size_t, sizeof...(V)>{inputs.index()...});
-    return first.append(std::move(value), requires_grad, std::move(fn), where);
+    if (requires_grad) // what this op's backward will read (Note [Recomputation])
+    {
+        constexpr unsigned reads = backward_reads<Op>::value;
+        std::size_t k = 0;
+        ((core.nodes[inputs.index()].read_by_backward |= ((reads >> k++) & 1u) != 0), ...);
+    }
+    var y = first.append(std::move(value), requires_grad, std::move(fn), where);
+    core.nodes[y.index()].read_by_backward =
+        requires_grad && ((backward_reads<Op>::value >> sizeof...(V)) & 1u) != 0;
+    return y;
 }
 
 /// apply() for ops over a variable number of inputs; Op::forward takes
@@ -254,10 +353,15 @@ template <class Op>
         detail::forward_anomaly(Op::name, where, value,
                                 detail::operands(core, indices.data(), indices.size()));
     requires_grad = grad_enabled() && requires_grad;
+    if (requires_grad) // an op over many inputs reads them all (Note [Recomputation])
+        for (std::size_t i : indices)
+            core.nodes[i].read_by_backward = true;
     std::unique_ptr<detail::backward_fn> fn;
-    if (requires_grad)
+    if (requires_grad || (core.replays_constants > 0 && grad_enabled()))
         fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
-    return inputs.front().append(std::move(value), requires_grad, std::move(fn), where);
+    var y = inputs.front().append(std::move(value), requires_grad, std::move(fn), where);
+    core.nodes[y.index()].read_by_backward = requires_grad;
+    return y;
 }
 
 } // namespace unfold

@@ -33,6 +33,19 @@
 /// backward is one reverse loop over indices: no recursion, so a 200,000-step chain is as safe as
 /// a 10-step one.
 ///
+/// Note [Recomputation]
+/// A memory policy (models/bptt_memory.hpp) trades time for memory: tape::drop_values frees
+/// recorded values and keeps their nodes — the op, its inputs' indices, the value's shape. A
+/// dropped value is recomputed by running its op's forward again on its inputs' values
+/// (recomputing dropped inputs first, back to kept values) when something reads it: an op being
+/// recorded, var::value(), or backward, which needs a node's value and its inputs' values when it
+/// reaches the node. Backward frees a recomputed value again once it has passed its node (nothing
+/// after reads it), so it holds one segment's values at a time. The same ops run on the same
+/// values in the same order, so values and gradients are bit-identical to keeping everything.
+/// What cannot be recomputed keeps its value: leaves (data, parameters, masks made as
+/// constants), ops recorded without a backward, and ops whose forward draws random numbers
+/// (dropout: a second draw would differ), which the tape knows by their non-const forward.
+///
 /// Every node also records its site (Note [Sites] in framework/site.hpp), and in anomaly mode
 /// apply and backward check for non-finite values (Note [Anomaly mode] in framework/anomaly.hpp).
 
@@ -58,6 +71,13 @@ namespace unfold
 
 class tape;
 class var;
+
+/// Which values tape::drop_values frees (Note [Recomputation]).
+enum class recompute
+{
+    every_value, ///< every value an op can recompute
+    cheap_values ///< all but the outputs of expensive ops (GEMMs): only cheap work is redone
+};
 
 /// Called with a value's gradient during backward (var::register_hook).
 using gradient_hook = std::function<void(const tensor& grad)>;
@@ -87,18 +107,83 @@ struct tape_core
     std::unordered_map<const void*, std::size_t> bound;                // one leaf per parameter
     std::unordered_map<std::size_t, std::vector<gradient_hook>> hooks; // by node index
     contribution_recorder* recorder = nullptr;
+    bool any_recomputable = false; // a memory policy dropped values (Note [Recomputation])
+    int replays_constants = 0;     // while > 0, ops on constants keep their op, to be recomputed
+    std::size_t held = 0;          // bytes_held(), kept up to date
+    std::size_t peak = 0;          // the most `held` has been since reset_peak()
+
+    /// Counts `elements` more (or fewer) values held.
+    void hold(std::size_t elements)
+    {
+        held += elements * sizeof(real);
+        peak = std::max(peak, held);
+    }
+    void unhold(std::size_t elements) { held -= elements * sizeof(real); }
     /// Released gradient buffers by element count (Note [Released gradients]).
     std::unordered_map<std::size_t, std::vector<tensor>> pool;
 
-    /// The bytes of the values, gradients and pooled buffers the tape holds.
-    std::size_t bytes_held() const
+    /// The bytes of the values, gradients and pooled buffers the tape holds (`held`, counted
+    /// as they come and go).
+    std::size_t bytes_held() const { return held; }
+
+    /// Frees node i's value until it is needed again, if its op can recompute it (Note
+    /// [Recomputation]); leaves, ops recorded without a backward and ops that draw keep theirs.
+    void drop_value(std::size_t i)
     {
-        std::size_t n = 0;
-        for (const node& x : nodes)
-            n += x.value.size() + x.grad.size();
-        for (const auto& [size, buffers] : pool)
-            n += size * buffers.size();
-        return n * sizeof(real);
+        node& n = nodes[i];
+        if (!n.fn || n.dropped || !n.fn->replayable())
+            return;
+        n.dropped_shape = n.value.shape();
+        unhold(n.value.size());
+        n.value = unallocated_tensor();
+        n.dropped = true;
+        n.recomputable = true;
+        any_recomputable = true;
+    }
+
+    /// Recomputes node i's value if it was dropped, first recomputing the dropped inputs it
+    /// needs, back to values that were kept (an explicit stack: a segment may be long).
+    void materialize(std::size_t i, std::vector<std::size_t>* recomputed = nullptr)
+    {
+        if (!nodes[i].dropped)
+            return;
+        std::vector<std::size_t> pending{i};
+        while (!pending.empty())
+        {
+            node& n = nodes[pending.back()];
+            if (!n.dropped)
+            {
+                pending.pop_back();
+                continue;
+            }
+            bool ready = true;
+            for (std::size_t k = 0; k < n.fn->input_count(); ++k)
+                if (nodes[n.fn->input(k)].dropped)
+                {
+                    pending.push_back(n.fn->input(k));
+                    ready = false;
+                }
+            if (!ready)
+                continue;
+            n.value = n.fn->replay(*this);
+            hold(n.value.size());
+            n.dropped = false;
+            if (recomputed)
+                recomputed->push_back(pending.back());
+            pending.pop_back();
+        }
+    }
+
+    /// Recomputes the dropped values backward of node i reads: of its inputs and its own.
+    void materialize_for_backward(std::size_t i)
+    {
+        const node& n = nodes[i];
+        const std::size_t inputs = n.fn->input_count();
+        if (n.fn->reads(inputs))
+            materialize(i);
+        for (std::size_t k = 0; k < inputs; ++k)
+            if (n.fn->reads(k))
+                materialize(n.fn->input(k));
     }
 
     /// The gradient slot of node i, zeroed on first use in a backward.
@@ -107,8 +192,8 @@ struct tape_core
         node& n = nodes[i];
         if (!n.has_grad)
         {
-            if (n.grad_released || n.grad.shape() != n.value.shape())
-                take_buffer(n.grad, n.value.shape());
+            if (n.grad_released || n.grad.shape() != n.shape())
+                take_buffer(n.grad, n.shape());
             n.grad.fill(real(0));
             n.grad_released = false;
             n.has_grad = true;
@@ -129,6 +214,7 @@ struct tape_core
     {
         if (buffer.size() > 0)
             pool[buffer.size()].push_back(std::move(buffer));
+        buffer = unallocated_tensor(); // a moved-from xarray may keep its shape
     }
 
     /// Makes `t` a buffer of `shape` (contents unspecified), from the pool when it has one.
@@ -137,9 +223,12 @@ struct tape_core
         const auto spare = pool.find(element_count(shape));
         if (spare == pool.end() || spare->second.empty())
         {
+            unhold(t.size());
             t = tensor::from_shape(shape);
+            hold(t.size());
             return;
         }
+        unhold(t.size());
         t = std::move(spare->second.back());
         spare->second.pop_back();
         t.resize(shape); // same size: keeps the buffer
@@ -156,8 +245,21 @@ class var
 public:
     var() = default;
 
-    /// The recorded value.
-    const tensor& value() const { return node().value; }
+    /// The recorded value (recomputed first if a memory policy dropped it, Note
+    /// [Recomputation]).
+    const tensor& value() const
+    {
+        detail::node& n = node();
+        if (n.dropped)
+        {
+            std::vector<std::size_t> recomputed; // this value and the dropped ones it needed
+            m_core->materialize(m_index, &recomputed);
+            for (std::size_t j : recomputed)
+                if (j != m_index)
+                    m_core->drop_value(j);
+        }
+        return n.value;
+    }
     /// d(output)/d(this) from the last backward() of this tape; zeros if it did not reach here.
     /// For an intermediate (an op's output that requires a gradient) only after retain_grad()
     /// (Note [Released gradients]).
@@ -187,11 +289,11 @@ public:
         return *this;
     }
     /// The value's shape.
-    const shape_type& shape() const { return node().value.shape(); }
+    const shape_type& shape() const { return node().shape(); }
     /// The value's rank.
     std::size_t dimension() const { return shape().size(); }
     /// The value's element count.
-    std::size_t size() const { return node().value.size(); }
+    std::size_t size() const { return element_count(node().shape()); }
     /// True when backward computes a gradient for this value (false for constants, detached
     /// values, and everything recorded under no_grad_guard).
     bool requires_grad() const { return node().requires_grad; }
@@ -228,6 +330,7 @@ private:
                site where) const
     {
         checked_index();
+        m_core->hold(value.size());
         m_core->nodes.emplace_back(std::move(value), requires_grad, std::move(fn), where);
         return var(m_core, m_core->nodes.size() - 1);
     }
@@ -335,20 +438,27 @@ public:
             end = std::max(end, y.index() + 1);
         }
         const bool hooked = !m_core->hooks.empty();
+        const bool recomputes = m_core->any_recomputable;
         for (std::size_t i = end; i-- > 0;)
         {
             detail::node& n = m_core->nodes[i];
-            if (!n.has_grad)
-                continue;
-            if (hooked)
-                if (const auto found = m_core->hooks.find(i); found != m_core->hooks.end())
-                    for (const auto& hook : found->second)
-                        hook(n.grad);
-            if (!n.fn)
-                continue;
-            n.fn->backward(*m_core, i);
-            if (!n.keeps_grad)
-                m_core->release_grad(i); // Note [Released gradients]
+            if (n.has_grad)
+            {
+                if (hooked)
+                    if (const auto found = m_core->hooks.find(i); found != m_core->hooks.end())
+                        for (const auto& hook : found->second)
+                            hook(n.grad);
+                if (n.fn)
+                {
+                    if (recomputes)
+                        m_core->materialize_for_backward(i);
+                    n.fn->backward(*m_core, i);
+                    if (!n.keeps_grad)
+                        m_core->release_grad(i); // Note [Released gradients]
+                }
+            }
+            if (n.recomputable) // nothing later in this backward reads it (Note [Recomputation])
+                m_core->drop_value(i);
         }
         for (auto& [id, i] : m_core->bound)
         {
@@ -363,12 +473,71 @@ public:
     {
         detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
         for (detail::node& n : m_core->nodes)       // keep the buffers (Note [Released gradients])
+        {
             if (n.has_grad)
                 m_core->recycle(n.grad);
+            m_core->unhold(n.value.size() + n.grad.size());
+        }
         m_core->nodes.clear();
         m_core->bound.clear();
         m_core->hooks.clear();
+        m_core->any_recomputable = false;
         m_core->generation = detail::next_generation();
+    }
+
+    /// Frees the values of nodes [from, to) that the tape can recompute, except those of `keep`,
+    /// those that nodes recorded since `to` read, and, with recompute::cheap_values, the
+    /// outputs of expensive ops. Each is recomputed when it is read again, and backward
+    /// recomputes what it reads (Note [Recomputation]); gradients are unchanged, bit for bit.
+    void drop_values(std::size_t from, std::size_t to, const std::vector<var>& keep,
+                     recompute what = recompute::every_value)
+    {
+        detail::node_list& nodes = m_core->nodes;
+        std::vector<std::size_t> kept;
+        for (const var& v : keep)
+            if (v.defined() && &detail::core_of(v) == m_core.get())
+                kept.push_back(v.index());
+        for (std::size_t i = to; i < nodes.size(); ++i)
+            if (const auto& fn = nodes[i].fn)
+                for (std::size_t k = 0; k < fn->input_count(); ++k)
+                    if (const std::size_t j = fn->input(k); j >= from && j < to)
+                        kept.push_back(j);
+        std::sort(kept.begin(), kept.end());
+        for (std::size_t i = from; i < to && i < nodes.size(); ++i)
+        {
+            const detail::node& n = nodes[i];
+            if (std::binary_search(kept.begin(), kept.end(), i) ||
+                (what == recompute::cheap_values && n.fn && n.fn->expensive()))
+                continue;
+            m_core->drop_value(i);
+        }
+    }
+    /// Frees the values of nodes [from, to) that no backward reads — neither their own op's nor
+    /// that of any op recorded on them so far — except those of `keep`: what keeping everything
+    /// needs to keep (Note [Recomputation]). Nothing is recomputed unless a value is read again.
+    void drop_unread(std::size_t from, std::size_t to, const std::vector<var>& keep)
+    {
+        detail::node_list& nodes = m_core->nodes;
+        to = std::min(to, nodes.size());
+        std::vector<std::size_t> kept;
+        for (const var& v : keep)
+            if (v.defined() && &detail::core_of(v) == m_core.get())
+                kept.push_back(v.index());
+        for (std::size_t i = from; i < to; ++i)
+            if (!nodes[i].read_by_backward && std::find(kept.begin(), kept.end(), i) == kept.end())
+                m_core->drop_value(i);
+    }
+
+    /// Between replay_constants(true) and (false) (which nest), an op recorded on constants alone
+    /// (which needs no backward) still keeps its op, so that drop_values can free its value and
+    /// recompute it: a slice of the input data.
+    void replay_constants(bool on) { m_core->replays_constants += on ? 1 : -1; }
+    /// Frees one value the same way (if its op can recompute it).
+    void drop_value(const var& v)
+    {
+        UNFOLD_CHECK(&detail::core_of(v) == m_core.get(),
+                     "drop_value: the value is not on this tape");
+        m_core->drop_value(v.index());
     }
 
     /// The number of nodes recorded since construction or the last clear().
@@ -378,6 +547,35 @@ public:
     /// kept, and released gradient buffers kept for reuse (Note [Released gradients]). After a
     /// forward pass this is what BPTT remembers until backward reaches each step.
     std::size_t bytes_held() const { return m_core->bytes_held(); }
+
+    /// The bytes of the values of nodes [from, to) (only of expensive ops' outputs when
+    /// `expensive_only`): what a memory policy's planner measures of one step.
+    std::size_t value_bytes(std::size_t from, std::size_t to, bool expensive_only = false) const
+    {
+        std::size_t n = 0;
+        for (std::size_t i = from; i < to && i < m_core->nodes.size(); ++i)
+        {
+            const detail::node& x = m_core->nodes[i];
+            if (!expensive_only || (x.fn && x.fn->expensive()))
+                n += x.value.size();
+        }
+        return n * sizeof(real);
+    }
+
+    /// The bytes of the parameters bound on this tape (their leaves hold copies of the values).
+    std::size_t parameter_bytes() const
+    {
+        std::size_t n = 0;
+        for (const auto& [id, i] : m_core->bound)
+            n += m_core->nodes[i].value.size();
+        return n * sizeof(real);
+    }
+
+    /// The most bytes_held() has been since the tape was made or reset_peak() was called: with a
+    /// memory policy, the peak comes during backward, while a segment is recomputed.
+    std::size_t peak_bytes() const { return m_core->peak; }
+    /// Starts measuring peak_bytes() again from what the tape holds now.
+    void reset_peak() { m_core->peak = m_core->held; }
 
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
     /// `r` (the gradient probe, models/probe.hpp); null to stop.
@@ -389,6 +587,7 @@ public:
 private:
     var leaf(tensor value, bool requires_grad)
     {
+        m_core->hold(value.size());
         m_core->nodes.emplace_back(std::move(value), requires_grad, nullptr, site());
         return var(m_core, m_core->nodes.size() - 1);
     }

@@ -122,14 +122,22 @@ var step_loss(const decode_result<State>& r, const token_batch& batch, std::size
 /// The step-by-step loop of decoding `batch` under `policy` (which begin() has started): step 0 is
 /// fed inputs(0, ·); step k ≥ 1 is fed what `policy` chooses where targets(k − 1, b) is counted
 /// (the model predicted there) and inputs(k, b) elsewhere. step(fed) records one step and returns
-/// its logits (B, V); every step's logits and fed tokens are appended to `logits` and `fed`.
+/// its logits (B, V) recorded on `t`; every step's logits and fed tokens are appended to `logits`
+/// and `fed`. `memory` says what BPTT keeps of the steps (Note [Memory policies]).
 template <class Step>
-void feed_steps(const token_batch& batch, feeding_policy& policy, std::vector<var>& logits,
-                std::vector<std::vector<std::size_t>>& fed, Step&& step)
+void feed_steps(tape& t, const token_batch& batch, feeding_policy& policy, std::vector<var>& logits,
+                std::vector<std::vector<std::size_t>>& fed, Step&& step,
+                const bptt_memory& memory = {})
 {
     std::vector<bool> choosable(batch.batch);
+    UNFOLD_CHECK(memory.how != bptt_memory::kind::budget,
+                 "bptt memory {}: a budget is planned for a sequence the model reads whole "
+                 "(teacher forcing, an encoder); decoding step by step takes every:K or gemm",
+                 memory.str());
+    segmenter segments(t, memory, batch.steps); // Note [Memory policies]
     for (std::size_t k = 0; k < batch.steps; ++k)
     {
+        segments.begin_step(k);
         std::vector<std::size_t> tokens = batch.inputs_at(k);
         if (k > 0)
         {
@@ -151,6 +159,8 @@ void feed_steps(const token_batch& batch, feeding_policy& policy, std::vector<va
         const step_scope at(k); // Note [Sites]
         logits.push_back(step(tokens));
         fed.push_back(std::move(tokens));
+        segments.keep(logits.back()); // the loss reads every step's logits after the loop
+        segments.end_step(k);
     }
 }
 
@@ -204,6 +214,8 @@ public:
     }
     /// True between train() and eval().
     bool training() const { return m_generator != nullptr; }
+    /// What BPTT keeps of the decoded steps in later runs (Note [Memory policies]).
+    void set_bptt_memory(const bptt_memory& memory) { m_cells.set_bptt_memory(memory); }
     /// Recurrent dropout with probability p on the state every layer's cell reads, in training
     /// mode: one mask per sequence and layer for a whole run (Note [Recurrent dropout]).
     void set_recurrent_dropout(real p)
@@ -284,6 +296,8 @@ private:
         m_embed.check(batch.inputs);
         const shape_type grid{batch.steps, batch.batch};
         const bool project_table = projects_table(batch.inputs.size());
+        unroll_options memory;
+        memory.memory = m_cells.memory();
         var x = project_table ? var() : m_embed(t, batch.inputs, grid);
         for (std::size_t l = 0; l < num_layers(); ++l)
         {
@@ -295,9 +309,9 @@ private:
                         unroll_projected(cell_of(0), t,
                                          gather_rows(m_cells.cell(0).project(t, t[m_embed.weight]),
                                                      batch.inputs, grid),
-                                         r.final_state[0]);
+                                         r.final_state[0], memory);
             if (states.empty())
-                states = unroll(cell_of(l), t, x, r.final_state[l]);
+                states = unroll(cell_of(l), t, x, r.final_state[l], memory);
             r.final_state[l] = states.back();
             x = m_cells.between_layers(stack(outputs(states)), l);
         }
@@ -363,10 +377,13 @@ public:
                 run_observed(dropped_cell, t, batch, r);
             return r;
         }
-        feed_steps(batch, policy, r.logits, r.fed, [&](const std::vector<std::size_t>& fed) {
-            return dropped.empty() ? step(t, fed, r.final_state)
-                                   : step_through(dropped_cell, t, fed, r.final_state);
-        });
+        feed_steps(
+            t, batch, policy, r.logits, r.fed,
+            [&](const std::vector<std::size_t>& fed) {
+                return dropped.empty() ? step(t, fed, r.final_state)
+                                       : step_through(dropped_cell, t, fed, r.final_state);
+            },
+            m_cells.memory());
         return r;
     }
 

@@ -126,6 +126,11 @@ public:
     void eval() { m_generator = nullptr; }
     /// True between train() and eval().
     bool training() const { return m_generator != nullptr; }
+    /// What BPTT keeps of every layer's steps in later calls (Note [Memory policies]);
+    /// everything by default.
+    void set_bptt_memory(const bptt_memory& memory) { m_memory = memory; }
+    /// The memory policy of later calls.
+    const bptt_memory& memory() const { return m_memory; }
 
     /// The parameters of every cell, in creation order (layer, then direction, then the cell's
     /// own order: PyTorch's named_parameters() order for the built-in cells).
@@ -197,12 +202,20 @@ private:
 
         std::vector<std::vector<var>> finals(state_size);
         layer_result result;
+        bptt_memory memory = m_memory; // a budget is shared by the L·D unrolls
+        if (memory.how == bptt_memory::kind::budget)
+            memory.bytes = std::max<std::size_t>(1, memory.bytes / LD);
         std::vector<var> steps;
         for (std::size_t l = 0; l < m_options.num_layers; ++l)
         {
             if (l > 0)
                 x = input_sequence(steps);
-            x = projected ? input_sequence(x.whole()) : input_sequence(x.steps());
+            // Under a memory policy, steps stay steps: each direction stacks the chunks it
+            // projects, dropped with their segments, instead of one whole copy kept throughout.
+            if (!projected)
+                x = input_sequence(x.steps());
+            else if (!m_memory.recomputes())
+                x = input_sequence(x.whole());
             std::vector<std::vector<var>> outs;
             std::vector<var> last;
             for (std::size_t d = 0; d < directions(); ++d)
@@ -212,7 +225,8 @@ private:
                 const layer_scope in(l, d == 1); // Note [Sites]
                 const state s0 =
                     initial.empty() ? zero_state<state>(t, B, sizes) : initial_of(initial, k);
-                const std::vector<state> states = unroll(m_cells[k], t, x, s0, {dir, lengths});
+                const std::vector<state> states =
+                    unroll(m_cells[k], t, x, s0, {dir, lengths, memory});
                 const state& final = states[dir == direction::forward ? T - 1 : 0];
                 const auto parts = state_traits<state>::parts(final);
                 for (std::size_t p = 0; p < state_size; ++p)
@@ -249,6 +263,7 @@ private:
     std::vector<Cell> m_cells;
     std::vector<param> m_params;
     generator* m_generator = nullptr;
+    bptt_memory m_memory;
 };
 
 /// A layer of a cell type that offers

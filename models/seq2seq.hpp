@@ -156,6 +156,13 @@ public:
         m_encoder.eval();
         m_decoder.eval();
     }
+    /// What BPTT keeps of the encoder's and the decoder's steps in later runs (Note [Memory
+    /// policies]).
+    void set_bptt_memory(const bptt_memory& memory)
+    {
+        m_encoder.set_bptt_memory(memory);
+        m_decoder.set_bptt_memory(memory);
+    }
 
     /// Encodes `source` on `t`: the memory the decoder attends over and its initial state.
     encoded encode(tape& t, const source_batch& source) const
@@ -238,13 +245,16 @@ public:
         seq2seq_result<state> r;
         r.final_state = e.initial;
         policy.begin(batch.batch, training_step);
-        feed_steps(batch, policy, r.logits, r.fed, [&](const std::vector<std::size_t>& fed) {
-            var w;
-            const var logits = step(t, e, fed, r.final_state, &w);
-            if (w.defined())
-                r.weights.push_back(w);
-            return logits;
-        });
+        feed_steps(
+            t, batch, policy, r.logits, r.fed,
+            [&](const std::vector<std::size_t>& fed) {
+                var w;
+                const var logits = step(t, e, fed, r.final_state, &w);
+                if (w.defined())
+                    r.weights.push_back(w);
+                return logits;
+            },
+            m_decoder.memory());
         return r;
     }
 

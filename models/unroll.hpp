@@ -23,18 +23,22 @@
 /// Any var of a cleared (or destroyed) tape throws unfold::error when used, so backpropagating
 /// into a released chunk is an error, never a silent read of freed memory (Note [Tape lifetime]).
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <unfold/framework/tape.hpp>
+#include <unfold/models/bptt_memory.hpp>
 #include <unfold/models/cell.hpp>
 #include <unfold/ops/add.hpp>
 #include <unfold/ops/mul.hpp>
 #include <unfold/ops/select.hpp>
+#include <unfold/ops/slice.hpp>
 #include <unfold/ops/stack.hpp>
 
 namespace unfold
@@ -83,44 +87,96 @@ public:
                          k, shape_str(m_steps[k].shape()), shape_str(m_steps[0].shape()));
     }
 
+    /// A sequence of T steps (B, F) recorded on demand: chunk(first, count) records steps
+    /// [first, first + count) as one (count, B, F) var, e.g. an embedding's gather of those
+    /// tokens. A cell that projects its input asks for one chunk of steps at a time, inside the
+    /// steps' segments, so that under a memory policy the input of a long sequence never exists
+    /// whole (Note [Memory policies]); other cells ask for the whole sequence.
+    input_sequence(std::size_t T, std::size_t B, std::size_t F,
+                   std::function<var(std::size_t first, std::size_t count)> chunk)
+        : m_chunk(std::move(chunk))
+        , m_shape{T, B, F}
+    {
+        UNFOLD_CHECK(T > 0 && m_chunk, "a sequence given by chunks needs at least one step and a "
+                                       "function that records them");
+    }
+
     /// T.
-    std::size_t length() const { return m_whole.defined() ? m_whole.shape()[0] : m_steps.size(); }
+    std::size_t length() const
+    {
+        return m_chunk ? m_shape[0] : m_whole.defined() ? m_whole.shape()[0] : m_steps.size();
+    }
     /// B.
     std::size_t batch() const
     {
-        return m_whole.defined() ? m_whole.shape()[1] : m_steps[0].shape()[0];
+        return m_chunk             ? m_shape[1]
+               : m_whole.defined() ? m_whole.shape()[1]
+                                   : m_steps[0].shape()[0];
     }
     /// F.
     std::size_t features() const
     {
-        return m_whole.defined() ? m_whole.shape()[2] : m_steps[0].shape()[1];
+        return m_chunk             ? m_shape[2]
+               : m_whole.defined() ? m_whole.shape()[2]
+                                   : m_steps[0].shape()[1];
     }
-    /// The whole (T, B, F) var (its steps stacked, once, if it was given by steps).
+    /// The whole (T, B, F) var (its steps stacked, or its chunk of all T steps recorded, once).
     const var& whole() const
     {
         if (!m_whole.defined())
-            m_whole = stack(m_steps);
+            m_whole = m_chunk ? checked_chunk(0, length()) : stack(m_steps);
         return m_whole;
     }
     /// The T steps (selected from the whole, once, if it was given whole).
     const std::vector<var>& steps() const
     {
         if (m_steps.empty())
-            m_steps = steps_of(m_whole);
+            m_steps = steps_of(whole());
         return m_steps;
+    }
+    /// Steps [first, first + count) as one (count, B, F) var: the whole sequence when that is
+    /// all of it, else a slice of the whole or a stack of the steps, in whichever form it was
+    /// given (recorded on the tape).
+    var part(std::size_t first, std::size_t count) const
+    {
+        if (m_chunk && !m_whole.defined())
+            return checked_chunk(first, count);
+        if (first == 0 && count == length())
+            return whole();
+        if (m_whole.defined())
+            return slice(m_whole, 0, static_cast<std::ptrdiff_t>(first),
+                         static_cast<std::ptrdiff_t>(first + count));
+        return stack(
+            std::vector<var>(m_steps.begin() + static_cast<std::ptrdiff_t>(first),
+                             m_steps.begin() + static_cast<std::ptrdiff_t>(first + count)));
     }
     /// "the sequence has shape (T, B, F)" or "the sequence's steps have shape (B, F)", for
     /// messages.
     std::string str() const
     {
+        if (m_chunk)
+            return fmt::format("the sequence of {} steps has steps of shape ({}, {})", m_shape[0],
+                               m_shape[1], m_shape[2]);
         return m_whole.defined()
                    ? "the sequence has shape " + shape_str(m_whole.shape())
                    : "the sequence's steps have shape " + shape_str(m_steps[0].shape());
     }
 
 private:
+    /// chunk(first, count), checked to have the shape it promised.
+    var checked_chunk(std::size_t first, std::size_t count) const
+    {
+        const var c = m_chunk(first, count);
+        UNFOLD_CHECK(c.shape() == shape_type({count, m_shape[1], m_shape[2]}),
+                     "a sequence's chunk of steps [{}, {}) has shape {}, not ({}, {}, {})", first,
+                     first + count, shape_str(c.shape()), count, m_shape[1], m_shape[2]);
+        return c;
+    }
+
     mutable var m_whole;
     mutable std::vector<var> m_steps;
+    std::function<var(std::size_t, std::size_t)> m_chunk;
+    std::array<std::size_t, 3> m_shape{};
 };
 
 /// How unroll runs a sequence.
@@ -130,6 +186,8 @@ struct unroll_options
     /// Empty: every sequence has T steps. Else B lengths in [0, T]: a padded batch of
     /// variable-length sequences (Note [Masked sequences]).
     std::vector<std::size_t> lengths;
+    /// What BPTT keeps of the steps (Note [Memory policies]); everything by default.
+    bptt_memory memory;
 
     unroll_options() = default;
     /// Unmasked, in direction `d` (so `unroll(cell, t, xs, s0, direction::reverse)` reads well).
@@ -137,9 +195,10 @@ struct unroll_options
         : dir(d)
     {}
     /// In direction `d`, masked by `lengths` when they are given.
-    unroll_options(direction d, std::vector<std::size_t> lengths_)
+    unroll_options(direction d, std::vector<std::size_t> lengths_, bptt_memory memory_ = {})
         : dir(d)
         , lengths(std::move(lengths_))
+        , memory(memory_)
     {}
 };
 
@@ -174,14 +233,89 @@ bool projects(const tape& t, std::size_t steps)
 
 namespace detail
 {
-/// The loop of unroll and unroll_projected: steps the cell over `projected_sequence` (T, B, G)
-/// when it is defined, else over the steps of `xs`. `what` describes the input for messages.
+/// The rows of input a projection GEMM covers at most: a longer sequence is projected in chunks
+/// of ⌊projection_rows / B⌋ steps, each just before its steps, so that a memory policy can drop a
+/// chunk's projection once its steps are done (Note [Memory policies]). Every policy projects
+/// the same chunks, so the weight gradients sum the same chunk products in the same order.
+constexpr std::size_t projection_rows = 2048;
+
+/// How unroll feeds a cell its steps: raw steps it projects in chunks, raw steps one at a time,
+/// or steps already projected (unroll_projected).
+enum class step_input
+{
+    chunks,
+    raw,
+    projected
+};
+
+/// What one step of `cell` records (Note [Memory policies]): three steps from a zero state shaped
+/// like s0, on a scratch tape, over an input of `features` per sequence fed as `how`.
 template <class Cell>
-std::vector<typename Cell::state> unroll_steps(const Cell& cell, tape& t, const input_sequence* xs,
-                                               const var& projected_sequence, std::size_t T,
-                                               std::size_t B, const std::string& what,
-                                               const typename Cell::state& s0,
-                                               const unroll_options& o)
+step_profile profile_step(const Cell& cell, std::size_t B, std::size_t features, step_input how,
+                          const typename Cell::state& s0)
+{
+    using state = typename Cell::state;
+    tape dry;
+    typename state_traits<state>::parts_type parts;
+    const auto given = state_traits<state>::parts(s0);
+    step_profile p;
+    for (std::size_t k = 0; k < parts.size(); ++k)
+    {
+        parts[k] = dry.constant(zeros(given[k].shape()));
+        p.state += parts[k].size() * sizeof(real);
+    }
+    p.output = parts[0].size() * sizeof(real);
+    state s = state_traits<state>::from_parts(parts);
+    p.input = B * features * sizeof(real);
+    const var x = dry.constant(zeros({3, B, features}));
+    var projection;
+    if constexpr (has_projection<Cell>::value)
+        if (how == step_input::chunks)
+        {
+            projection = cell.project(dry, x);
+            p.projection = projection.size() * sizeof(real) / 3;
+        }
+    auto run_step = [&](std::size_t k) -> state {
+        if constexpr (has_projection<Cell>::value)
+        {
+            if (how == step_input::chunks)
+                return cell(dry, projected{projection, std::ptrdiff_t(k)}, s);
+            if (how == step_input::projected)
+                return cell(dry, projected{x, std::ptrdiff_t(k)}, s);
+        }
+        return unfold::step(cell, dry, select(x, std::ptrdiff_t(k)), s);
+    };
+    s = run_step(0);
+    const std::size_t from = dry.size(), before = dry.bytes_held();
+    s = run_step(1);
+    const std::size_t to = dry.size();
+    p.step = dry.bytes_held() - before;
+    p.gemm = dry.value_bytes(from, to, true);
+    s = run_step(2); // what reads step 1's values
+    dry.drop_unread(from, to, {});
+    p.read = dry.value_bytes(from, to);
+    if (projection.defined())
+    {
+        dry.drop_unread(projection.index(), projection.index() + 1, {});
+        p.projection_read = dry.value_bytes(projection.index(), projection.index() + 1) > 0;
+    }
+    p.parameters = dry.parameter_bytes();
+    // Backward reuses one step's gradient buffers (Note [Released gradients]) and keeps the
+    // parameters' leaf gradients; a backward here would add into the parameters' gradients.
+    p.gradients = p.step + p.parameters;
+    return p;
+}
+
+/// The loop of unroll and unroll_projected: steps the cell over `projected_sequence` (T, B, G)
+/// when it is defined, over projected chunks of `xs` when `project_chunks`, else over the steps
+/// of `xs`. `what` describes the input for messages; `each_step`, when set, is called after every
+/// step with its time index and new state, inside the step's segment.
+template <class Cell>
+std::vector<typename Cell::state> unroll_steps(
+    const Cell& cell, tape& t, const input_sequence* xs, const var& projected_sequence,
+    bool project_chunks, std::size_t T, std::size_t B, const std::string& what,
+    const typename Cell::state& s0, const unroll_options& o,
+    const std::function<void(std::size_t, const typename Cell::state&)>& each_step = {})
 {
     using state = typename Cell::state;
     for (const var& p : state_traits<state>::parts(s0))
@@ -190,25 +324,67 @@ std::vector<typename Cell::state> unroll_steps(const Cell& cell, tape& t, const 
                      shape_str(p.shape()));
     UNFOLD_CHECK(o.lengths.empty() || o.lengths.size() == B,
                  "unroll: {} lengths for a batch of {} sequences", o.lengths.size(), B);
-    auto run_step = [&](std::size_t k, const state& s) -> state {
+    bptt_memory memory = o.memory;
+    if (memory.how == bptt_memory::kind::budget)
+    {
+        const std::size_t features = xs ? xs->features() : projected_sequence.shape()[2];
+        const step_input how = !xs              ? step_input::projected
+                               : project_chunks ? step_input::chunks
+                                                : step_input::raw;
+        memory = plan_bptt(profile_step(cell, B, features, how, s0), T,
+                           std::max<std::size_t>(1, projection_rows / B), o.memory, !each_step)
+                     .policy;
+    }
+    segmenter segments(t, memory, T); // Note [Memory policies]
+    const std::size_t chunk_steps = std::max<std::size_t>(1, projection_rows / B);
+    var chunk;                   // the projection of the steps from chunk_first on
+    std::size_t chunk_first = 0; // in time
+    // A finished chunk's projection: a policy recomputes it if backward needs it; keeping
+    // everything keeps it only if backward reads it (the built-in cells' backward does not).
+    var chunk_input; // the steps it projects: a slice or a stack, cheap to recompute
+    const std::size_t first_node = t.size();
+    auto release_chunk = [&] {
+        if (segments.active())
+            t.drop_value(chunk);
+        else
+            t.drop_unread(chunk.index(), chunk.index() + 1, {});
+        if (chunk_input.index() >= first_node) // recorded here, not the caller's
+            t.drop_value(chunk_input);
+    };
+    auto project_chunk = [&](std::size_t k) {
         if constexpr (has_projection<Cell>::value)
+        {
+            if (!project_chunks || k % chunk_steps != 0)
+                return;
+            if (chunk.defined())
+                release_chunk(); // its steps are done
+            const std::size_t n = std::min(chunk_steps, T - k);
+            chunk_first = o.dir == direction::forward ? k : T - k - n;
+            chunk_input = xs->part(chunk_first, n);
+            chunk = cell.project(t, chunk_input);
+        }
+    };
+    auto run_step = [&](std::size_t at_step, const state& s) -> state {
+        if constexpr (has_projection<Cell>::value)
+        {
+            if (project_chunks)
+                return cell(t, projected{chunk, std::ptrdiff_t(at_step - chunk_first)}, s);
             if (projected_sequence.defined())
-                return cell(t, projected{projected_sequence, std::ptrdiff_t(k)}, s);
-        return step(cell, t, xs->steps()[k], s);
+                return cell(t, projected{projected_sequence, std::ptrdiff_t(at_step)}, s);
+        }
+        return step(cell, t, xs->steps()[at_step], s);
     };
     std::vector<state> states(T);
     state s = s0;
     for (std::size_t k = 0; k < T; ++k)
     {
         const std::size_t at_step = o.dir == direction::forward ? k : T - 1 - k;
+        segments.begin_step(k);
+        project_chunk(k);
         const step_scope at(at_step);
         if (o.lengths.empty())
-        {
-            states[at_step] = s = run_step(at_step, s);
-            continue;
-        }
-        const auto [m, valid] = step_mask(o.lengths, at_step);
-        if (valid == B)
+            s = run_step(at_step, s);
+        else if (const auto [m, valid] = step_mask(o.lengths, at_step); valid == B)
             s = run_step(at_step, s);
         else if (valid > 0)
         {
@@ -219,31 +395,71 @@ std::vector<typename Cell::state> unroll_steps(const Cell& cell, tape& t, const 
             });
         }
         states[at_step] = s;
+        if (each_step)
+            each_step(at_step, s);
+        else // the caller reads every output after the loop
+            segments.keep(hidden(s));
+        if (chunk.defined())
+            segments.keep(chunk); // the chunk's next steps read it
+        segments.end_step(k);
     }
+    if (chunk.defined())
+        release_chunk();
     return states;
 }
 } // namespace detail
 
 /// Runs `cell` over the sequence `xs` ((T, B, I), or T steps (B, I)) from s0, recording every step
 /// on `t` inside a step_scope, so that backward over the tape is BPTT. A cell with project() gets
-/// the whole sequence projected by one call (Note [Input projection]). With o.lengths, a padded
-/// batch of variable-length sequences: finished sequences carry their state (Note [Masked
-/// sequences]); masked_outputs then gives the zero-padded outputs. Returns the T states in time
-/// order: states[k] is the state after step k (in reverse, after steps T−1 … k). See
-/// Note [Cell contract].
+/// the sequence projected by one call per chunk of steps (Note [Input projection]). With
+/// o.lengths, a padded batch of variable-length sequences: finished sequences carry their state
+/// (Note [Masked sequences]); masked_outputs then gives the zero-padded outputs. o.memory says
+/// what BPTT keeps (Note [Memory policies]). Returns the T states in time order: states[k] is the
+/// state after step k (in reverse, after steps T−1 … k). See Note [Cell contract].
 template <class Cell>
 std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_sequence& xs,
                                          const typename Cell::state& s0,
                                          const unroll_options& o = {})
 {
-    var projected_sequence; // (T, B, G) when the cell projects
-    if constexpr (has_projection<Cell>::value)
-        if (detail::projects<Cell>(t, xs.length()))
-            projected_sequence = cell.project(t, xs.whole());
-    if (!projected_sequence.defined())
+    const bool projects = detail::projects<Cell>(t, xs.length());
+    if (!projects)
         (void)xs.steps(); // select every step before the loop: outside any step's site
-    return detail::unroll_steps(cell, t, &xs, projected_sequence, xs.length(), xs.batch(), xs.str(),
+    return detail::unroll_steps(cell, t, &xs, var(), projects, xs.length(), xs.batch(), xs.str(),
                                 s0, o);
+}
+
+/// The plan of `memory` for unrolling `cell` (hidden size H) over T steps of B sequences of I
+/// features, before running it: the policy a budget resolves to, the tape's predicted peak and
+/// the steps backward recomputes (Note [Memory policies]). `outputs_kept`: the outputs are read
+/// after the loop (unroll without each_step).
+template <class Cell>
+bptt_plan plan_unroll(const Cell& cell, std::size_t T, std::size_t B, std::size_t I, std::size_t H,
+                      const bptt_memory& memory, bool outputs_kept = true)
+{
+    using state = typename Cell::state;
+    tape dry;
+    const state s0 = zero_state<state>(dry, B, state_sizes_of(cell, H));
+    const detail::step_input how =
+        has_projection<Cell>::value && T > 1 ? detail::step_input::chunks : detail::step_input::raw;
+    return plan_bptt(detail::profile_step(cell, B, I, how, s0), T,
+                     std::max<std::size_t>(1, detail::projection_rows / B), memory, outputs_kept);
+}
+
+/// unroll that calls each_step(k, state after step k) right after step k, inside its segment:
+/// whatever the step's output feeds (an output layer, a loss) recorded there is part of the
+/// step, so a memory policy need not keep the outputs until the loop ends — only the states at
+/// segment ends (Note [Memory policies]). The returned states are recomputed if read later.
+template <class Cell, class EachStep>
+std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_sequence& xs,
+                                         const typename Cell::state& s0, const unroll_options& o,
+                                         EachStep each_step)
+{
+    const bool projects = detail::projects<Cell>(t, xs.length());
+    if (!projects)
+        (void)xs.steps();
+    return detail::unroll_steps(
+        cell, t, &xs, var(), projects, xs.length(), xs.batch(), xs.str(), s0, o,
+        std::function<void(std::size_t, const typename Cell::state&)>(std::move(each_step)));
 }
 
 /// unroll given the input already projected: `projected_sequence` (T, B, G) is what
@@ -261,7 +477,7 @@ std::vector<typename Cell::state> unroll_projected(const Cell& cell, tape& t,
                  "one step, not {}",
                  shape_str(projected_sequence.shape()));
     return detail::unroll_steps(
-        cell, t, nullptr, projected_sequence, projected_sequence.shape()[0],
+        cell, t, nullptr, projected_sequence, false, projected_sequence.shape()[0],
         projected_sequence.shape()[1],
         "the projected sequence has shape " + shape_str(projected_sequence.shape()), s0, o);
 }

@@ -9,6 +9,7 @@ namespace unfold
 struct add_op
 {
     static constexpr const char* name = "add";         ///< in error and anomaly messages
+    static constexpr unsigned backward_reads = 0;      ///< no values (Note [Recomputation])
     static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
     /// a + b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const

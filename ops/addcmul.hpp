@@ -10,6 +10,7 @@ namespace unfold
 struct addcmul_op
 {
     static constexpr const char* name = "addcmul";     ///< in error and anomaly messages
+    static constexpr unsigned backward_reads = 0b0110; ///< a and b (Note [Recomputation])
     static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
 
     /// x + a ⊙ b; throws unless the three shapes are equal

@@ -16,6 +16,8 @@ struct addmm_op
 {
     static constexpr const char* name = "addmm";       ///< in error and anomaly messages
     static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    static constexpr bool expensive = true;            ///< kept by recompute::cheap_values (a GEMM)
+    static constexpr unsigned backward_reads = 0b0110; ///< a and b: never c or the output
     bool transpose_b = false; ///< multiply by bᵀ: b is (n, k), PyTorch's weight layout
     /// When ≥ 0, c is a sequence (T, ..., n) and block c[block] is added: a projected input step
     /// read in place, without a copy of it on the tape (Note [Input projection]).

@@ -12,6 +12,7 @@ struct matmul_op
 {
     static constexpr const char* name = "matmul";      ///< in error and anomaly messages
     static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
+    static constexpr bool expensive = true;            ///< kept by recompute::cheap_values (a GEMM)
     bool transpose_b = false; ///< multiply by bᵀ: b is (n, k), PyTorch's weight layout
 
     /// k, the rows of op(b).

@@ -8,7 +8,9 @@ namespace unfold
 /// y = a ⊙ b (elementwise, NumPy broadcasting)
 struct mul_op
 {
-    static constexpr const char* name = "mul";         ///< in error and anomaly messages
+    static constexpr const char* name = "mul"; ///< in error and anomaly messages
+    static constexpr unsigned backward_reads =
+        0b011; ///< a and b, not the product (Note [Recomputation])
     static constexpr bool skips_unneeded_grads = true; ///< see Note [Unneeded gradients]
     /// a ⊙ b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const

@@ -12,10 +12,11 @@ namespace unfold
 /// elements.
 struct slice_op
 {
-    static constexpr const char* name = "slice"; ///< in error and anomaly messages
-    std::ptrdiff_t axis = 0;                     ///< the sliced axis; negative counts from the end
-    std::ptrdiff_t begin = 0;                    ///< the first index kept
-    std::ptrdiff_t end = 0;                      ///< one past the last index kept
+    static constexpr const char* name = "slice";  ///< in error and anomaly messages
+    static constexpr unsigned backward_reads = 0; ///< no values (Note [Recomputation])
+    std::ptrdiff_t axis = 0;                      ///< the sliced axis; negative counts from the end
+    std::ptrdiff_t begin = 0;                     ///< the first index kept
+    std::ptrdiff_t end = 0;                       ///< one past the last index kept
 
     /// x[..., begin:end, ...] along `axis`; throws unless 0 ≤ begin ≤ end ≤ its size
     tensor forward(const tensor& x) const
@@ -39,11 +40,11 @@ struct slice_op
         }
         return y;
     }
-    /// dx[..., begin:end, ...] += gy; zero elsewhere
-    void backward(const tensor& x, const tensor&, const tensor& gy, tensor& gx) const
+    /// dx[..., begin:end, ...] += gy; zero elsewhere. Reads no values (gx has x's shape).
+    void backward(const tensor&, const tensor&, const tensor& gy, tensor& gx) const
     {
-        const std::size_t a = normalize_axis(name, axis, x.shape());
-        const auto [outer, size, inner] = blocks_around(x.shape(), a);
+        const std::size_t a = normalize_axis(name, axis, gx.shape());
+        const auto [outer, size, inner] = blocks_around(gx.shape(), a);
         const std::size_t run = static_cast<std::size_t>(end - begin) * inner;
         const std::size_t from = static_cast<std::size_t>(begin) * inner;
         for (std::size_t o = 0; o < outer; ++o)

@@ -32,9 +32,11 @@ template <class F>
 struct sliced_elementwise_op
 {
     static constexpr const char* name = F::name; ///< f's, so messages name the activation
-    F f;                                         ///< the elementwise op applied to the block
-    std::ptrdiff_t begin = 0;                    ///< the block's first column of the last axis
-    std::ptrdiff_t end = 0;                      ///< one past the block's last column
+    /// Backward reads y, and x only when f's backward does (Note [Recomputation]).
+    static constexpr unsigned backward_reads = backward_reads_input<F>::value ? 0b11 : 0b10;
+    F f;                      ///< the elementwise op applied to the block
+    std::ptrdiff_t begin = 0; ///< the block's first column of the last axis
+    std::ptrdiff_t end = 0;   ///< one past the block's last column
 
     /// The slice that cuts the block out of x.
     slice_op block() const { return {-1, begin, end}; }

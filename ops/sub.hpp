@@ -8,7 +8,8 @@ namespace unfold
 /// y = a − b, with NumPy broadcasting
 struct sub_op
 {
-    static constexpr const char* name = "sub"; ///< in error and anomaly messages
+    static constexpr const char* name = "sub";    ///< in error and anomaly messages
+    static constexpr unsigned backward_reads = 0; ///< no values (Note [Recomputation])
     /// a − b; throws if the shapes do not broadcast
     tensor forward(const tensor& a, const tensor& b) const
     {

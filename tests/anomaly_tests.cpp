@@ -207,4 +207,22 @@ BOOST_AUTO_TEST_CASE(labels_nest_and_are_restored_after_a_throw)
     BOOST_TEST(step_of(current_site()) == 4);
 }
 
+// Under a memory policy the recomputed steps are the recorded ones: the NaN in backward names
+// the same op, step, layer and gate.
+BOOST_AUTO_TEST_CASE(under_a_memory_policy_a_backward_nan_names_the_same_step_and_gate)
+{
+    for (const char* policy : {"every:5", "gemm"})
+    {
+        overflowing_lstm m(12);
+        m.lstm.set_bptt_memory(bptt_memory::parse(policy));
+        tape t;
+        const var loss = m.loss(t);
+        anomaly_guard on;
+        BOOST_TEST(message_of([&] { t.backward(loss); }) ==
+                       "NaN in backward of exp at step 12, layer 1, forget gate: the gradient of "
+                       "input 0 (2, 1) is not finite (first at (1, 0)); inputs: (2, 1)",
+                   policy);
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

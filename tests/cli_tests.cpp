@@ -85,6 +85,11 @@ BOOST_AUTO_TEST_CASE(bad_combinations_and_files_give_one_line_and_status_2)
         {{"sample", "--checkpoint", not_a_checkpoint.path, "--nope", "3"},
          "unfold sample does not take --nope 3"},
         {{"train", "--threads", "0"}, "--threads"},
+        {{"train", "--bptt-memory", "every:0"}, "every:K needs a whole number of steps K >= 1"},
+        {{"train", "--bptt-memory", "lots"}, "--bptt-memory"},
+        {{"train", "--feeding", "free", "--bptt-memory", "1G"},
+         "--feeding free decodes step by step: use every:K or gemm"},
+        {{"train", "--task", "reverse", "--bptt-memory", "1G"}, "with --model seq2seq"},
         // files: empty, too short, not UTF-8 (a Latin-1 byte, a cut multi-byte sequence), a
         // directory, a corrupt checkpoint
         {{"train", "--text", empty.path}, empty.path + ": only 0 characters"},

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "tests/test_util.hpp"
+#include <unfold/models/bptt_memory.hpp>
 #include <unfold/models/linear.hpp>
 #include <unfold/models/lstm.hpp>
 #include <unfold/models/probe.hpp>
@@ -181,6 +182,48 @@ BOOST_AUTO_TEST_CASE(lstm_cell_norms_and_a_readout_outside_the_steps)
     expect_error([&] { (void)probe.state_norms(2); }, {"no state part 2"});
     param unused("unused", zeros({2}));
     expect_error([&] { (void)probe.total(unused); }, {"'unused' received no gradient"});
+}
+
+// Under a memory policy (Note [Memory policies]) the probe sees the same per-step shares and
+// state norms: the recomputed steps run the same ops, so the contributions are the same.
+BOOST_AUTO_TEST_CASE(per_step_shares_are_the_same_under_a_memory_policy)
+{
+    generator g(10);
+    param_store store;
+    const lstm_cell cell = lstm_cell::create(store, I, H, g);
+    const tensor x = g.normal({T, B, I});
+    const tensor r = g.normal({H, 1});
+    struct seen
+    {
+        std::vector<tensor> shares;
+        std::vector<double> norms;
+    };
+    auto run = [&](const bptt_memory& m) {
+        store.zero_grad();
+        tape t;
+        gradient_probe probe(t);
+        unroll_options o;
+        o.memory = m;
+        const auto states =
+            unroll(cell, t, constants(t, x),
+                   lstm_state{t.constant(zeros({B, H})), t.constant(zeros({B, H}))}, o);
+        probe.watch(states);
+        t.backward(readout_loss(t, states, r));
+        seen out{{}, probe.state_norms(1)};
+        for (std::size_t k = 0; k < T; ++k)
+            out.shares.push_back(probe.share(cell.weight_hh, k));
+        return out;
+    };
+    const seen all = run(bptt_memory::all());
+    for (const bptt_memory& m : {bptt_memory::every(2), bptt_memory::gemm()})
+    {
+        const seen r = run(m);
+        for (std::size_t k = 0; k < T; ++k)
+        {
+            BOOST_TEST(max_abs_diff(r.shares[k], all.shares[k]) == 0.0, m.str() << " step " << k);
+            BOOST_TEST(r.norms[k] == all.norms[k], m.str() << " step " << k);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

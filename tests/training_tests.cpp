@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -955,6 +956,62 @@ BOOST_AUTO_TEST_CASE(held_out_text_is_scored_in_evaluation_mode_and_prompts_are_
                 std::vector<std::size_t>{words.id("c"), words.id("a"), words.id("b")}));
     testing::expect_error([&] { (void)text_prompt(words, "abz", "--prompt"); },
                           {"--prompt", "'z'", "not in the model's vocabulary"});
+}
+
+// Note [Memory policies]: `unfold train --bptt-memory` changes what a step keeps, not what it
+// computes. The same run under every policy ends with bit-identical parameters — a decoder under
+// teacher forcing and under scheduled sampling, and an encoder–decoder — and every:3 keeps less.
+BOOST_AUTO_TEST_CASE(training_under_a_memory_policy_gives_the_same_parameters)
+{
+    struct setup
+    {
+        std::string task, model, feeding;
+    };
+    for (const setup& s :
+         {setup{"addition", "decoder", "teacher"}, setup{"addition", "decoder", "scheduled"},
+          setup{"reverse", "seq2seq", "teacher"}})
+    {
+        std::vector<tensor> reference;
+        std::size_t reference_peak = 0;
+        for (const std::string memory : {"all", "every:3", "gemm"})
+        {
+            temp_file ckpt("memory-" + s.model + "-" + memory + ".safetensors");
+            train_options o;
+            o.model.task = s.task;
+            o.model.architecture = s.model;
+            o.model.cell = "lstm";
+            o.model.layers = 2;
+            o.model.hidden = 16;
+            o.model.embed = 8;
+            o.model.bptt_memory = memory;
+            o.feeding = s.feeding;
+            o.epochs = 1;
+            o.steps = 6;
+            o.batch = 8;
+            o.quiet = true;
+            o.checkpoint = ckpt.path;
+            const train_result r = train(o, stdout);
+            std::filesystem::remove(best_checkpoint_path(ckpt.path));
+            std::vector<tensor> params;
+            for (const param& p : r.trained->store())
+                params.push_back(p.value());
+            BOOST_TEST_MESSAGE(s.model << " " << s.feeding << " under " << memory << ": tape peak "
+                                       << r.bptt_peak_bytes);
+            if (memory == "all")
+            {
+                reference = params;
+                reference_peak = r.bptt_peak_bytes;
+                continue;
+            }
+            if (memory == "every:3") // gemm keeps GEMM outputs, as much as `all` here
+                BOOST_TEST(r.bptt_peak_bytes < reference_peak, memory);
+            for (std::size_t i = 0; i < params.size(); ++i)
+                BOOST_TEST((params[i].shape() == reference[i].shape() &&
+                            std::memcmp(params[i].data(), reference[i].data(),
+                                        params[i].size() * sizeof(real)) == 0),
+                           s.model << " " << s.feeding << " " << memory << ": parameter " << i);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

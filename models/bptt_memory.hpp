@@ -1,0 +1,391 @@
+#pragma once
+/// How much of a sequence BPTT remembers: the memory policies unroll, the layers and the decoder
+/// take, and how `--bptt-memory` spells them.
+///
+/// Note [Memory policies]
+/// Backpropagation through time reads, at every step, values the forward pass computed at that
+/// step, so a tape's memory grows with T. A policy keeps less and recomputes the rest during
+/// backward (Note [Recomputation] in framework/tape.hpp), for any cell, a user's own included:
+/// - all (the default): keep what some backward reads — for an LSTM its gates, c, φ(c) and h,
+///   not the gates' pre-activations or the input projection — and recompute nothing.
+/// - every:K: keep the state only after every K-th step (and each step's output h unless the
+///   caller consumes it inside the step: unroll's each_step); backward recomputes each segment
+///   of K steps from the state before it when it reaches the segment, holding one segment at a
+///   time. Every step is recomputed once: about one more forward pass. every:K,stored:F keeps
+///   the last F steps as `all` does and recomputes only the T − F before them.
+/// - gemm: keep the outputs of the matrix products and the states, recompute only the cheap
+///   elementwise work between them.
+/// - a budget in bytes ("256M"): plan_bptt picks what recomputes least within it — all, else
+///   gemm, else every:K with as many stored steps as fit — from one step measured on a scratch
+///   tape (profile_step); plan_unroll reports the choice, the predicted peak of the tape and the
+///   recomputed steps before anything runs, and tape::peak_bytes() measures the peak after.
+/// Values are recomputed by the same ops on the same inputs in the same order, so gradients are
+/// bit-identical under every policy. Masks and fed tokens are recorded as constants, so dropout
+/// masks and feeding decisions are reproduced exactly, and an op whose forward draws keeps its
+/// value. A value of a dropped segment read later (a hook's, retain_grad's, var::value()) is
+/// recomputed on the spot: correct, at the cost of the recomputation. A long sequence's input can
+/// be given by chunks (input_sequence's chunk function), recorded inside the segments.
+/// A budget needs the whole sequence up front: step-by-step decoding (free running, scheduled
+/// sampling, an encoder–decoder's decoder) takes every:K or gemm, and a layer shares its budget
+/// evenly among its L·D unrolls.
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <unfold/framework/error.hpp>
+#include <unfold/framework/tape.hpp>
+
+namespace unfold
+{
+
+/// A memory policy for BPTT (Note [Memory policies]).
+struct bptt_memory
+{
+    /// The kinds of policy.
+    enum class kind
+    {
+        all,   ///< keep every value
+        every, ///< keep the state every `steps` steps, recompute the segments between
+        gemm,  ///< keep GEMM outputs and states, recompute the elementwise work
+        budget ///< at most `bytes`: plan_bptt picks one of the others
+    };
+    kind how = kind::all;  ///< which policy
+    std::size_t steps = 0; ///< K for kind::every
+    /// For kind::every: the last `stored` steps are kept whole, not segmented (a planner's way
+    /// to recompute fewer steps when the budget allows).
+    std::size_t stored = 0;
+    std::size_t bytes = 0; ///< the budget for kind::budget
+
+    /// Keep everything.
+    static bptt_memory all() { return {}; }
+    /// Keep the state every K steps (K ≥ 1); the last `stored` steps whole.
+    static bptt_memory every(std::size_t k, std::size_t stored = 0)
+    {
+        UNFOLD_CHECK(k >= 1, "bptt memory every:{}: the segment length must be at least 1", k);
+        return {kind::every, k, stored, 0};
+    }
+    /// Keep GEMM outputs and states.
+    static bptt_memory gemm() { return {kind::gemm, 1, 0, 0}; }
+    /// At most `bytes` of BPTT values at any time (the tape's peak): the planner picks the policy
+    /// that recomputes least within it.
+    static bptt_memory budget(std::size_t bytes)
+    {
+        UNFOLD_CHECK(bytes > 0, "bptt memory budget: needs a positive number of bytes");
+        return {kind::budget, 0, 0, bytes};
+    }
+
+    /// True unless the policy keeps everything.
+    bool recomputes() const { return how != kind::all; }
+
+    /// "all", "every:K", "every:K,stored:F", "gemm" or a budget ("256M"), as parse() reads it.
+    std::string str() const
+    {
+        switch (how)
+        {
+            case kind::every:
+                return stored ? fmt::format("every:{},stored:{}", steps, stored)
+                              : fmt::format("every:{}", steps);
+            case kind::gemm:
+                return "gemm";
+            case kind::budget:
+                return bytes_str(bytes);
+            default:
+                return "all";
+        }
+    }
+
+    /// Reads "all", "every:K" (K ≥ 1, optionally ",stored:F"), "gemm", or a budget in bytes with
+    /// an optional K, M or G suffix (powers of 1024): "256M". `what` names the setting in
+    /// messages.
+    static bptt_memory parse(const std::string& text, const std::string& what = "--bptt-memory")
+    {
+        const std::string expected =
+            "expected all, every:K (keep the state every K steps), gemm (keep matrix products, "
+            "recompute the rest) or a budget in bytes such as 256M";
+        if (text == "all")
+            return all();
+        if (text == "gemm")
+            return gemm();
+        const std::string prefix = "every:";
+        if (text.compare(0, prefix.size(), prefix) == 0)
+        {
+            const std::string rest = text.substr(prefix.size());
+            const std::size_t comma = rest.find(",stored:");
+            const auto k = whole_number(rest.substr(0, comma));
+            UNFOLD_CHECK(k && *k >= 1, "{} '{}': every:K needs a whole number of steps K >= 1",
+                         what, text);
+            std::size_t stored = 0;
+            if (comma != std::string::npos)
+            {
+                const auto f = whole_number(rest.substr(comma + 8));
+                UNFOLD_CHECK(f, "{} '{}': stored:F needs a whole number of steps", what, text);
+                stored = *f;
+            }
+            return every(*k, stored);
+        }
+        std::size_t unit = 1;
+        std::string digits = text;
+        if (!digits.empty())
+            switch (digits.back())
+            {
+                case 'K':
+                    unit = std::size_t(1) << 10;
+                    break;
+                case 'M':
+                    unit = std::size_t(1) << 20;
+                    break;
+                case 'G':
+                    unit = std::size_t(1) << 30;
+                    break;
+                default:
+                    unit = 0;
+            }
+        if (unit)
+            digits.pop_back();
+        else
+            unit = 1;
+        const auto n = whole_number(digits);
+        UNFOLD_CHECK(n, "{} '{}': {}", what, text, expected);
+        UNFOLD_CHECK(*n > 0, "{} '{}': a budget needs a positive number of bytes", what, text);
+        return budget(*n * unit);
+    }
+
+    /// "256M"-style bytes (exact multiples of 1024 get a suffix).
+    static std::string bytes_str(std::size_t n)
+    {
+        if (n >= (std::size_t(1) << 30) && n % (std::size_t(1) << 30) == 0)
+            return fmt::format("{}G", n >> 30);
+        if (n >= (std::size_t(1) << 20) && n % (std::size_t(1) << 20) == 0)
+            return fmt::format("{}M", n >> 20);
+        if (n >= 1024 && n % 1024 == 0)
+            return fmt::format("{}K", n >> 10);
+        return fmt::format("{}", n);
+    }
+
+private:
+    /// The value of a string of decimal digits (nothing else), if it is one.
+    static std::optional<std::size_t> whole_number(const std::string& s)
+    {
+        if (s.empty() || s.size() > 18 ||
+            !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            return std::nullopt;
+        return static_cast<std::size_t>(std::stoull(s));
+    }
+};
+
+/// What one step of a cell records, measured on a scratch tape (profile_step in
+/// models/unroll.hpp), in bytes: what plan_bptt predicts from.
+struct step_profile
+{
+    std::size_t step = 0;         ///< the values one step records
+    std::size_t read = 0;         ///< of those, the values some backward reads
+    std::size_t gemm = 0;         ///< of those, the outputs of expensive ops (GEMMs)
+    std::size_t state = 0;        ///< one state, every part
+    std::size_t output = 0;       ///< one output h
+    std::size_t projection = 0;   ///< the input projection of one step (0 without project())
+    bool projection_read = false; ///< backward reads the projection (kept, then, by `all`)
+    std::size_t input = 0;        ///< a copy of one step's input (the chunks' slices)
+    std::size_t gradients = 0;    ///< the gradient buffers backward of one step keeps in its pool
+    std::size_t parameters = 0;   ///< the cell's parameters, copied onto the tape once
+};
+
+/// A memory policy resolved for one unroll: what runs, the peak it predicts, and what it costs.
+struct bptt_plan
+{
+    bptt_memory policy;               ///< what runs (never a budget)
+    std::size_t steps = 0;            ///< T
+    std::size_t predicted_bytes = 0;  ///< the tape's peak for the unroll (tape::peak_bytes)
+    std::size_t recomputed_steps = 0; ///< steps backward recomputes (gemm: their cheap part)
+
+    /// "every:32: predicted peak 61.2 MB, recomputes 968 of 1000 steps".
+    std::string str() const
+    {
+        return fmt::format("{}: predicted peak {:.1f} MB, recomputes {} of {} steps{}",
+                           policy.str(), double(predicted_bytes) / 1e6, recomputed_steps, steps,
+                           policy.how == bptt_memory::kind::gemm ? " (their elementwise work)"
+                                                                 : "");
+    }
+};
+
+/// The plan of `memory` for T steps whose input is projected in chunks of `chunk` steps, with the
+/// outputs kept for after the loop when `outputs_kept` (else consumed inside each step). A budget
+/// resolves to the policy that recomputes least within it: everything, else the GEMM outputs and
+/// states, else the state every K steps with the last steps kept whole as far as the budget
+/// allows; throws naming the minimum when even the smallest plan does not fit.
+inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chunk,
+                           const bptt_memory& memory, bool outputs_kept)
+{
+    chunk = std::min(chunk, T);
+    const std::size_t projection = chunk * p.projection;      // one chunk's value or gradient
+    const std::size_t copy = chunk < T ? chunk * p.input : 0; // its slice of the input
+    const std::size_t output_grads = outputs_kept ? T * p.output : 0; // the loss's, up front
+    const std::size_t fixed = T * p.input + p.parameters + p.state; // data, weights, initial state
+    auto predict = [&](const bptt_memory& m) -> bptt_plan {
+        bptt_plan r;
+        r.policy = m;
+        r.steps = T;
+        r.predicted_bytes = fixed;
+        switch (m.how)
+        {
+            case bptt_memory::kind::all:
+                // What backward reads of every step (the last step whole), a chunk's
+                // projection while its steps run and its gradient.
+                r.predicted_bytes += T * p.read + p.step + // the outputs are among what is read
+                                     (p.projection_read ? T * p.projection : projection) + copy +
+                                     projection + p.gradients + output_grads;
+                break;
+            case bptt_memory::kind::gemm:
+                // The states include the outputs; a chunk's projection is dropped once its steps
+                // are done (backward reads the kept GEMM outputs, not it), its gradient comes
+                // later.
+                r.predicted_bytes += T * (p.gemm + p.state) + projection + copy + 2 * p.step +
+                                     p.gradients + output_grads;
+                r.recomputed_steps = T;
+                break;
+            default:
+            {
+                const std::size_t K = std::min(m.steps, T);
+                const std::size_t F = std::min(m.stored, T);
+                const std::size_t segmented = T - F;
+                const std::size_t boundaries = (segmented + K - 1) / K;
+                // Forward keeps the outputs and the states at segment ends; backward adds a chunk's
+                // projection and its gradient and the gradient buffers.
+                // The last segment stays whole (the stored steps keep what backward reads);
+                // backward adds one recomputed segment.
+                const std::size_t kept_step = p.read;
+                const std::size_t live =
+                    F > 0 ? F * kept_step + p.step + std::min(K, segmented) * p.step
+                          : std::min(T, K + std::min(K, segmented)) * p.step;
+                // Recomputing a segment recomputes the projections of the chunks it touches (one
+                // more where segments straddle chunks); at most two chunks' gradients are live.
+                const std::size_t C = chunk;
+                const std::size_t touched =
+                    std::min((T + C - 1) / C, (K + C - 1) / C + (K % C == 0 || C % K == 0 ? 0 : 1));
+                r.predicted_bytes += (outputs_kept ? segmented * p.output : 0) +
+                                     boundaries * p.state + live + touched * (projection + copy) +
+                                     std::min<std::size_t>(touched, 2) * projection + p.gradients +
+                                     output_grads;
+                r.recomputed_steps = segmented > K ? segmented - K : 0;
+            }
+        }
+        return r;
+    };
+    if (memory.how != bptt_memory::kind::budget)
+        return predict(memory);
+    const bptt_plan all = predict(bptt_memory::all());
+    if (all.predicted_bytes <= memory.bytes)
+        return all;
+    const bptt_plan gemm = predict(bptt_memory::gemm());
+    if (gemm.predicted_bytes <= memory.bytes)
+        return gemm;
+    // The segment length with the least memory, then as many stored steps as still fit.
+    bptt_plan best = predict(bptt_memory::every(1));
+    for (std::size_t K = 2; K <= T; ++K)
+    {
+        const bptt_plan r = predict(bptt_memory::every(K));
+        if (r.predicted_bytes < best.predicted_bytes)
+            best = r;
+        else if (K * K > 4 * T)
+            break; // past the minimum (≈ √(T · state / step))
+    }
+    UNFOLD_CHECK(best.predicted_bytes <= memory.bytes,
+                 "bptt memory budget {} ({} bytes) is below the least this unroll of {} steps "
+                 "needs: {} bytes ({}, {:.1f} MB); raise the budget or shorten the sequence",
+                 memory.str(), memory.bytes, T, best.predicted_bytes, best.policy.str(),
+                 double(best.predicted_bytes) / 1e6);
+    std::size_t low = 0, high = T; // the most stored steps that fit
+    while (low < high)
+    {
+        const std::size_t mid = (low + high + 1) / 2;
+        if (predict(bptt_memory::every(best.policy.steps, mid)).predicted_bytes <= memory.bytes)
+            low = mid;
+        else
+            high = mid - 1;
+    }
+    return predict(bptt_memory::every(best.policy.steps, low));
+}
+
+/// Applies a memory policy to a loop of steps recorded on a tape (unroll, the decoder's
+/// step-by-step loop): segments are K steps (one for gemm), and a segment's values are dropped at
+/// the end of the next segment, keeping what that one read from it (its last state, a running
+/// loss) and what keep() was given (outputs read after the loop). The last segment is kept
+/// whole: the caller reads its final state. Steps backward does not recompute (every step under
+/// `all`, the stored steps) keep only what some backward reads (recomputed()).
+class segmenter
+{
+public:
+    /// Segments for `memory` (never a budget: plan it first) on `t`, over `steps` steps.
+    segmenter(tape& t, const bptt_memory& memory, std::size_t steps)
+        : m_tape(t)
+        , m_active(memory.recomputes())
+        , m_length(memory.how == bptt_memory::kind::every ? memory.steps : 1)
+        , m_segmented(steps - std::min(memory.stored, steps))
+        , m_steps(steps)
+        , m_what(memory.how == bptt_memory::kind::gemm ? recompute::cheap_values
+                                                       : recompute::every_value)
+    {
+        UNFOLD_CHECK(memory.how != bptt_memory::kind::budget,
+                     "a memory budget must be planned (plan_bptt) before its steps run");
+        m_tape.replay_constants(true); // slices of the input data can be dropped too
+    }
+    ~segmenter() { m_tape.replay_constants(false); }
+    segmenter(const segmenter&) = delete;
+    segmenter& operator=(const segmenter&) = delete;
+
+    /// True unless the policy keeps everything.
+    bool active() const { return m_active; }
+    /// Call before recording step k (k = 0, 1, … in the order the steps run).
+    void begin_step(std::size_t k)
+    {
+        if (!recomputed(k) || k % m_length == 0)
+            start_segment();
+    }
+    /// Keeps `v`, recorded in the current segment, when its segment's values are dropped.
+    void keep(const var& v) { m_kept.push_back(v); }
+    /// Call after recording step k.
+    void end_step(std::size_t k)
+    {
+        if (recomputed(k) && k % m_length != m_length - 1 && k + 1 != m_segmented)
+            return; // the segment goes on
+        if (m_segments > 1)
+        {
+            if (m_previous_recomputed)
+                m_tape.drop_values(m_previous_start, m_start, m_previous_kept, m_what);
+            else
+                m_tape.drop_unread(m_previous_start, m_start, m_previous_kept);
+        }
+        m_previous_recomputed = recomputed(k);
+        m_previous_kept = std::move(m_kept);
+        m_kept.clear();
+    }
+
+private:
+    /// True when step k is in a segment backward recomputes; the others (every step keeping
+    /// everything, the stored steps) are one step to a segment and keep only what backward
+    /// reads: their values nobody's backward reads are freed once the next step has read what
+    /// it needed (a gate's pre-activation).
+    bool recomputed(std::size_t k) const { return m_active && k < m_segmented; }
+
+    void start_segment()
+    {
+        m_previous_start = m_start;
+        m_start = m_tape.size();
+        ++m_segments;
+    }
+
+    tape& m_tape;
+    bool m_active;
+    std::size_t m_length, m_segmented, m_steps;
+    recompute m_what;
+    std::size_t m_start = 0, m_previous_start = 0, m_segments = 0;
+    bool m_previous_recomputed = false; // the previous segment is recomputed in backward
+    std::vector<var> m_kept, m_previous_kept;
+};
+
+} // namespace unfold
