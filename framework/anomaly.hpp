@@ -47,8 +47,9 @@ inline bool all_finite(const tensor& x)
 /// An op's input as an anomaly message describes it.
 struct operand
 {
-    const tensor* value;
-    std::string param; ///< the parameter's name for a parameter leaf, else empty
+    const tensor* value; ///< empty when a memory policy dropped it (Note [Recomputation])
+    shape_type shape;    ///< the value's shape, dropped or not
+    std::string param;   ///< the parameter's name for a parameter leaf, else empty
 };
 
 /// "NaN" if x holds one, else "inf", and the multi-index of the first non-finite element.
@@ -83,7 +84,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
         out += k ? ", " : "";
         if (!inputs[k].param.empty())
             out += "parameter '" + inputs[k].param + "' ";
-        out += shape_str(inputs[k].value->shape());
+        out += shape_str(inputs[k].shape);
         if (!all_finite(*inputs[k].value))
             out += " [not finite]";
     }

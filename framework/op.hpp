@@ -86,7 +86,7 @@ struct backward_reads<Op, std::void_t<decltype(Op::backward_reads_input),
 };
 /// The specialisation for ops that declare what they read.
 template <class Op>
-struct backward_reads<Op, std::enable_if_t<(Op::backward_reads, true)>>
+struct backward_reads<Op, std::void_t<decltype(Op::backward_reads)>>
 {
     static constexpr unsigned value = Op::backward_reads; ///< the op's declaration
 };
@@ -116,7 +116,7 @@ inline std::vector<operand> operands(const tape_core& core, const std::size_t* i
     for (std::size_t k = 0; k < count; ++k)
     {
         const node& x = core.nodes[inputs[k]];
-        out.push_back({&x.value, x.bound.defined() ? x.bound.name() : std::string()});
+        out.push_back({&x.value, x.shape(), x.bound.defined() ? x.bound.name() : std::string()});
     }
     return out;
 }

@@ -190,6 +190,7 @@ struct step_profile
     std::size_t output = 0;       ///< one output h
     std::size_t projection = 0;   ///< the input projection of one step (0 without project())
     bool projection_read = false; ///< backward reads the projection (kept, then, by `all`)
+    bool input_whole = true;      ///< the input is on the tape whole, not recorded chunk by chunk
     std::size_t input = 0;        ///< a copy of one step's input (the chunks' slices)
     std::size_t gradients = 0;    ///< the gradient buffers backward of one step keeps in its pool
     std::size_t parameters = 0;   ///< the cell's parameters, copied onto the tape once
@@ -225,7 +226,8 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
     const std::size_t projection = chunk * p.projection;      // one chunk's value or gradient
     const std::size_t copy = chunk < T ? chunk * p.input : 0; // its slice of the input
     const std::size_t output_grads = outputs_kept ? T * p.output : 0; // the loss's, up front
-    const std::size_t fixed = T * p.input + p.parameters + p.state; // data, weights, initial state
+    const std::size_t fixed = // data, weights, initial state
+        (p.input_whole ? T * p.input : 0) + p.parameters + p.state;
     auto predict = [&](const bptt_memory& m) -> bptt_plan {
         bptt_plan r;
         r.policy = m;

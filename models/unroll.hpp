@@ -101,6 +101,8 @@ public:
                                        "function that records them");
     }
 
+    /// True for a sequence given by chunks that has not been recorded whole.
+    bool chunked() const { return m_chunk && !m_whole.defined(); }
     /// T.
     std::size_t length() const
     {
@@ -331,8 +333,10 @@ std::vector<typename Cell::state> unroll_steps(
         const step_input how = !xs              ? step_input::projected
                                : project_chunks ? step_input::chunks
                                                 : step_input::raw;
-        memory = plan_bptt(profile_step(cell, B, features, how, s0), T,
-                           std::max<std::size_t>(1, projection_rows / B), o.memory, !each_step)
+        step_profile profile = profile_step(cell, B, features, how, s0);
+        profile.input_whole = !(xs && xs->chunked());
+        memory = plan_bptt(profile, T, std::max<std::size_t>(1, projection_rows / B), o.memory,
+                           !each_step)
                      .policy;
     }
     segmenter segments(t, memory, T); // Note [Memory policies]
@@ -431,18 +435,22 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_
 /// The plan of `memory` for unrolling `cell` (hidden size H) over T steps of B sequences of I
 /// features, before running it: the policy a budget resolves to, the tape's predicted peak and
 /// the steps backward recomputes (Note [Memory policies]). `outputs_kept`: the outputs are read
-/// after the loop (unroll without each_step).
+/// after the loop (unroll without each_step); `input_chunks`: the input is an input_sequence given
+/// by chunks, never on the tape whole.
 template <class Cell>
 bptt_plan plan_unroll(const Cell& cell, std::size_t T, std::size_t B, std::size_t I, std::size_t H,
-                      const bptt_memory& memory, bool outputs_kept = true)
+                      const bptt_memory& memory, bool outputs_kept = true,
+                      bool input_chunks = false)
 {
     using state = typename Cell::state;
     tape dry;
     const state s0 = zero_state<state>(dry, B, state_sizes_of(cell, H));
     const detail::step_input how =
         has_projection<Cell>::value && T > 1 ? detail::step_input::chunks : detail::step_input::raw;
-    return plan_bptt(detail::profile_step(cell, B, I, how, s0), T,
-                     std::max<std::size_t>(1, detail::projection_rows / B), memory, outputs_kept);
+    step_profile profile = detail::profile_step(cell, B, I, how, s0);
+    profile.input_whole = !input_chunks;
+    return plan_bptt(profile, T, std::max<std::size_t>(1, detail::projection_rows / B), memory,
+                     outputs_kept);
 }
 
 /// unroll that calls each_step(k, state after step k) right after step k, inside its segment:
