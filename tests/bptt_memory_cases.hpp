@@ -160,29 +160,22 @@ void check_cell(param_store& store, const Cell& cell, std::size_t T, std::size_t
     }
 }
 
+/// check_cell for a Cell made by Cell::create(store, I, H, g) from `seed`.
+template <class Cell>
+void check_created(std::uint64_t seed, std::size_t T, std::size_t B, std::size_t I, std::size_t H)
+{
+    param_store store;
+    generator g(seed);
+    check_cell<typename Cell::state>(store, Cell::create(store, I, H, g), T, B, I, H);
+}
+
 inline void cells_give_identical_gradients()
 {
     constexpr std::size_t T = 37, B = 3, I = 4, H = 5;
-    {
-        param_store store;
-        generator g(1);
-        check_cell<var>(store, rnn_cell::create(store, I, H, g), T, B, I, H);
-    }
-    {
-        param_store store;
-        generator g(2);
-        check_cell<var>(store, gru_cell::create(store, I, H, g), T, B, I, H);
-    }
-    {
-        param_store store;
-        generator g(3);
-        check_cell<lstm_state>(store, lstm_cell::create(store, I, H, g), T, B, I, H);
-    }
-    {
-        param_store store;
-        generator g(4);
-        check_cell<var>(store, user_cell::create(store, I, H, g), T, B, I, H);
-    }
+    check_created<rnn_cell>(1, T, B, I, H);
+    check_created<gru_cell>(2, T, B, I, H);
+    check_created<lstm_cell>(3, T, B, I, H);
+    check_created<user_cell>(4, T, B, I, H);
 }
 
 // A batch of 64 projects its input in chunks of 2048 / 64 = 32 steps: 150 steps make five
