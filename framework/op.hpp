@@ -69,20 +69,26 @@ template <class Op>
 struct is_expensive<Op, std::void_t<decltype(Op::expensive)>> : std::bool_constant<Op::expensive>
 {};
 
+namespace detail
+{
+/// False when Op declares `static constexpr bool backward_reads_input = false`.
+template <class Op, class = void>
+struct reads_its_input : std::true_type
+{};
+template <class Op>
+struct reads_its_input<Op, std::void_t<decltype(Op::backward_reads_input)>>
+    : std::bool_constant<Op::backward_reads_input>
+{};
+} // namespace detail
+
 /// Which values Op's backward reads: bit k for input k, bit N (the input count) for its output.
 /// An op declares `static constexpr unsigned backward_reads = ...` to spare a memory policy the
 /// recomputation of values it never reads (Note [Recomputation]); by default it reads them all.
+/// An elementwise op that declares `backward_reads_input = false` reads only its output.
 template <class Op, class = void>
 struct backward_reads
 {
-    static constexpr unsigned value = ~0u; ///< every input and the output
-};
-/// An elementwise op that declares `backward_reads_input = false` reads only its output.
-template <class Op>
-struct backward_reads<Op, std::void_t<decltype(Op::backward_reads_input),
-                                      std::enable_if_t<!Op::backward_reads_input>>>
-{
-    static constexpr unsigned value = ~1u; ///< all but input 0
+    static constexpr unsigned value = detail::reads_its_input<Op>::value ? ~0u : ~1u; ///< default
 };
 /// The specialisation for ops that declare what they read.
 template <class Op>
