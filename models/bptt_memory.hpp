@@ -256,10 +256,9 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
                 const std::size_t F = std::min(m.stored, T);
                 const std::size_t segmented = T - F;
                 const std::size_t boundaries = (segmented + K - 1) / K;
-                // Forward keeps the outputs and the states at segment ends; backward adds a chunk's
-                // projection and its gradient and the gradient buffers.
-                // The last segment stays whole (the stored steps keep what backward reads);
-                // backward adds one recomputed segment.
+                // Forward keeps the outputs and the states at segment ends, and the last segment
+                // whole (the stored steps keep what backward reads); backward adds one
+                // recomputed segment, the chunks' projections and the gradient buffers.
                 const std::size_t kept_step = p.read;
                 const std::size_t live =
                     F > 0 ? F * kept_step + p.step + std::min(K, segmented) * p.step
