@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -113,10 +114,22 @@ inline void print_samples(std::FILE* out, const model& m, const task* tk, const 
 }
 } // namespace detail
 
-/// The `unfold` program: parses `args` (without the program name) and runs the command.
+/// The `unfold` program: parses `args` (without the program name) and runs the command. Under
+/// a `group` of processes (mpirun), `unfold train` is data-parallel (Note [Data parallelism]),
+/// only rank 0 writes to `out`, and an error is reported with the rank that raised it.
 inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout,
-                   std::FILE* err = stderr)
+                   std::FILE* err = stderr, process_group* group = nullptr)
 {
+    const std::string who = group && group->size() > 1 ? fmt::format("unfold (rank {} of {})",
+                                                                     group->rank(), group->size())
+                                                       : "unfold";
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> nowhere(nullptr, std::fclose);
+    if (group && group->rank() != 0)
+    {
+        nowhere.reset(std::fopen("/dev/null", "w"));
+        if (nowhere)
+            out = nowhere.get();
+    }
     CLI::App app{"unfold: train recurrent networks on built-in tasks or a text file, and sample "
                  "from them. With no arguments: unfold train (the addition task)."};
     app.name("unfold");
@@ -447,7 +460,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                                o.checkpoint_every_seconds);
         if (!o.resume.empty())
             detail::take_run_options_not_given(*train_cmd, o);
-        train_result r = train(o, out);
+        train_result r = train(o, out, group);
         if (r.interrupted)
             return 130;
         std::unique_ptr<task> tk;
@@ -456,18 +469,18 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
             text = std::make_unique<text_corpus>(text_corpus::load(o.text_file));
         else
             tk = make_task(o.model.task, o.model.digits);
-        if (!o.quiet)
+        if (!o.quiet && (!group || group->rank() == 0))
             detail::print_samples(out, *r.trained, tk.get(), text.get(), o.samples, g);
         return 0;
     }
     catch (const unfold::error& e)
     {
-        std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
+        std::fprintf(err, "%s: %s\n", who.c_str(), detail::one_line(e.what()).c_str());
         return 2;
     }
     catch (const std::exception& e)
     {
-        std::fprintf(err, "unfold: %s\n", detail::one_line(e.what()).c_str());
+        std::fprintf(err, "%s: %s\n", who.c_str(), detail::one_line(e.what()).c_str());
         return 1;
     }
 }

@@ -24,6 +24,7 @@
 #include "apps/tasks.hpp"
 #include <unfold/framework/checkpoint.hpp>
 #include <unfold/framework/clip.hpp>
+#include <unfold/framework/data_parallel.hpp>
 #include <unfold/framework/optimizer.hpp>
 #include <unfold/framework/schedule.hpp>
 #include <unfold/framework/training_checkpoint.hpp>
@@ -453,13 +454,49 @@ private:
     std::unique_ptr<std::FILE, closer> m_file;
 };
 
+namespace detail
+{
+/// Rows [first, first + count) of `t` (batch-first), copied.
+inline tensor row_range(const tensor& t, std::size_t first, std::size_t count)
+{
+    shape_type shape(t.shape().begin(), t.shape().end());
+    UNFOLD_CHECK(!shape.empty() && first + count <= shape[0],
+                 "rows [{}, {}) of a tensor of shape {}", first, first + count,
+                 shape_str(t.shape()));
+    const std::size_t row = t.size() / shape[0];
+    shape[0] = count;
+    tensor part(shape);
+    std::copy(t.data() + first * row, t.data() + (first + count) * row, part.data());
+    return part;
+}
+
+/// Rank 0's `v` on every rank (the held-out evaluation runs once, Note [Data parallelism]).
+inline validation shared_validation(process_group& group, const validation& v)
+{
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& x : v.metrics)
+        j.push_back({x.name, x.value});
+    const auto texts = group.gather_text(group.rank() == 0 ? j.dump() : std::string());
+    validation out;
+    for (const auto& x : nlohmann::json::parse(texts[0]))
+        out.metrics.push_back({x[0].get<std::string>(), x[1].get<double>()});
+    out.primary = out.metrics.front().value;
+    return out;
+}
+} // namespace detail
+
 /// Trains as `o` says, printing progress to `out`, saving training checkpoints (Note [Training
 /// checkpoints]); returns the model and its metrics. With `o.resume` it continues the run saved
 /// there exactly: the same parameters, optimiser state, generators, data position and carried
 /// state, so the result is bit-identical to a run that was never stopped. Throws unfold::error on
 /// bad options, unreadable files, a resumed run that differs from the checkpoint's, or an
 /// existing checkpoint file that would be replaced without `o.force`.
-inline train_result train(train_options o, std::FILE* out)
+///
+/// With a `group` of N processes each running train() with the same options, the run is
+/// data-parallel (Note [Data parallelism]): every global batch of o.batch sequences is split into
+/// N parts, one per rank, the gradients are averaged, and rank 0 alone prints, evaluates and
+/// writes the checkpoints and the log.
+inline train_result train(train_options o, std::FILE* out, process_group* group = nullptr)
 {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
@@ -488,6 +525,13 @@ inline train_result train(train_options o, std::FILE* out)
     const std::string path = checkpoint_path(o);
     const bool saving = !o.checkpoint.empty() || !o.quiet;
     const std::string best_path = best_checkpoint_path(path);
+    const int ranks = group ? group->size() : 1, rank = group ? group->rank() : 0;
+    const bool leader = rank == 0; // prints, evaluates and writes the files
+    if (!leader)
+    {
+        o.quiet = true;
+        o.log.clear();
+    }
     check_model_config(o.model); // before looking at any file
     const bptt_memory memory = bptt_memory::parse(o.model.bptt_memory);
     UNFOLD_CHECK(memory.how != bptt_memory::kind::budget ||
@@ -497,7 +541,7 @@ inline train_result train(train_options o, std::FILE* out)
                  "every:K or gemm",
                  o.model.bptt_memory, o.feeding,
                  o.model.architecture == "seq2seq" ? " with --model seq2seq" : "");
-    if (saving && !o.force && path != o.resume)
+    if (saving && leader && !o.force && path != o.resume)
         for (const std::string& file : {path, best_path})
             UNFOLD_CHECK(!std::filesystem::exists(file),
                          "checkpoint {} already exists: pass --resume {} to continue its run, or "
@@ -551,11 +595,33 @@ inline train_result train(train_options o, std::FILE* out)
         o.steps = o.model.task == "reverse" ? 50 : 250;
     UNFOLD_CHECK(o.epochs >= 1 && o.steps >= 1 && o.batch >= 1,
                  "epochs, steps and batch must be positive");
+    UNFOLD_CHECK(o.batch % std::size_t(ranks) == 0,
+                 "--batch {} does not split over {} data-parallel ranks: the batch is the global "
+                 "one, each rank trains on batch / ranks of its sequences",
+                 o.batch, ranks);
+    const std::size_t share = o.batch / std::size_t(ranks); // sequences per rank
 
-    generator init(o.seed), data(o.seed + 1), feed_rng(o.seed + 2), eval_rng(o.seed + 3),
-        dropout_rng(o.seed + 4);
-    const std::pair<const char*, generator*> generators[] = {
-        {"data", &data}, {"feeding", &feed_rng}, {"eval", &eval_rng}, {"dropout", &dropout_rng}};
+    // Everything the model's state depends on is drawn alike on every rank; feeding decisions
+    // and dropout masks differ per rank (each rank's own sequences), rank 0's as without ranks.
+    const auto own = [&](std::uint64_t seed) {
+        return seed + 0x9E3779B97F4A7C15ull * std::uint64_t(rank);
+    };
+    generator init(o.seed), data(o.seed + 1), feed_rng(own(o.seed + 2)), eval_rng(o.seed + 3),
+        dropout_rng(own(o.seed + 4));
+    struct named_generator
+    {
+        const char* name;
+        generator* g;
+        bool per_rank;
+    };
+    const named_generator generators[] = {{"data", &data, false},
+                                          {"feeding", &feed_rng, true},
+                                          {"eval", &eval_rng, false},
+                                          {"dropout", &dropout_rng, true}};
+    // A per-rank generator's state in a checkpoint: rank 0's under the name, rank r's after '@'.
+    const auto state_key = [](const char* name, int r) {
+        return std::string("state.generator.") + name + (r ? "@" + std::to_string(r) : "");
+    };
     train_result res;
     res.trained = make_model(o.model, init);
     model& m = *res.trained;
@@ -602,6 +668,7 @@ inline train_result train(train_options o, std::FILE* out)
         st.metadata["state.seconds"] = metadata_text(elapsed());
         st.metadata["state.data_hash"] = metadata_text(data_hash);
         st.metadata["state.log"] = log ? log->path() : "";
+        st.metadata["state.ranks"] = metadata_text(std::size_t(ranks));
         nlohmann::json epochs = nlohmann::json::array();
         for (const auto& v : res.epochs)
         {
@@ -611,11 +678,22 @@ inline train_result train(train_options o, std::FILE* out)
             epochs.push_back(metrics);
         }
         st.metadata["state.validations"] = epochs.dump();
-        for (const auto& [name, g] : generators)
-            st.metadata[std::string("state.generator.") + name] = g->state();
-        for (std::size_t i = 0; i < carried.size(); ++i)
-            st.tensors["carried/" + std::to_string(i)] = carried[i];
-        save_training_checkpoint(path, m.store(), *opt, st);
+        for (const auto& [name, g, per_rank] : generators)
+        {
+            if (!per_rank || !group)
+                st.metadata[state_key(name, 0)] = g->state();
+            else
+            {
+                const auto states = group->gather_text(g->state());
+                for (int r = 0; r < ranks; ++r)
+                    st.metadata[state_key(name, r)] = states[std::size_t(r)];
+            }
+        }
+        for (std::size_t i = 0; i < carried.size(); ++i) // every rank's rows, in rank order
+            st.tensors["carried/" + std::to_string(i)] =
+                group ? group->gather_rows(carried[i]) : carried[i];
+        if (leader)
+            save_training_checkpoint(path, m.store(), *opt, st);
     };
 
     if (!o.resume.empty())
@@ -649,18 +727,38 @@ inline train_result train(train_options o, std::FILE* out)
                      "checkpoint {}: step {} with {} epochs evaluated does not fit a run of {} "
                      "epochs of {} steps",
                      o.resume, step, validated, o.epochs, o.steps);
-        for (const auto& [name, g] : generators)
+        if (group)
+        {
+            const auto steps = group->gather_text(std::to_string(step));
+            for (int r = 1; r < ranks; ++r)
+                UNFOLD_CHECK(steps[std::size_t(r)] == steps[0],
+                             "--resume {}: rank {} read a checkpoint at step {}, rank 0 one at "
+                             "step {}: every rank must resume from the same file",
+                             o.resume, r, steps[std::size_t(r)], steps[0]);
+        }
+        std::size_t saved_ranks = 1;
+        if (st.metadata.count("state.ranks"))
+            read("state.ranks", saved_ranks);
+        UNFOLD_CHECK(saved_ranks == std::size_t(ranks),
+                     "--resume {}: the run was saved by {} data-parallel rank(s) and continues on "
+                     "{}; resume it on {} (each rank's dropout and feeding draws are its own)",
+                     o.resume, saved_ranks, ranks, saved_ranks);
+        for (const auto& [name, g, per_rank] : generators)
             try
             {
                 g->set_state(metadata_value<std::string>(
-                    st.metadata, std::string("state.generator.") + name, o.resume));
+                    st.metadata, state_key(name, per_rank ? rank : 0), o.resume));
             }
             catch (const unfold::error& e)
             {
                 fail(fmt::format("checkpoint {}: {}", o.resume, e.what()));
             }
         for (std::size_t i = 0; st.tensors.count("carried/" + std::to_string(i)); ++i)
-            carried.push_back(st.tensors.at("carried/" + std::to_string(i)));
+        {
+            const tensor& all = st.tensors.at("carried/" + std::to_string(i));
+            carried.push_back(ranks > 1 ? detail::row_range(all, std::size_t(rank) * share, share)
+                                        : all);
+        }
         UNFOLD_CHECK(carried.size() == st.tensors.size(),
                      "checkpoint {}: unexpected run tensors besides the carried state", o.resume);
         const auto epochs = nlohmann::json::parse(
@@ -682,6 +780,15 @@ inline train_result train(train_options o, std::FILE* out)
             v.primary = v.metrics.front().value;
             res.epochs.push_back(std::move(v));
         }
+    }
+
+    std::unique_ptr<gradient_averager> averager;
+    if (group)
+    {
+        // One clear error on every rank if they built different models; then rank 0's values.
+        check_same_parameters(*group, m.store());
+        broadcast_parameters(*group, m.store());
+        averager = std::make_unique<gradient_averager>(*group, params_of(m.store()));
     }
 
     if (!o.log.empty())
@@ -709,6 +816,11 @@ inline train_result train(train_options o, std::FILE* out)
                          "held out: %zu fixed %s examples that training never draws, scored "
                          "after every epoch (%s picks the best epoch)\n",
                          tk->held_out().size(), tk->name().c_str(), monitor.name.c_str());
+        if (group)
+            std::fprintf(out,
+                         "data-parallel: %d ranks, each trains on %zu of every batch's %zu "
+                         "sequences; gradients averaged in %zu buckets\n",
+                         ranks, share, o.batch, averager->buckets());
         if (!o.resume.empty())
             std::fprintf(out, "resuming %s after step %zu of %zu (epoch %zu)\n", o.resume.c_str(),
                          step, total, std::min(o.epochs, step / o.steps + 1));
@@ -730,7 +842,9 @@ inline train_result train(train_options o, std::FILE* out)
     const auto epochs_since_best = [&] {
         return res.epochs.size() - 1 - best_epoch(res.epochs, monitor);
     };
-    while (!interrupted)
+    // With ranks, every rank stops at the same step: when any rank was interrupted by then.
+    bool stopping = false;
+    while (!(group ? stopping : interrupted != 0))
     {
         if (o.patience && step < total && !res.epochs.empty() && epochs_since_best() >= o.patience)
         {
@@ -744,7 +858,11 @@ inline train_result train(train_options o, std::FILE* out)
                 std::fprintf(out, "\n");
             res.last_loss = epoch_loss / double(std::max<std::size_t>(epoch_steps, 1));
             m.eval();
-            res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
+            if (group)
+                res.epochs.push_back(detail::shared_validation(
+                    *group, leader ? validate(m, tk.get(), text.get(), eval_rng) : validation{}));
+            else
+                res.epochs.push_back(validate(m, tk.get(), text.get(), eval_rng));
             ++validated;
             const bool best = best_epoch(res.epochs, monitor) == res.epochs.size() - 1;
             if (!o.quiet)
@@ -762,7 +880,7 @@ inline train_result train(train_options o, std::FILE* out)
                             {"held_out", held_out},
                             {"seconds", elapsed()}});
             }
-            if (best && saving)
+            if (best && saving && leader)
             {
                 checkpoint_metadata meta = m.config().to_metadata();
                 meta["unfold.best_epoch"] = std::to_string(validated);
@@ -793,19 +911,45 @@ inline train_result train(train_options o, std::FILE* out)
                 ex.push_back(tk->draw(data));
             b = m.batch_of(ex);
         }
+        const std::size_t counted = b.counted(); // in the whole batch
+        if (ranks > 1)
+            b = b.rows(std::size_t(rank) * share, share);
         tape t;
+        if (averager)
+            averager->watch(t);
         const model_run r = m.run(t, b, *policy, carried, step);
         if (stream)
             carried = r.final_state; // Note [Truncated BPTT]: carried detached
         const var loss = run_loss(r, b);
+        // A rank's mean loss weighted by its share of the counted targets, times the ranks the
+        // gradients are averaged over: the average is the whole batch's gradient.
+        const double weight = ranks > 1 ? double(b.counted()) * double(ranks) /
+                                              double(std::max<std::size_t>(counted, 1))
+                                        : 1.0;
         opt->zero_grad();
-        t.backward(loss);
+        t.backward(ranks > 1 ? loss * real(weight) : loss);
+        if (averager)
+            averager->finish();
         const double norm =
             o.clip > 0 ? clip_grad_norm(opt->params(), o.clip) : grad_norm(opt->params());
         opt->set_lr(lr_at(step));
         if (std::isfinite(norm))
             opt->step();
-        const double l = loss.item();
+        double l = loss.item();
+        const bool save_time = o.checkpoint_every_seconds > 0 &&
+                               std::chrono::duration<double>(clock::now() - last_save).count() >=
+                                   o.checkpoint_every_seconds;
+        bool by_time = save_time;
+        if (group)
+        {
+            // The whole batch's loss, rank 0's clock and whether any rank was interrupted.
+            double shared[3] = {b.counted() ? l * weight / double(ranks) : 0.0,
+                                leader && save_time ? 1.0 : 0.0, interrupted ? 1.0 : 0.0};
+            group->sum_doubles(shared, 3);
+            l = shared[0];
+            by_time = shared[1] > 0;
+            stopping = shared[2] > 0;
+        }
         if (res.bptt_peak_bytes == 0)
         {
             res.bptt_peak_bytes = t.peak_bytes();
@@ -817,8 +961,7 @@ inline train_result train(train_options o, std::FILE* out)
         ++epoch_steps;
         if (step < 20)
             first_sum += l, ++first_count;
-        for (auto y : b.targets)
-            tokens += y != token_batch::ignore_index;
+        tokens += double(counted);
         ++step;
         unsaved = true;
         if (log)
@@ -840,9 +983,6 @@ inline train_result train(train_options o, std::FILE* out)
             std::fprintf(out, "%s\n", line.c_str());
         std::fflush(out);
         const bool by_steps = o.checkpoint_every_steps && step % o.checkpoint_every_steps == 0;
-        const bool by_time = o.checkpoint_every_seconds > 0 &&
-                             std::chrono::duration<double>(clock::now() - last_save).count() >=
-                                 o.checkpoint_every_seconds;
         if (saving && (by_steps || by_time))
         {
             save();
@@ -850,10 +990,10 @@ inline train_result train(train_options o, std::FILE* out)
             unsaved = false;
         }
     }
-    if (terminal && interrupted)
+    res.interrupted = group ? stopping : interrupted != 0;
+    if (terminal && res.interrupted)
         std::fprintf(out, "\n");
     res.first_loss = first_count ? first_sum / double(first_count) : 0;
-    res.interrupted = interrupted != 0;
     if (res.stopped_early && !o.quiet)
         std::fprintf(out,
                      "early stop: no better held-out %s for %zu epochs (the best was epoch %zu)\n",
@@ -874,6 +1014,8 @@ inline train_result train(train_options o, std::FILE* out)
     res.seconds = elapsed();
     if (!o.quiet)
         std::fprintf(out, "trained for %s\n", duration_str(res.seconds).c_str());
+    if (group)
+        group->barrier(); // every rank returns once rank 0 has written the checkpoint
     return res;
 }
 

@@ -46,6 +46,15 @@
 /// constants), ops recorded without a backward, and ops whose forward draws random numbers
 /// (dropout: a second draw would differ), which the tape knows by their non-const forward.
 ///
+/// Note [Gradient readiness]
+/// A parameter is bound as a leaf at its first use, so every node that reads it comes after it:
+/// when backward's reverse loop reaches the leaf, the parameter's gradient from this backward is
+/// complete. Backward adds it into the parameter there and tells the tape's gradient_listener,
+/// which can start work on it (data-parallel training all-reduces it, Note [Data parallelism] in
+/// framework/data_parallel.hpp) while backward goes on through the earlier nodes. A parameter
+/// first used late (an output head, the top layer of a stack) is ready early; one used at the
+/// first step of an unroll only when backward is over.
+///
 /// Every node also records its site (Note [Sites] in framework/site.hpp), and in anomaly mode
 /// apply and backward check for non-finite values (Note [Anomaly mode] in framework/anomaly.hpp).
 
@@ -91,6 +100,18 @@ struct contribution_recorder
     virtual void record(const param& p, const site& where, const tensor& contribution) = 0;
 };
 
+/// Told by backward when each bound parameter's gradient is complete (Note [Gradient
+/// readiness]); tape::set_gradient_listener.
+struct gradient_listener
+{
+    virtual ~gradient_listener() = default;
+    /// This backward's gradient of `p` has been added into p.grad(): nothing else in this backward
+    /// adds to it.
+    virtual void ready(const param& p) = 0;
+    /// Called between nodes while backward runs, so that work started in ready() can progress.
+    virtual void progress() {}
+};
+
 namespace detail
 {
 inline std::uint64_t next_generation()
@@ -107,6 +128,7 @@ struct tape_core
     std::unordered_map<const void*, std::size_t> bound;                // one leaf per parameter
     std::unordered_map<std::size_t, std::vector<gradient_hook>> hooks; // by node index
     contribution_recorder* recorder = nullptr;
+    gradient_listener* listener = nullptr;
     bool any_recomputable = false; // a memory policy dropped values (Note [Recomputation])
     int replays_constants = 0;     // while > 0, ops on constants keep their op, to be recomputed
     std::size_t held = 0;          // bytes_held(), kept up to date
@@ -439,6 +461,7 @@ public:
         }
         const bool hooked = !m_core->hooks.empty();
         const bool recomputes = m_core->any_recomputable;
+        gradient_listener* const listener = m_core->listener;
         for (std::size_t i = end; i-- > 0;)
         {
             detail::node& n = m_core->nodes[i];
@@ -459,12 +482,14 @@ public:
             }
             if (n.recomputable) // nothing later in this backward reads it (Note [Recomputation])
                 m_core->drop_value(i);
-        }
-        for (auto& [id, i] : m_core->bound)
-        {
-            detail::node& n = m_core->nodes[i];
-            if (n.has_grad)
+            if (n.bound.defined() && n.has_grad) // Note [Gradient readiness]
+            {
                 xt::noalias(n.bound.grad()) += n.grad;
+                if (listener)
+                    listener->ready(n.bound);
+            }
+            if (listener)
+                listener->progress();
         }
     }
 
@@ -580,6 +605,10 @@ public:
     /// While set, backward reports every op's contribution to a bound parameter's gradient to
     /// `r` (the gradient probe, models/probe.hpp); null to stop.
     void set_recorder(contribution_recorder* r) { m_core->recorder = r; }
+    /// While set, backward tells `l` as each bound parameter's gradient becomes complete (Note
+    /// [Gradient readiness]); null to stop.
+    void set_gradient_listener(gradient_listener* l) { m_core->listener = l; }
+
     /// True while a recorder is set: code that would fuse ops recorded for several sites into
     /// one should then record them one site at a time, so each contribution keeps its own site.
     bool records_contributions() const { return m_core->recorder != nullptr; }

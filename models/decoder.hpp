@@ -23,6 +23,7 @@
 /// read (sequence_loss does). When a recorder needs each step's products on their own (the gradient
 /// probe, Note [Gradient probe]), run() goes step by step under every policy.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -86,6 +87,40 @@ struct token_batch
     {
         return {targets.begin() + std::ptrdiff_t(t * batch),
                 targets.begin() + std::ptrdiff_t((t + 1) * batch)};
+    }
+    /// The number of targets that carry loss (not ignore_index).
+    std::size_t counted() const
+    {
+        return std::size_t(std::count_if(targets.begin(), targets.end(),
+                                         [](std::int64_t y) { return y != ignore_index; }));
+    }
+    /// Sequences [first, first + count) of the batch, with its steps (and its source's), e.g. one
+    /// rank's part of a data-parallel batch (Note [Data parallelism]).
+    token_batch rows(std::size_t first, std::size_t count) const
+    {
+        UNFOLD_CHECK(first + count <= batch && count > 0,
+                     "token_batch: sequences [{}, {}) of a batch of {}", first, first + count,
+                     batch);
+        token_batch part;
+        part.steps = steps;
+        part.batch = count;
+        for (std::size_t t = 0; t < steps; ++t)
+            for (std::size_t b = first; b < first + count; ++b)
+            {
+                part.inputs.push_back(input(t, b));
+                part.targets.push_back(target(t, b));
+            }
+        if (!source.empty())
+        {
+            part.source.steps = source.steps;
+            part.source.batch = count;
+            for (std::size_t s = 0; s < source.steps; ++s)
+                for (std::size_t b = first; b < first + count; ++b)
+                    part.source.tokens.push_back(source.tokens[s * source.batch + b]);
+            part.source.lengths.assign(source.lengths.begin() + std::ptrdiff_t(first),
+                                       source.lengths.begin() + std::ptrdiff_t(first + count));
+        }
+        return part;
     }
 };
 

@@ -6,12 +6,13 @@ UNFOLD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UNFOLD_BUILD="${UNFOLD_BUILD:-$UNFOLD_ROOT/build}"
 
 # Debian 12 packages the build and the tests need (oneDNN for the GEMMs it runs faster than
-# OpenBLAS, Note [GEMM backends]), gnuplot for `unfold plot`, and the text of the
+# OpenBLAS, Note [GEMM backends]; OpenMPI for data-parallel training, Note [Data parallelism]),
+# gnuplot for `unfold plot`, and the text of the
 # language-model recipe: jargon-text's Jargon File (1.6 million characters of English prose, UTF-8,
 # public domain, 650 kB), unpacked by unfold_jargon_text.
 UNFOLD_PACKAGES=(
     g++ make cmake ccache pkg-config
-    libxtensor-dev libxsimd-dev libopenblas-dev libdnnl-dev
+    libxtensor-dev libxsimd-dev libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin
     libboost-test-dev libfmt-dev libcli11-dev nlohmann-json3-dev
     gnuplot-nox jargon-text
 )
