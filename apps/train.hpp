@@ -633,7 +633,8 @@ inline train_result train(train_options o, std::FILE* out, process_group* group 
     const schedule lr_at =
         o.lr_schedule == "cosine" ? cosine_annealing(lr, total, lr / 20) : constant_lr(lr);
     auto policy = make_feeding(o, total, feed_rng);
-    const bool terminal = !o.quiet && ::isatty(::fileno(out));
+    // mpirun hands its ranks a terminal even when its own output goes to a file: lines, then.
+    const bool terminal = !o.quiet && !group && ::isatty(::fileno(out));
     const std::uint64_t data_hash =
         text ? detail::token_hash(text->valid,
                                   detail::token_hash(text->train, 14695981039346656037ull))

@@ -13,7 +13,8 @@
 /// whose sums are added afterwards.
 ///
 /// The gradient_averager all-reduces the gradients in buckets of about `bucket_bytes`, in the
-/// reverse of the parameters' order (the order backward usually completes them), each bucket
+/// reverse of the parameters' order at the first step (the order backward usually completes
+/// them) and in the order backward completed them after it (rank 0's), each bucket
 /// started as soon as backward has completed all its parameters (Note [Gradient readiness] in
 /// framework/tape.hpp) and finished in finish(), before the optimiser's step: the all-reduce of
 /// the parameters used late in the forward pass overlaps the backward of the earlier ones.
@@ -21,6 +22,7 @@
 /// waits for the ones before it. As in PyTorch's DistributedDataParallel.
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -101,36 +103,21 @@ struct gradient_averager_options
 class gradient_averager final : public gradient_listener
 {
 public:
+    /// Averages `params` over `group`, in buckets as `o` says; `group` must outlive it.
     gradient_averager(process_group& group, std::vector<param> params,
                       gradient_averager_options o = {})
         : m_group(group)
         , m_params(std::move(params))
+        , m_options(o)
         , m_ready(m_params.size(), false)
         , m_bucket_of(m_params.size())
     {
         for (std::size_t i = 0; i < m_params.size(); ++i)
             m_index.emplace(m_params[i].id(), i);
-        std::size_t bytes = 0;
-        for (std::size_t i = m_params.size(); i-- > 0;)
-        {
-            if (m_buckets.empty() || bytes >= o.bucket_bytes)
-            {
-                m_buckets.emplace_back();
-                bytes = 0;
-            }
-            m_buckets.back().params.push_back(i);
-            m_buckets.back().waiting++;
-            m_bucket_of[i] = m_buckets.size() - 1;
-            bytes += m_params[i].size() * sizeof(real);
-        }
-        for (bucket& b : m_buckets)
-        {
-            std::size_t n = 0;
-            for (std::size_t i : b.params)
-                n += m_params[i].size();
-            b.flat.resize(n);
-            b.parameters = b.waiting;
-        }
+        std::vector<std::size_t> order(m_params.size());
+        for (std::size_t i = 0; i < order.size(); ++i)
+            order[i] = order.size() - 1 - i;
+        make_buckets(order);
     }
     gradient_averager(const gradient_averager&) = delete;
     gradient_averager& operator=(const gradient_averager&) = delete;
@@ -167,6 +154,8 @@ public:
                      "backward, or call finish() after each",
                      p.name());
         m_ready[i] = true;
+        if (!m_rebuilt)
+            m_seen.push_back(i);
         if (--m_buckets[m_bucket_of[i]].waiting == 0)
             start_ready_buckets();
     }
@@ -187,12 +176,14 @@ public:
     /// Every rank must call it once per step.
     void finish()
     {
+        const auto backward_end = std::chrono::steady_clock::now();
         m_started_in_backward = m_started;
         for (bucket& b : m_buckets)
             b.waiting = 0;
         start_ready_buckets();
         for (bucket& b : m_buckets)
-            b.overlapped = m_ticks - b.started_at;
+            b.overlapped =
+                std::max(0.0, std::chrono::duration<double>(backward_end - b.started_at).count());
         const real scale = real(1) / real(m_group.size());
         for (bucket& b : m_buckets)
         {
@@ -211,6 +202,8 @@ public:
         std::fill(m_ready.begin(), m_ready.end(), false);
         m_started = m_finished = 0;
         m_ticks = 0;
+        if (!m_rebuilt)
+            rebuild_in_ready_order();
     }
 
     /// The number of buckets.
@@ -218,9 +211,17 @@ public:
     /// How many buckets the last finish() found already started by backward (the rest only
     /// started in finish(), with nothing left to overlap).
     std::size_t started_during_backward() const { return m_started_in_backward; }
-    /// How many nodes backward still ran, in the last step, after bucket `b` started: the work
-    /// its all-reduce could hide behind (0 for a bucket started in finish()).
-    std::size_t nodes_overlapped(std::size_t b) const { return m_buckets.at(b).overlapped; }
+    /// How long, in seconds, backward still ran in the last step after bucket `b` started: the
+    /// work its all-reduce could hide behind (0 for a bucket started in finish()).
+    double seconds_overlapped(std::size_t b) const { return m_buckets.at(b).overlapped; }
+    /// The parameters of bucket `b`, in its order.
+    std::vector<param> bucket_parameters(std::size_t b) const
+    {
+        std::vector<param> out;
+        for (std::size_t i : m_buckets.at(b).params)
+            out.push_back(m_params[i]);
+        return out;
+    }
 
 private:
     struct bucket
@@ -229,8 +230,8 @@ private:
         std::vector<real> flat;          // their gradients, one after the other
         std::size_t parameters = 0;      // params.size()
         std::size_t waiting = 0;         // parameters not yet ready this step
-        std::size_t started_at = 0;      // backward nodes done when it started
-        std::size_t overlapped = 0;      // backward nodes done after it started, last step
+        std::chrono::steady_clock::time_point started_at; // this step
+        double overlapped = 0; // seconds of backward after it started, last step
         std::unique_ptr<pending_collective> work;
     };
 
@@ -239,7 +240,7 @@ private:
         while (m_started < m_buckets.size() && m_buckets[m_started].waiting == 0)
         {
             bucket& b = m_buckets[m_started++];
-            b.started_at = m_ticks;
+            b.started_at = std::chrono::steady_clock::now();
             real* to = b.flat.data();
             for (std::size_t i : b.params)
             {
@@ -251,8 +252,61 @@ private:
         }
     }
 
+    /// Buckets of about m_options.bucket_bytes, filled with the parameters in `order`.
+    void make_buckets(const std::vector<std::size_t>& order)
+    {
+        m_buckets.clear();
+        std::size_t bytes = 0;
+        for (std::size_t i : order)
+        {
+            if (m_buckets.empty() || bytes >= m_options.bucket_bytes)
+            {
+                m_buckets.emplace_back();
+                bytes = 0;
+            }
+            m_buckets.back().params.push_back(i);
+            m_bucket_of[i] = m_buckets.size() - 1;
+            bytes += m_params[i].size() * sizeof(real);
+        }
+        for (bucket& b : m_buckets)
+        {
+            std::size_t n = 0;
+            for (std::size_t i : b.params)
+                n += m_params[i].size();
+            b.flat.resize(n);
+            b.waiting = b.parameters = b.params.size();
+        }
+    }
+
+    /// After the first step, as DistributedDataParallel does: buckets in the order backward
+    /// completed the parameters (rank 0's, so that every rank has the same buckets), then those
+    /// it did not reach, so that each bucket starts as early as backward allows.
+    void rebuild_in_ready_order()
+    {
+        m_rebuilt = true;
+        std::string mine;
+        for (std::size_t i : m_seen)
+            mine += std::to_string(i) + ' ';
+        const std::string first = m_group.gather_text(mine)[0];
+        std::vector<std::size_t> order;
+        std::vector<bool> placed(m_params.size(), false);
+        std::size_t at = 0;
+        for (std::size_t end; (end = first.find(' ', at)) != std::string::npos; at = end + 1)
+        {
+            const std::size_t i = std::stoul(first.substr(at, end - at));
+            order.push_back(i);
+            placed[i] = true;
+        }
+        for (std::size_t i = m_params.size(); i-- > 0;)
+            if (!placed[i])
+                order.push_back(i);
+        make_buckets(order);
+        m_seen.clear();
+    }
+
     process_group& m_group;
     std::vector<param> m_params;
+    gradient_averager_options m_options;
     std::unordered_map<const void*, std::size_t> m_index; // by param::id()
     std::vector<bool> m_ready;
     std::vector<std::size_t> m_bucket_of;
@@ -260,7 +314,9 @@ private:
     std::size_t m_started = 0;  // buckets [0, m_started) are in flight or done
     std::size_t m_finished = 0; // buckets [0, m_finished) are done
     std::size_t m_started_in_backward = 0;
-    std::size_t m_ticks = 0; // progress() calls this step: backward's nodes
+    std::size_t m_ticks = 0;         // progress() calls this step
+    bool m_rebuilt = false;          // the buckets follow backward's order
+    std::vector<std::size_t> m_seen; // the order backward completed the parameters, first step
 };
 
 } // namespace unfold
