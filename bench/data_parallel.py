@@ -89,8 +89,12 @@ def main():
         if not args.no_torch:
             t1, t2 = rate(config, "PyTorch", 1), rate(config, "PyTorch", 2)
             row += f" {t1:.1f} | {t2:.1f} | {t2 / t1:.2f} | {u2 / t2:.2f} |"
-        last = results[(config, "Unfold", 2)][-1]
-        row += f" {last['allreduced_bytes'] / 1e6:.2f} MB in {last['buckets']} bucket(s) |"
+        last = results[(config, "Unfold", 2)]
+        overlap = statistics.median(x["first_bucket_overlap_ms"] for x in last)
+        exposed = statistics.median(x["exposed_ms"] for x in last)
+        row += (f" {last[-1]['allreduced_bytes'] / 1e6:.2f} MB in {last[-1]['buckets']} "
+                f"bucket(s), the first started {overlap:.1f} ms before backward's end, "
+                f"{exposed:.1f} ms not hidden |")
         print(row)
     print("(sequences per second, medians; each row's runs alternated in the same run)")
     return 0
