@@ -414,7 +414,13 @@ BOOST_AUTO_TEST_CASE(a_run_interrupted_on_one_rank_stops_on_both_and_resumes_exa
     if (interrupter.joinable())
         interrupter.join();
     BOOST_TEST(stopped.interrupted); // on both ranks
-    const auto at = read_checkpoint_metadata(killed.checkpoint).at("state.step");
+    const checkpoint_metadata saved = read_checkpoint_metadata(killed.checkpoint);
+    const auto at = saved.at("state.step");
+    // Dropout and feeding draw per rank; the data (the batches) alike on every rank.
+    BOOST_TEST(saved.at("state.ranks") == "2");
+    BOOST_TEST(saved.at("state.generator.dropout") != saved.at("state.generator.dropout@1"));
+    BOOST_TEST(saved.count("state.generator.feeding@1") == 1u);
+    BOOST_TEST(saved.count("state.generator.data@1") == 0u);
     BOOST_TEST_MESSAGE("interrupted on rank 1; both stopped, checkpoint at step " << at
                                                                                   << " of 40");
     BOOST_TEST(std::stoul(at) < 40);
