@@ -544,12 +544,14 @@ public:
     {
         detail::node_list& nodes = m_core->nodes;
         to = std::min(to, nodes.size());
-        std::vector<std::size_t> kept;
-        for (const var& v : keep)
-            if (v.defined() && &detail::core_of(v) == m_core.get())
-                kept.push_back(v.index());
+        const auto kept = [&](std::size_t i) { // keep holds a few vars: no set needed
+            for (const var& v : keep)
+                if (v.defined() && v.index() == i && &detail::core_of(v) == m_core.get())
+                    return true;
+            return false;
+        };
         for (std::size_t i = from; i < to; ++i)
-            if (!nodes[i].read_by_backward && std::find(kept.begin(), kept.end(), i) == kept.end())
+            if (!nodes[i].read_by_backward && !kept(i))
                 m_core->drop_value(i);
     }
 

@@ -272,7 +272,10 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
                                      boundaries * p.state + live + touched * (projection + copy) +
                                      std::min<std::size_t>(touched, 2) * projection + p.gradients +
                                      output_grads;
-                r.recomputed_steps = segmented > K ? segmented - K : 0;
+                // Each segment is dropped when the next one ends, so all are recomputed but
+                // the last, unless stored steps follow it.
+                const std::size_t last = segmented % K ? segmented % K : std::min(K, segmented);
+                r.recomputed_steps = F > 0 ? segmented : segmented - last;
             }
         }
         return r;
@@ -362,7 +365,7 @@ public:
                 m_tape.drop_unread(m_previous_start, m_start, m_previous_kept);
         }
         m_previous_recomputed = recomputed(k);
-        m_previous_kept = std::move(m_kept);
+        m_previous_kept.swap(m_kept); // both keep their capacity: no allocation per step
         m_kept.clear();
     }
 

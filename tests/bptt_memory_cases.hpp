@@ -3,6 +3,7 @@
 // bit-identical to keeping everything, for the built-in cells, a user's cell, a 2-layer
 // bidirectional masked layer and the decoder under teacher forcing and scheduled sampling; what it
 // keeps is measurably less; values dropped inside a segment are recomputed when read.
+#include <array>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -524,6 +525,65 @@ inline void budgets_pick_the_cheapest_policy_that_fits()
                  {"bptt memory budget", "100000 bytes", "below the least", "400 steps", "every:"});
 }
 
+/// How many times tanh_counting_op's forward has run.
+inline std::size_t counted_forwards = 0;
+
+/// tanh, counting its forward runs: a recomputed value runs its op's forward again.
+struct tanh_counting_op
+{
+    static constexpr const char* name = "tanh_counting";
+    static constexpr unsigned backward_reads = 0b10; ///< y only
+    tensor forward(const tensor& x) const
+    {
+        ++counted_forwards;
+        return tanh_op{}.forward(x);
+    }
+    void backward(const tensor& x, const tensor& y, const tensor& gy, tensor& gx) const
+    {
+        tanh_op{}.backward(x, y, gy, gx);
+    }
+};
+
+/// h' = 1 · tanh(x Wᵀ + h Uᵀ + b): the state is a copy, so a kept state does not keep the tanh
+/// its backward reads, which every step of a dropped segment recomputes.
+struct counting_cell
+{
+    using state = var;
+    param w, u, b;
+    var operator()(tape& t, const var& x, const var& h) const
+    {
+        const var a = apply(tanh_counting_op{},
+                            matmul_transposed(x, t[w]) + matmul_transposed(h, t[u]) + t[b]);
+        return a * real(1);
+    }
+};
+
+// The steps a plan says backward recomputes are the steps it recomputes: each segment but the
+// last, and the last too when stored steps follow it.
+inline void plans_count_the_recomputed_steps()
+{
+    constexpr std::size_t B = 2, I = 3, H = 4;
+    param_store store;
+    generator g(21);
+    const counting_cell cell{store.add("w", g.uniform({H, I}, -0.5, 0.5)),
+                             store.add("u", g.uniform({H, H}, -0.5, 0.5)),
+                             store.add("b", g.uniform({H}, -0.5, 0.5))};
+    for (const auto& [T, K, F] : std::vector<std::array<std::size_t, 3>>{
+             {48, 8, 0}, {50, 8, 0}, {50, 8, 5}, {50, 7, 3}, {10, 20, 0}, {30, 1, 0}, {30, 4, 30}})
+    {
+        const bptt_memory m = bptt_memory::every(K, F);
+        const bptt_plan plan = plan_unroll(cell, T, B, I, H, m, true);
+        const tensor x = g.uniform({T, B, I}, -1, 1);
+        counted_forwards = 0;
+        run(store, [&](tape& t) {
+            unroll_options o;
+            o.memory = m;
+            return weighted_loss(unroll(cell, t, t.constant(x), zero_state<var>(t, B, H), o));
+        });
+        BOOST_TEST(counted_forwards - T == plan.recomputed_steps, plan.str());
+    }
+}
+
 inline void policies_are_parsed_and_named()
 {
     using unfold::testing::expect_error;
@@ -584,6 +644,10 @@ BOOST_AUTO_TEST_CASE(plans_predict_the_peak) { bptt_memory_cases::plans_predict_
 BOOST_AUTO_TEST_CASE(budgets_pick_the_cheapest_policy_that_fits)
 {
     bptt_memory_cases::budgets_pick_the_cheapest_policy_that_fits();
+}
+BOOST_AUTO_TEST_CASE(plans_count_the_recomputed_steps)
+{
+    bptt_memory_cases::plans_count_the_recomputed_steps();
 }
 BOOST_AUTO_TEST_CASE(policies_are_parsed_and_named)
 {
