@@ -59,6 +59,7 @@ build_examples() {
     local work=$1
     shift
     rm -rf "$work"
+    mkdir -p "$(dirname "$work")" # its log goes beside it, before anything else made the folder
     cmake -S "$examples" -B "$work" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@" >"$work.log" 2>&1 ||
         { cat "$work.log"; fail "configuring examples/ failed"; }
     cmake --build "$work" -j 2 >>"$work.log" 2>&1 || { cat "$work.log"; fail "building examples/ failed"; }
