@@ -44,8 +44,10 @@ struct backward_fn
 /// which for a gradient slot that may never be used is a malloc and a free per node.
 inline tensor unallocated_tensor()
 {
-    return tensor(tensor::storage_type(), tensor::inner_shape_type{0},
-                  tensor::inner_strides_type{0});
+    // A copy: constructing one computes its strides each time, at every node and dropped value.
+    static const tensor empty(tensor::storage_type(), tensor::inner_shape_type{0},
+                              tensor::inner_strides_type{0});
+    return empty;
 }
 
 struct node
