@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "apps/train.hpp"
@@ -308,19 +309,25 @@ std::string shared_text(std::size_t n)
     world().barrier();
     return path;
 }
+/// Runs `o` alone and on the 2 ranks; checks that the ranks end with the same bits and within
+/// float round-off of one process's parameters, and returns both runs.
+std::pair<train_result, train_result> one_and_two(const train_options& o, const std::string& what)
+{
+    train_result one = train(o, stdout);           // alone, the whole batch
+    train_result two = train(o, stdout, &world()); // half of it on each rank
+    const double difference = largest_difference(two.trained->store(), one.trained->store());
+    BOOST_TEST_MESSAGE(what << ": parameters differ from one process's by " << difference);
+    BOOST_TEST(same_bits_on_every_rank(two.trained->store()), what);
+    BOOST_TEST(difference < 1e-4, what);
+    return {std::move(one), std::move(two)};
+}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(two_ranks_reach_what_one_process_reaches)
 {
-    const train_options o = small_run();
-    const train_result one = train(o, stdout);           // alone, the whole batch
-    const train_result two = train(o, stdout, &world()); // half of it on each rank
-    const double difference = largest_difference(two.trained->store(), one.trained->store());
-    BOOST_TEST_MESSAGE("addition, 16 steps: one process "
-                       << one.epochs.back().str() << "; two ranks " << two.epochs.back().str()
-                       << "; parameters differ by " << difference);
-    BOOST_TEST(same_bits_on_every_rank(two.trained->store()));
-    BOOST_TEST(difference < 1e-4);
+    const auto [one, two] = one_and_two(small_run(), "addition, 16 steps");
+    BOOST_TEST_MESSAGE("held out: one process " << one.epochs.back().str() << "; two ranks "
+                                                << two.epochs.back().str());
     BOOST_TEST(std::abs(two.last_loss - one.last_loss) < 1e-4 * one.last_loss);
     BOOST_REQUIRE(two.epochs.size() == one.epochs.size());
     for (std::size_t e = 0; e < one.epochs.size(); ++e)
@@ -335,12 +342,7 @@ BOOST_AUTO_TEST_CASE(every_optimiser_takes_one_process_s_steps_on_two_ranks)
         o.optimizer = name;
         o.epochs = 1;
         o.clip = 0.5; // the norm of the averaged gradient, the same on every rank
-        const train_result one = train(o, stdout);
-        const train_result two = train(o, stdout, &world());
-        const double difference = largest_difference(two.trained->store(), one.trained->store());
-        BOOST_TEST_MESSAGE(name << ": parameters differ from one process's by " << difference);
-        BOOST_TEST(same_bits_on_every_rank(two.trained->store()), name);
-        BOOST_TEST(difference < 1e-4, name);
+        one_and_two(o, name);
     }
 }
 
@@ -350,12 +352,7 @@ BOOST_AUTO_TEST_CASE(an_encoder_decoder_splits_its_sources_over_the_ranks)
     o.model.task = "reverse";
     o.model.architecture = "seq2seq";
     o.epochs = 1;
-    const train_result one = train(o, stdout);
-    const train_result two = train(o, stdout, &world());
-    const double difference = largest_difference(two.trained->store(), one.trained->store());
-    BOOST_TEST_MESSAGE("seq2seq: parameters differ from one process's by " << difference);
-    BOOST_TEST(same_bits_on_every_rank(two.trained->store()));
-    BOOST_TEST(difference < 1e-4);
+    one_and_two(o, "seq2seq");
 }
 
 BOOST_AUTO_TEST_CASE(truncated_bptt_carries_each_ranks_own_sequences)
@@ -368,12 +365,7 @@ BOOST_AUTO_TEST_CASE(truncated_bptt_carries_each_ranks_own_sequences)
     o.batch = 4;
     o.epochs = 1;
     o.steps = 0; // one pass
-    const train_result one = train(o, stdout);
-    const train_result two = train(o, stdout, &world());
-    const double difference = largest_difference(two.trained->store(), one.trained->store());
-    BOOST_TEST_MESSAGE("text, one pass: parameters differ from one process's by " << difference);
-    BOOST_TEST(same_bits_on_every_rank(two.trained->store()));
-    BOOST_TEST(difference < 1e-4);
+    one_and_two(o, "text, one pass");
 }
 
 BOOST_AUTO_TEST_CASE(a_run_interrupted_on_one_rank_stops_on_both_and_resumes_exactly)
