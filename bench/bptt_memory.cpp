@@ -3,10 +3,12 @@
 // everything and against PyTorch's nn.LSTM with and without torch.utils.checkpoint
 // (bench/bptt_memory_torch.py, Debian's python3-torch) in the same run. Reported: the planner's
 // predicted peak, the tape's measured peak, the peak RSS above the child's start, time per step,
-// and both as ratios to the same implementation keeping everything. Then the large config over
+// and both as ratios to the same implementation keeping everything, with the input on the tape
+// whole and fed by chunks of embedded tokens (PyTorch: an nn.Embedding). Then the large config over
 // 10,000 steps, fed by chunks of embedded tokens, under a budget.
 //
 //   bptt_memory [--T 1000 --B 32 --I 256 --H 256] [--rounds 2] [--steps 3] [--no-torch]
+//               [--input whole|embedded|both]
 //               [--long-only | --no-long] [--long-T 10000] [--long-budget 1536M]
 //   bptt_memory --child POLICY T B I H STEPS [embedding]     (one measurement, one JSON line)
 #include <sys/resource.h>
@@ -114,6 +116,7 @@ int child(const std::string& policy, std::size_t T, std::size_t B, std::size_t I
                    {"resolved", plan.policy.str()},
                    {"predicted_bytes", plan.predicted_bytes},
                    {"recomputed_steps", plan.recomputed_steps},
+                   {"cheap_steps", plan.cheap_steps},
                    {"tape_peak_bytes", tape_peak},
                    {"rss_peak_above_start_bytes", peak_rss() - base},
                    {"ms_per_step_median", bench::median(ms)},
@@ -150,6 +153,7 @@ int main(int argc, char** argv)
         {"--T", "1000"},   {"--B", "32"},    {"--I", "256"},        {"--H", "256"},
         {"--rounds", "2"}, {"--steps", "3"}, {"--long-T", "10000"}, {"--long-budget", "1536M"}};
     bool torch = true, long_run = true, short_run = true;
+    std::string inputs = "both";
     for (std::size_t i = 0; i < args.size(); ++i)
     {
         if (args[i] == "--no-torch")
@@ -158,6 +162,8 @@ int main(int argc, char** argv)
             long_run = false;
         else if (args[i] == "--long-only")
             short_run = false;
+        else if (args[i] == "--input" && i + 1 < args.size())
+            inputs = args[++i];
         else if (opt.count(args[i]) && i + 1 < args.size())
             opt[args[i]] = args[i + 1], ++i;
         else
@@ -178,31 +184,71 @@ int main(int argc, char** argv)
     std::printf("# Memory-planned BPTT: LSTM B %s, I = H = %s, T = %s, one training step, one "
                 "thread (load average %s)\n\n",
                 B.c_str(), H.c_str(), T.c_str(), bench::loadavg().c_str());
-    if (short_run)
-    {
-        // Budgets as fractions of what keeping everything needs, as the planner predicts it.
+    // One table per input: a (T, B, I) tensor on the tape whole, or chunks of embedded tokens
+    // recorded inside the steps (what a long sequence's input is: a policy drops them too).
+    auto table = [&](bool embedded) {
+        const char* input = embedded ? "embedded" : "whole";
+        std::printf("## Input %s\n\n",
+                    embedded ? "by chunks of embedded tokens (an embedding of 256 tokens)"
+                             : "a (T, B, I) tensor, on the tape whole");
+        // Budgets as fractions of what keeping everything needs, as the planner predicts it,
+        // where the least plan fits them.
         param_store store;
         generator g(1);
         const lstm_cell cell = lstm_cell::create(store, std::stoull(I), std::stoull(H), g);
-        const std::size_t all = plan_unroll(cell, std::stoull(T), std::stoull(B), std::stoull(I),
-                                            std::stoull(H), bptt_memory::all(), false)
-                                    .predicted_bytes;
-        std::vector<std::string> policies{"all", "gemm", "every:8", "every:32"};
-        for (double f : {0.5, 0.3})
-            policies.push_back(bptt_memory::bytes_str(std::size_t(f * double(all)) >> 20 << 20));
+        auto plan = [&](const bptt_memory& m) {
+            return plan_unroll(cell, std::stoull(T), std::stoull(B), std::stoull(I), std::stoull(H),
+                               m, false, embedded);
+        };
+        const std::size_t all = plan(bptt_memory::all()).predicted_bytes;
+        std::vector<std::string> policies{"all", "gemm", "every:8", "every:32", "every:16,gemm"};
+        for (double f : {0.5, 0.3, 0.1})
+        {
+            const std::string budget =
+                bptt_memory::bytes_str(std::size_t(f * double(all)) >> 20 << 20);
+            try
+            {
+                (void)plan(bptt_memory::parse(budget));
+                policies.push_back(budget);
+            }
+            catch (const error& e)
+            {
+                std::printf("(budget %s skipped: %s)\n\n", budget.c_str(), e.what());
+            }
+        }
         const std::string segment = std::to_string(std::lround(std::sqrt(std::stod(T))));
         std::map<std::string, std::vector<json>> runs; // by row, one per round
         for (int round = 0; round < std::stoi(opt["--rounds"]); ++round)
         {
             for (const auto& p : policies)
-                runs["unfold " + p].push_back(
-                    child_result(self, {"--child", p, T, B, I, H, steps}));
+            {
+                std::vector<std::string> args{"--child", p, T, B, I, H, steps};
+                if (embedded)
+                    args.push_back("embedded");
+                runs["unfold " + p].push_back(child_result(self, args));
+            }
             if (torch)
                 for (const std::string mode : {"plain", "checkpoint"})
-                    runs["torch " + mode].push_back(child_result(
-                        "/usr/bin/python3",
-                        {root + "/bench/bptt_memory_torch.py", "--mode", mode, "--T", T, "--B", B,
-                         "--I", I, "--H", H, "--segment", segment, "--steps", steps}));
+                {
+                    std::vector<std::string> args{root + "/bench/bptt_memory_torch.py",
+                                                  "--mode",
+                                                  mode,
+                                                  "--T",
+                                                  T,
+                                                  "--B",
+                                                  B,
+                                                  "--I",
+                                                  I,
+                                                  "--H",
+                                                  H,
+                                                  "--segment",
+                                                  segment,
+                                                  "--steps",
+                                                  steps};
+                    if (embedded)
+                        args.push_back("--embedded");
+                    runs["torch " + mode].push_back(child_result("/usr/bin/python3", args));
+                }
         }
         // Per row: the median over rounds of the time, the largest peak.
         auto summary = [&](const std::string& row) {
@@ -223,21 +269,23 @@ int main(int argc, char** argv)
             return s;
         };
         const json all_row = summary("unfold all");
-        std::printf("| implementation | policy | runs as | recomputed steps | predicted MB | tape "
-                    "peak MB | predicted/tape | peak RSS MB | RSS vs keep-all | ms/step | time "
-                    "vs keep-all |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        std::printf("| implementation | input | policy | runs as | recomputed steps: whole, "
+                    "elementwise | predicted MB | tape peak MB | predicted/tape | peak RSS MB | "
+                    "RSS vs keep-all | ms/step | time vs keep-all |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (const auto& p : policies)
         {
             const json r = summary("unfold " + p);
             if (r.is_null() || all_row.is_null())
             {
-                std::printf("| Unfold | %s | failed | | | | | | | | |\n", p.c_str());
+                std::printf("| Unfold | %s | %s | failed | | | | | | | | |\n", input, p.c_str());
                 continue;
             }
-            std::printf("| Unfold | %s | %s | %zu | %.1f | %.1f | %.3f | %.1f | %.3f | %.0f | "
-                        "%.3f |\n",
-                        p.c_str(), r["resolved"].get<std::string>().c_str(),
-                        r["recomputed_steps"].get<std::size_t>(), mb(r, "predicted_bytes"),
+            std::printf("| Unfold | %s | %s | %s | %zu, %zu | %.1f | %.1f | %.3f | %.1f | %.3f | "
+                        "%.0f | %.3f |\n",
+                        input, p.c_str(), r["resolved"].get<std::string>().c_str(),
+                        r["recomputed_steps"].get<std::size_t>(),
+                        r["cheap_steps"].get<std::size_t>(), mb(r, "predicted_bytes"),
                         mb(r, "tape_peak_bytes"),
                         r["predicted_bytes"].get<double>() / r["tape_peak_bytes"].get<double>(),
                         mb(r, "rss_peak_above_start_bytes"),
@@ -252,8 +300,8 @@ int main(int argc, char** argv)
             for (const std::string mode : {"plain", "checkpoint"})
             {
                 const json r = summary("torch " + mode);
-                std::printf("| PyTorch %s | %s | | | | | | %.1f | %.3f | %.0f | %.3f |\n",
-                            r["torch_version"].get<std::string>().c_str(),
+                std::printf("| PyTorch %s | %s | %s | | | | | | %.1f | %.3f | %.0f | %.3f |\n",
+                            r["torch_version"].get<std::string>().c_str(), input,
                             mode == "plain" ? "nn.LSTM"
                                             : ("checkpoint every " + segment + " steps").c_str(),
                             mb(r, "peak_rss_above_start_bytes"),
@@ -271,7 +319,11 @@ int main(int argc, char** argv)
         std::printf("\n(RSS vs keep-all and time vs keep-all: against the same implementation "
                     "keeping everything; medians of %s rounds, largest peaks.)\n\n",
                     opt["--rounds"].c_str());
-    }
+    };
+    if (short_run)
+        for (const bool embedded : {false, true})
+            if (inputs == "both" || inputs == (embedded ? "embedded" : "whole"))
+                table(embedded);
     if (long_run)
     {
         // The large config over a long sequence: what keeping everything would need, and one

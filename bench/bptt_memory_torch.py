@@ -7,6 +7,9 @@ activations for backward; --mode checkpoint runs the time axis in segments of --
 under torch.utils.checkpoint, keeping only the state between segments and recomputing each
 segment's activations during backward.
 
+With --embedded the input is an nn.Embedding(256, I) of (T, B) tokens, looked up inside the
+step (and, under checkpoint, inside each segment), as Unfold's benchmark feeds it by chunks.
+
 Memory is the process's peak RSS (ru_maxrss, a high-water mark) minus its RSS just before the
 warm-up step. Prints one JSON line on stdout; everything else goes to stderr.
 
@@ -43,16 +46,16 @@ def rss_bytes():
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def loss_plain(lstm, x):
-    out, _ = lstm(x)
+def loss_plain(lstm, x, embed):
+    out, _ = lstm(embed(x) if embed is not None else x)
     return out.sum()
 
 
-def loss_checkpoint(lstm, x, segment):
+def loss_checkpoint(lstm, x, segment, embed):
     B, H = x.shape[1], lstm.hidden_size
 
     def run_segment(x_seg, h, c):
-        out, (h, c) = lstm(x_seg, (h, c))
+        out, (h, c) = lstm(embed(x_seg) if embed is not None else x_seg, (h, c))
         return out, h, c
 
     h = torch.zeros(1, B, H)
@@ -71,32 +74,42 @@ def loss_checkpoint(lstm, x, segment):
     return loss
 
 
-def make_problem(T, B, I, H, seed):
+VOCAB = 256
+
+
+def make_problem(T, B, I, H, seed, embedded=False):
     torch.manual_seed(seed)
     lstm = torch.nn.LSTM(I, H)
-    x = torch.empty(T, B, I).uniform_(-1.0, 1.0)
-    return lstm, x
+    if embedded:
+        return lstm, torch.randint(0, VOCAB, (T, B)), torch.nn.Embedding(VOCAB, I)
+    return lstm, torch.empty(T, B, I).uniform_(-1.0, 1.0), None
 
 
-def train_step(lstm, x, mode, segment):
+def train_step(lstm, x, mode, segment, embed=None):
     lstm.zero_grad(set_to_none=True)
-    loss = loss_plain(lstm, x) if mode == "plain" else loss_checkpoint(lstm, x, segment)
+    if embed is not None:
+        embed.zero_grad(set_to_none=True)
+    loss = (loss_plain(lstm, x, embed) if mode == "plain"
+            else loss_checkpoint(lstm, x, segment, embed))
     loss.backward()
     return loss.item()
 
 
 def verify_checkpoint():
     """Checkpointed gradients must equal plain ones; a segment that doesn't divide T included."""
-    lstm, x = make_problem(T=23, B=3, I=5, H=7, seed=1)
-    grads = {}
-    for mode in ("plain", "checkpoint"):
-        train_step(lstm, x, mode, segment=5)
-        grads[mode] = [p.grad.clone() for p in lstm.parameters()]
-    for (name, _), gp, gc in zip(lstm.named_parameters(), grads["plain"], grads["checkpoint"]):
-        rel = ((gc - gp).norm() / gp.norm().clamp_min(1e-30)).item()
-        if not rel <= 1e-4:
-            log(f"FAIL: checkpoint gradient of {name} differs from plain by {rel:.3g} relative")
-            sys.exit(1)
+    for embedded in (False, True):
+        lstm, x, embed = make_problem(T=23, B=3, I=5, H=7, seed=1, embedded=embedded)
+        named = list(lstm.named_parameters()) + (
+            list(embed.named_parameters(prefix="embed")) if embed is not None else [])
+        grads = {}
+        for mode in ("plain", "checkpoint"):
+            train_step(lstm, x, mode, 5, embed)
+            grads[mode] = [p.grad.clone() for _, p in named]
+        for (name, _), gp, gc in zip(named, grads["plain"], grads["checkpoint"]):
+            rel = ((gc - gp).norm() / gp.norm().clamp_min(1e-30)).item()
+            if not rel <= 1e-4:
+                log(f"FAIL: checkpoint gradient of {name} differs from plain by {rel:.3g}")
+                sys.exit(1)
     log("verify: checkpoint gradients match plain (rel <= 1e-4)")
 
 
@@ -110,6 +123,7 @@ def main():
     ap.add_argument("--segment", type=int, default=None, help="default round(sqrt(T))")
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embedded", action="store_true", help="the input: embedded tokens")
     args = ap.parse_args()
     segment = args.segment if args.segment is not None else max(1, round(math.sqrt(args.T)))
     if segment < 1 or args.steps < 1:
@@ -120,19 +134,19 @@ def main():
     # Tiny, so it moves neither the base nor the peak measured below.
     verify_checkpoint()
 
-    lstm, x = make_problem(args.T, args.B, args.I, args.H, args.seed)
+    lstm, x, embed = make_problem(args.T, args.B, args.I, args.H, args.seed, args.embedded)
     base = rss_bytes()
-    train_step(lstm, x, args.mode, segment)  # warm-up: allocator and kernel first-use costs
+    train_step(lstm, x, args.mode, segment, embed)  # warm-up: allocator, kernels' first use
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
-        loss = train_step(lstm, x, args.mode, segment)
+        loss = train_step(lstm, x, args.mode, segment, embed)
         times.append((time.perf_counter() - t) * 1e3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     log(f"loss {loss:.6g}, ms per step {[round(t, 1) for t in times]}")
 
     print(json.dumps({
-        "peer": "torch", "mode": args.mode,
+        "peer": "torch", "mode": args.mode, "embedded": args.embedded,
         "T": args.T, "B": args.B, "I": args.I, "H": args.H,
         # Reported for plain too, so rows line up; plain ignores it.
         "segment": segment, "steps": args.steps,

@@ -13,12 +13,19 @@
 ///   of K steps from the state before it when it reaches the segment, holding one segment at a
 ///   time. Every step is recomputed once: about one more forward pass. every:K,stored:F keeps
 ///   the last F steps as `all` does and recomputes only the T − F before them.
-/// - gemm: keep the outputs of the matrix products and the states, recompute only the cheap
-///   elementwise work between them.
-/// - a budget in bytes ("256M"): plan_bptt picks what recomputes least within it — all, else
-///   gemm, else every:K with as many stored steps as fit — from one step measured on a scratch
-///   tape (profile_step); plan_unroll reports the choice, the predicted peak of the tape and the
-///   recomputed steps before anything runs, and tape::peak_bytes() measures the peak after.
+/// - every:K,gemm: segments of K steps that keep the outputs of their matrix products (for an
+///   LSTM its gates' pre-activations, 4 values of H against `all`'s 7): backward recomputes only
+///   their elementwise work, from the state before the segment. every:K,gemm:G does so for the
+///   last G of the segmented steps and recomputes the ones before them whole.
+/// - gemm: every:1,gemm (the state of every step kept too).
+/// - a budget in bytes ("256M"): plan_bptt picks what costs least within it, from one step
+///   measured on a scratch tape (profile_step): all; else every:K,gemm,stored:F with as many
+///   stored steps as fit; else every:K,gemm:G with as many steps keeping their GEMM outputs as
+///   fit (a step stored costs nothing to recompute and keeps 7 values of H, a step keeping its
+///   GEMM outputs costs its elementwise work for 4, a step recomputed whole costs its GEMMs too
+///   for none, so the cheapest plan within a budget mixes two neighbours of the three).
+///   plan_unroll reports the choice, the predicted peak of the tape and the recomputed steps
+///   before anything runs, and tape::peak_bytes() measures the peak after.
 /// Values are recomputed by the same ops on the same inputs in the same order, so gradients are
 /// bit-identical under every policy. Masks and fed tokens are recorded as constants, so dropout
 /// masks and feeding decisions are reproduced exactly, and an op whose forward draws keeps its
@@ -61,17 +68,23 @@ struct bptt_memory
     /// to recompute fewer steps when the budget allows).
     std::size_t stored = 0;
     std::size_t bytes = 0; ///< the budget for kind::budget
+    /// For kind::every: of the segmented steps, the last `cheap` (rounded out to whole segments;
+    /// every_step: all of them) keep their GEMM outputs, so that backward recomputes only their
+    /// elementwise work.
+    std::size_t cheap = 0;
+    static constexpr std::size_t every_step = std::size_t(-1); ///< `cheap` for all the steps
 
     /// Keep everything.
     static bptt_memory all() { return {}; }
-    /// Keep the state every K steps (K ≥ 1); the last `stored` steps whole.
-    static bptt_memory every(std::size_t k, std::size_t stored = 0)
+    /// Keep the state every K steps (K ≥ 1); the last `stored` steps whole; of the steps before
+    /// those, the last `cheap` keep their GEMM outputs.
+    static bptt_memory every(std::size_t k, std::size_t stored = 0, std::size_t cheap = 0)
     {
         UNFOLD_CHECK(k >= 1, "bptt memory every:{}: the segment length must be at least 1", k);
-        return {kind::every, k, stored, 0};
+        return {kind::every, k, stored, 0, cheap};
     }
     /// Keep GEMM outputs and states.
-    static bptt_memory gemm() { return {kind::gemm, 1, 0, 0}; }
+    static bptt_memory gemm() { return {kind::gemm, 1, 0, 0, every_step}; }
     /// At most `bytes` of BPTT values at any time (the tape's peak): the planner picks the policy
     /// that recomputes least within it.
     static bptt_memory budget(std::size_t bytes)
@@ -89,8 +102,11 @@ struct bptt_memory
         switch (how)
         {
             case kind::every:
-                return stored ? fmt::format("every:{},stored:{}", steps, stored)
-                              : fmt::format("every:{}", steps);
+                return fmt::format("every:{}{}{}", steps,
+                                   cheap == every_step ? ",gemm"
+                                   : cheap             ? fmt::format(",gemm:{}", cheap)
+                                                       : "",
+                                   stored ? fmt::format(",stored:{}", stored) : "");
             case kind::gemm:
                 return "gemm";
             case kind::budget:
@@ -100,9 +116,9 @@ struct bptt_memory
         }
     }
 
-    /// Reads "all", "every:K" (K ≥ 1, optionally ",stored:F"), "gemm", or a budget in bytes with
-    /// an optional K, M or G suffix (powers of 1024): "256M". `what` names the setting in
-    /// messages.
+    /// Reads "all", "every:K" (K ≥ 1, optionally followed by ",gemm" or ",gemm:G" and by
+    /// ",stored:F"), "gemm", or a budget in bytes with an optional K, M or G suffix (powers of
+    /// 1024): "256M". `what` names the setting in messages.
     static bptt_memory parse(const std::string& text, const std::string& what = "--bptt-memory")
     {
         const std::string expected =
@@ -115,19 +131,40 @@ struct bptt_memory
         const std::string prefix = "every:";
         if (text.compare(0, prefix.size(), prefix) == 0)
         {
-            const std::string rest = text.substr(prefix.size());
-            const std::size_t comma = rest.find(",stored:");
-            const auto k = whole_number(rest.substr(0, comma));
+            std::vector<std::string> parts{""}; // K, then the options after commas
+            for (char c : text.substr(prefix.size()))
+                if (c == ',')
+                    parts.emplace_back();
+                else
+                    parts.back() += c;
+            const auto k = whole_number(parts[0]);
             UNFOLD_CHECK(k && *k >= 1, "{} '{}': every:K needs a whole number of steps K >= 1",
                          what, text);
-            std::size_t stored = 0;
-            if (comma != std::string::npos)
+            bptt_memory m = every(*k);
+            for (std::size_t i = 1; i < parts.size(); ++i)
             {
-                const auto f = whole_number(rest.substr(comma + 8));
-                UNFOLD_CHECK(f, "{} '{}': stored:F needs a whole number of steps", what, text);
-                stored = *f;
+                const std::string& part = parts[i];
+                if (part == "gemm")
+                    m.cheap = every_step;
+                else if (part.compare(0, 5, "gemm:") == 0)
+                {
+                    const auto g = whole_number(part.substr(5));
+                    UNFOLD_CHECK(g, "{} '{}': gemm:G needs a whole number of steps", what, text);
+                    m.cheap = *g;
+                }
+                else if (part.compare(0, 7, "stored:") == 0)
+                {
+                    const auto f = whole_number(part.substr(7));
+                    UNFOLD_CHECK(f, "{} '{}': stored:F needs a whole number of steps", what, text);
+                    m.stored = *f;
+                }
+                else
+                    fail(fmt::format("{} '{}': after every:K expected ,gemm, ,gemm:G (the last "
+                                     "G steps keep their matrix products) or ,stored:F (the "
+                                     "last F steps kept whole), not '{}'",
+                                     what, text, part));
             }
-            return every(*k, stored);
+            return m;
         }
         std::size_t unit = 1;
         std::string digits = text;
@@ -202,23 +239,26 @@ struct bptt_plan
     bptt_memory policy;               ///< what runs (never a budget)
     std::size_t steps = 0;            ///< T
     std::size_t predicted_bytes = 0;  ///< the tape's peak for the unroll (tape::peak_bytes)
-    std::size_t recomputed_steps = 0; ///< steps backward recomputes (gemm: their cheap part)
+    std::size_t recomputed_steps = 0; ///< steps backward recomputes whole
+    std::size_t cheap_steps = 0;      ///< steps backward recomputes the elementwise work of
 
-    /// "every:32: predicted peak 61.2 MB, recomputes 968 of 1000 steps".
+    /// "every:32: predicted peak 61.2 MB, recomputes 968 of 1000 steps", with ", and the
+    /// elementwise work of 200 more" when some steps keep their GEMM outputs.
     std::string str() const
     {
-        return fmt::format("{}: predicted peak {:.1f} MB, recomputes {} of {} steps{}",
-                           policy.str(), double(predicted_bytes) / 1e6, recomputed_steps, steps,
-                           policy.how == bptt_memory::kind::gemm ? " (their elementwise work)"
-                                                                 : "");
+        return fmt::format(
+            "{}: predicted peak {:.1f} MB, recomputes {} of {} steps{}", policy.str(),
+            double(predicted_bytes) / 1e6, recomputed_steps, steps,
+            cheap_steps ? fmt::format(" and the elementwise work of {} more", cheap_steps) : "");
     }
 };
 
 /// The plan of `memory` for T steps whose input is projected in chunks of `chunk` steps, with the
 /// outputs kept for after the loop when `outputs_kept` (else consumed inside each step). A budget
-/// resolves to the policy that recomputes least within it: everything, else the GEMM outputs and
-/// states, else the state every K steps with the last steps kept whole as far as the budget
-/// allows; throws naming the minimum when even the smallest plan does not fit.
+/// resolves to the policy that costs least within it (Note [Memory policies]): everything; else
+/// segments that keep their GEMM outputs, with the last steps stored whole as far as the budget
+/// allows; else segments recomputed whole, with the last of them keeping their GEMM outputs as
+/// far as it allows. Throws naming the minimum when even the smallest plan does not fit.
 inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chunk,
                            const bptt_memory& memory, bool outputs_kept)
 {
@@ -233,94 +273,115 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
         r.policy = m;
         r.steps = T;
         r.predicted_bytes = fixed;
-        switch (m.how)
+        if (m.how == bptt_memory::kind::all)
         {
-            case bptt_memory::kind::all:
-                // What backward reads of every step (the last step whole), a chunk's
-                // projection while its steps run and its gradient.
-                r.predicted_bytes += T * p.read + p.step + // the outputs are among what is read
-                                     (p.projection_read ? T * p.projection : projection) + copy +
-                                     projection + p.gradients + output_grads;
-                break;
-            case bptt_memory::kind::gemm:
-                // The states include the outputs; a chunk's projection is dropped once its steps
-                // are done (backward reads the kept GEMM outputs, not it), its gradient comes
-                // later.
-                r.predicted_bytes += T * (p.gemm + p.state) + projection + copy + 2 * p.step +
-                                     p.gradients + output_grads;
-                r.recomputed_steps = T;
-                break;
-            default:
-            {
-                const std::size_t K = std::min(m.steps, T);
-                const std::size_t F = std::min(m.stored, T);
-                const std::size_t segmented = T - F;
-                const std::size_t boundaries = (segmented + K - 1) / K;
-                // Forward keeps the outputs and the states at segment ends, and the last segment
-                // whole (the stored steps keep what backward reads); backward adds one
-                // recomputed segment, the chunks' projections and the gradient buffers.
-                const std::size_t kept_step = p.read;
-                const std::size_t live =
-                    F > 0 ? F * kept_step + p.step + std::min(K, segmented) * p.step
-                          : std::min(T, K + std::min(K, segmented)) * p.step;
-                // Recomputing a segment recomputes the projections of the chunks it touches (one
-                // more where segments straddle chunks); at most two chunks' gradients are live.
-                const std::size_t C = chunk;
-                const std::size_t touched =
-                    std::min((T + C - 1) / C, (K + C - 1) / C + (K % C == 0 || C % K == 0 ? 0 : 1));
-                r.predicted_bytes += (outputs_kept ? segmented * p.output : 0) +
-                                     boundaries * p.state + live + touched * (projection + copy) +
-                                     std::min<std::size_t>(touched, 2) * projection + p.gradients +
-                                     output_grads;
-                // Each segment is dropped when the next one ends, so all are recomputed but
-                // the last, unless stored steps follow it.
-                const std::size_t last = segmented % K ? segmented % K : std::min(K, segmented);
-                r.recomputed_steps = F > 0 ? segmented : segmented - last;
-            }
+            // What backward reads of every step (the last step whole), a chunk's projection
+            // while its steps run and its gradient.
+            r.predicted_bytes += T * p.read + p.step + // the outputs are among what is read
+                                 (p.projection_read ? T * p.projection : projection) + copy +
+                                 projection + p.gradients + output_grads;
+            return r;
         }
+        // gemm is every:1,gemm. Segments of K steps; the last F steps are stored; of the S
+        // before them, the segments from first_cheap on keep their GEMM outputs.
+        const std::size_t K = std::min(m.steps, T);
+        const std::size_t F = std::min(m.stored, T);
+        const std::size_t S = T - F;
+        const std::size_t segments = (S + K - 1) / K;
+        const std::size_t G = std::min(m.cheap, S);
+        const std::size_t first_cheap = G > 0 ? (S - G) / K : segments;
+        const std::size_t cheap = S - std::min(S, first_cheap * K); // steps keeping GEMM outputs
+        const std::size_t last = S % K ? S % K : std::min(K, S);    // steps in the last segment
+        // Each segment is dropped when the next one ends, so all are recomputed but the last,
+        // unless stored steps follow it.
+        const bool last_kept = F == 0 && S > 0;
+        r.cheap_steps = cheap - (last_kept && cheap > 0 ? last : 0);
+        r.recomputed_steps = S - cheap - (last_kept && cheap == 0 ? last : 0);
+        // Forward keeps the outputs, the states at segment ends, the GEMM outputs of the cheap
+        // segments, and the last segment whole (or the stored steps, what backward reads of
+        // them); backward adds the largest segment it recomputes.
+        const std::size_t kept =
+            (outputs_kept ? S * p.output : 0) + // a kept state's output is among them
+            segments * (p.state - (outputs_kept ? p.output : 0)) + cheap * p.gemm +
+            (F > 0 ? F * p.read + p.step : last * (cheap > 0 ? p.step - p.gemm : p.step));
+        const std::size_t again =
+            std::max(r.recomputed_steps > 0 ? std::min(K, r.recomputed_steps) * p.step : 0,
+                     r.cheap_steps > 0 ? std::min(K, r.cheap_steps) * (p.step - p.gemm) : 0);
+        // Recomputing a segment whole recomputes the projections of the chunks it touches (one
+        // more where segments straddle chunks); at most two chunks' gradients are live. Segments
+        // that keep their GEMM outputs read no projection again, only its gradient.
+        const std::size_t C = chunk;
+        const std::size_t touched =
+            r.recomputed_steps == 0
+                ? 1
+                : std::min((T + C - 1) / C, (K + C - 1) / C + (K % C == 0 || C % K == 0 ? 0 : 1));
+        const std::size_t projections =
+            r.recomputed_steps == 0
+                ? projection + copy + p.step
+                : touched * (projection + copy) + std::min<std::size_t>(touched, 2) * projection;
+        r.predicted_bytes += kept + again + projections + p.gradients + output_grads;
         return r;
     };
+    if (memory.how == bptt_memory::kind::gemm)
+    {
+        bptt_plan r = predict(bptt_memory::every(1, 0, bptt_memory::every_step));
+        r.policy = memory;
+        return r;
+    }
     if (memory.how != bptt_memory::kind::budget)
         return predict(memory);
     const bptt_plan all = predict(bptt_memory::all());
     if (all.predicted_bytes <= memory.bytes)
         return all;
-    const bptt_plan gemm = predict(bptt_memory::gemm());
-    if (gemm.predicted_bytes <= memory.bytes)
-        return gemm;
-    // The segment length with the least memory, then as many stored steps as still fit.
-    bptt_plan best = predict(bptt_memory::every(1));
-    for (std::size_t K = 2; K <= T; ++K)
-    {
-        const bptt_plan r = predict(bptt_memory::every(K));
-        if (r.predicted_bytes < best.predicted_bytes)
-            best = r;
-        else if (K * K > 4 * T)
-            break; // past the minimum (≈ √(T · state / step))
-    }
-    UNFOLD_CHECK(best.predicted_bytes <= memory.bytes,
+    // The segment length with the least memory (≈ √(T · state / step), so past 2√T the search
+    // stops), for segments that keep their GEMM outputs (cheap = every_step) or not (0).
+    auto least = [&](std::size_t cheap) {
+        bptt_plan best = predict(bptt_memory::every(1, 0, cheap));
+        for (std::size_t K = 2; K <= T; ++K)
+        {
+            const bptt_plan r = predict(bptt_memory::every(K, 0, cheap));
+            if (r.predicted_bytes < best.predicted_bytes)
+                best = r;
+            else if (K * K > 4 * T)
+                break;
+        }
+        return best;
+    };
+    // The most steps (stored, or keeping GEMM outputs) that still fit, by bisection: the bytes
+    // grow with either.
+    auto most = [&](auto policy_with) {
+        std::size_t low = 0, high = T;
+        while (low < high)
+        {
+            const std::size_t mid = (low + high + 1) / 2;
+            if (predict(policy_with(mid)).predicted_bytes <= memory.bytes)
+                low = mid;
+            else
+                high = mid - 1;
+        }
+        return predict(policy_with(low));
+    };
+    const bptt_plan cheap = least(bptt_memory::every_step);
+    if (cheap.predicted_bytes <= memory.bytes)
+        return most([&](std::size_t F) {
+            return bptt_memory::every(cheap.policy.steps, F, bptt_memory::every_step);
+        });
+    const bptt_plan whole = least(0);
+    UNFOLD_CHECK(whole.predicted_bytes <= memory.bytes,
                  "bptt memory budget {} ({} bytes) is below the least this unroll of {} steps "
                  "needs: {} bytes ({}, {:.1f} MB); raise the budget or shorten the sequence",
-                 memory.str(), memory.bytes, T, best.predicted_bytes, best.policy.str(),
-                 double(best.predicted_bytes) / 1e6);
-    std::size_t low = 0, high = T; // the most stored steps that fit
-    while (low < high)
-    {
-        const std::size_t mid = (low + high + 1) / 2;
-        if (predict(bptt_memory::every(best.policy.steps, mid)).predicted_bytes <= memory.bytes)
-            low = mid;
-        else
-            high = mid - 1;
-    }
-    return predict(bptt_memory::every(best.policy.steps, low));
+                 memory.str(), memory.bytes, T, whole.predicted_bytes, whole.policy.str(),
+                 double(whole.predicted_bytes) / 1e6);
+    return most([&](std::size_t G) { return bptt_memory::every(whole.policy.steps, 0, G); });
 }
 
 /// Applies a memory policy to a loop of steps recorded on a tape (unroll, the decoder's
 /// step-by-step loop): segments are K steps (one for gemm), and a segment's values are dropped at
-/// the end of the next segment, keeping what that one read from it (its last state, a running
-/// loss) and what keep() was given (outputs read after the loop). The last segment is kept
-/// whole: the caller reads its final state. Steps backward does not recompute (every step under
-/// `all`, the stored steps) keep only what some backward reads (recomputed()).
+/// the end of the next segment (but the GEMM outputs of a segment that keeps them), keeping what
+/// that one read from it (its last state, a running loss) and what keep() was given (outputs
+/// read after the loop). The last segment is kept whole: the caller reads its final state. Steps
+/// backward does not recompute (every step under `all`, the stored steps) keep only what some
+/// backward reads (recomputed()).
 class segmenter
 {
 public:
@@ -331,8 +392,7 @@ public:
         , m_length(memory.how == bptt_memory::kind::every ? memory.steps : 1)
         , m_segmented(steps - std::min(memory.stored, steps))
         , m_steps(steps)
-        , m_what(memory.how == bptt_memory::kind::gemm ? recompute::cheap_values
-                                                       : recompute::every_value)
+        , m_cheap_from(m_segmented - std::min(memory.cheap, m_segmented))
     {
         UNFOLD_CHECK(memory.how != bptt_memory::kind::budget,
                      "a memory budget must be planned (plan_bptt) before its steps run");
@@ -360,11 +420,13 @@ public:
         if (m_segments > 1)
         {
             if (m_previous_recomputed)
-                m_tape.drop_values(m_previous_start, m_start, m_previous_kept, m_what);
+                m_tape.drop_values(m_previous_start, m_start, m_previous_kept, m_previous_what);
             else
                 m_tape.drop_unread(m_previous_start, m_start, m_previous_kept);
         }
         m_previous_recomputed = recomputed(k);
+        // A segment keeps its GEMM outputs when it ends among the last `cheap` segmented steps.
+        m_previous_what = k + 1 > m_cheap_from ? recompute::cheap_values : recompute::every_value;
         m_previous_kept.swap(m_kept); // both keep their capacity: no allocation per step
         m_kept.clear();
     }
@@ -386,7 +448,8 @@ private:
     tape& m_tape;
     bool m_active;
     std::size_t m_length, m_segmented, m_steps;
-    recompute m_what;
+    std::size_t m_cheap_from; // the segments that end after this step keep their GEMM outputs
+    recompute m_previous_what = recompute::every_value;
     std::size_t m_start = 0, m_previous_start = 0, m_segments = 0;
     bool m_previous_recomputed = false; // the previous segment is recomputed in backward
     std::vector<var> m_kept, m_previous_kept;

@@ -113,8 +113,10 @@ inline std::vector<run_result> expect_identical(
 
 inline std::vector<bptt_memory> policies()
 {
-    return {bptt_memory::every(1), bptt_memory::every(3), bptt_memory::every(8),
-            bptt_memory::every(1000), bptt_memory::gemm()};
+    return {bptt_memory::every(1),       bptt_memory::every(3),
+            bptt_memory::every(8),       bptt_memory::every(1000),
+            bptt_memory::gemm(),         bptt_memory::every(4, 0, bptt_memory::every_step),
+            bptt_memory::every(3, 0, 5), bptt_memory::every(2, 3, bptt_memory::every_step)};
 }
 
 /// Σ_t Σ h_t² · w_t over the outputs (a loss that weighs every step differently).
@@ -359,7 +361,8 @@ inline void the_decoder_gives_identical_gradients()
 
 // What a policy keeps: an LSTM of 64 sequences over 200 steps, its loss inside each step.
 // Keeping everything backward reads holds 7 values of H per step (the gates, c, φ(c), h);
-// keeping the state every 8 steps, under 15% of that; keeping GEMM outputs and states, less.
+// keeping the state every 8 steps, under 15% of that; keeping GEMM outputs and states, less;
+// keeping GEMM outputs and the state every 8 steps, about the 4 pre-activations of the gates.
 inline void policies_keep_less()
 {
     constexpr std::size_t T = 200, B = 64, I = 16, H = 16;
@@ -368,7 +371,8 @@ inline void policies_keep_less()
     const lstm_cell cell = lstm_cell::create(store, I, H, g);
     const tensor x = g.uniform({T, B, I}, -1, 1);
     const auto runs = expect_identical(
-        store, {bptt_memory::every(8), bptt_memory::gemm()}, [&](tape& t, const bptt_memory& m) {
+        store, {bptt_memory::every(8), bptt_memory::gemm(), bptt_memory::parse("every:8,gemm")},
+        [&](tape& t, const bptt_memory& m) {
             unroll_options o;
             o.memory = m;
             var loss;
@@ -389,11 +393,15 @@ inline void policies_keep_less()
     });
     const double every = double(runs[0].bytes_after_forward - input);
     const double gemm = double(runs[1].bytes_after_forward - input);
+    const double gemm_every_8 = double(runs[2].bytes_after_forward - input);
     const double kept = double(all.bytes_after_forward - input);
-    BOOST_TEST_MESSAGE("BPTT bytes kept: all " << kept << ", every:8 " << every << ", gemm "
-                                               << gemm);
+    BOOST_TEST_MESSAGE("BPTT bytes kept: all " << kept << ", every:8 " << every << ", gemm " << gemm
+                                               << ", every:8,gemm " << gemm_every_8);
     BOOST_TEST(every < 0.15 * kept);
     BOOST_TEST(gemm < kept);
+    // 4 of 7 values of H a step, a state (2 of H) every 8 steps, the last segment whole.
+    BOOST_TEST(gemm_every_8 < (4 * T + 2 * T / 8 + 16 * 8) / (7.0 * T) * kept);
+    BOOST_TEST(gemm_every_8 > every);
 }
 
 // A value dropped inside a segment is recomputed when read, equal to the kept one; retain_grad
@@ -423,7 +431,8 @@ inline void dropped_values_are_recomputed_when_read()
         return out;
     };
     const seen all = run_with(bptt_memory::all());
-    for (const bptt_memory& m : {bptt_memory::every(4), bptt_memory::gemm()})
+    for (const bptt_memory& m :
+         {bptt_memory::every(4), bptt_memory::gemm(), bptt_memory::parse("every:4,gemm:6")})
     {
         const seen r = run_with(m);
         BOOST_TEST(identical(r.c3, all.c3), m.str());
@@ -470,8 +479,11 @@ inline void plans_predict_the_peak()
     const lstm_cell cell = lstm_cell::create(store, I, H, g);
     const tensor x = g.uniform({T, B, I}, -1, 1);
     for (bool inside : {false, true})
-        for (const bptt_memory& m : {bptt_memory::all(), bptt_memory::gemm(), bptt_memory::every(8),
-                                     bptt_memory::every(16), bptt_memory::every(20, 100)})
+        for (const bptt_memory& m :
+             {bptt_memory::all(), bptt_memory::gemm(), bptt_memory::every(8),
+              bptt_memory::every(16), bptt_memory::every(20, 100),
+              bptt_memory::parse("every:8,gemm"), bptt_memory::parse("every:16,gemm:200"),
+              bptt_memory::parse("every:8,gemm,stored:100")})
         {
             const bptt_plan plan = plan_unroll(cell, T, B, I, H, m, !inside);
             const run_result r = lstm_run(store, cell, x, m, inside);
@@ -485,8 +497,10 @@ inline void plans_predict_the_peak()
         }
 }
 
-// A budget resolves to the policy that recomputes least within it, runs within it (up to the
-// prediction's 10%), and gives the same gradients; below the least any policy needs, a clear
+// A budget resolves to the policy that costs least within it: everything; else segments keeping
+// their GEMM outputs with more steps stored as the budget grows; else segments recomputed whole
+// with more of them keeping GEMM outputs as it grows. Each runs within it (up to the
+// prediction's 10%) and gives the same gradients; below the least any policy needs, a clear
 // error names that minimum.
 inline void budgets_pick_the_cheapest_policy_that_fits()
 {
@@ -498,29 +512,51 @@ inline void budgets_pick_the_cheapest_policy_that_fits()
     const tensor x = g.uniform({T, B, I}, -1, 1);
     const auto plan = [&](const bptt_memory& m) { return plan_unroll(cell, T, B, I, H, m, false); };
     const std::size_t all = plan(bptt_memory::all()).predicted_bytes;
-    const std::size_t gemm = plan(bptt_memory::gemm()).predicted_bytes;
-    BOOST_TEST(plan(bptt_memory::budget(all)).policy.str() == "all");
-    BOOST_TEST(plan(bptt_memory::budget(all - 1)).policy.str() == "gemm");
-    BOOST_TEST(plan(bptt_memory::budget(gemm)).policy.str() == "gemm");
     const std::size_t least = plan(bptt_memory::every(8)).predicted_bytes;
-    BOOST_TEST(least < gemm);
+    const std::size_t cheap = plan(bptt_memory::parse("every:16,gemm")).predicted_bytes;
+    BOOST_TEST(least < cheap);
+    BOOST_TEST(cheap < all);
+    BOOST_TEST(plan(bptt_memory::budget(all)).policy.str() == "all");
     const run_result reference = lstm_run(store, cell, x, bptt_memory::all(), true);
-    std::size_t previous_recomputed = T + 1;
-    for (const double fraction : {0.0, 0.3, 0.9})
-    {
-        const std::size_t budget = least + std::size_t(fraction * double(gemm - least));
-        const bptt_plan p = plan(bptt_memory::budget(budget));
-        BOOST_TEST_MESSAGE("budget " << budget << ": " << p.str());
-        BOOST_TEST((p.policy.how == bptt_memory::kind::every));
-        BOOST_TEST(p.predicted_bytes <= budget);
-        BOOST_TEST(p.recomputed_steps < previous_recomputed); // more memory, less recomputed
-        previous_recomputed = p.recomputed_steps;
+    auto runs_within = [&](std::size_t budget) {
         const run_result r = lstm_run(store, cell, x, bptt_memory::budget(budget), true);
         BOOST_TEST(double(r.peak) <= 1.1 * double(budget));
         for (std::size_t i = 0; i < reference.grads.size(); ++i)
             BOOST_TEST(identical(r.grads[i], reference.grads[i]));
+    };
+    // Between the least and segments that all keep their GEMM outputs: more of them keep theirs.
+    std::size_t previous_whole = T + 1, previous_cheap = 0;
+    for (const double fraction : {0.0, 0.3, 0.9})
+    {
+        const std::size_t budget = least + std::size_t(fraction * double(cheap - least));
+        const bptt_plan p = plan(bptt_memory::budget(budget));
+        BOOST_TEST_MESSAGE("budget " << budget << ": " << p.str());
+        BOOST_TEST((p.policy.how == bptt_memory::kind::every));
+        BOOST_TEST(p.policy.stored == 0u);
+        BOOST_TEST(p.predicted_bytes <= budget);
+        BOOST_TEST(p.recomputed_steps < previous_whole); // more memory, less recomputed whole
+        BOOST_TEST(p.recomputed_steps + p.cheap_steps < T);
+        BOOST_TEST(p.cheap_steps >= previous_cheap);
+        previous_whole = p.recomputed_steps;
+        previous_cheap = p.cheap_steps;
+        runs_within(budget);
     }
-    BOOST_TEST(previous_recomputed <= T);
+    BOOST_TEST(previous_cheap > 0u);
+    // Between those and everything: all keep their GEMM outputs, more steps are stored.
+    std::size_t previous_stored = 0;
+    for (const double fraction : {0.05, 0.5, 0.95})
+    {
+        const std::size_t budget = cheap + std::size_t(fraction * double(all - cheap));
+        const bptt_plan p = plan(bptt_memory::budget(budget));
+        BOOST_TEST_MESSAGE("budget " << budget << ": " << p.str());
+        BOOST_TEST(p.policy.cheap == bptt_memory::every_step);
+        BOOST_TEST(p.recomputed_steps == 0u);
+        BOOST_TEST(p.predicted_bytes <= budget);
+        BOOST_TEST(p.policy.stored > previous_stored);
+        BOOST_TEST(p.cheap_steps + p.policy.stored == T);
+        previous_stored = p.policy.stored;
+        runs_within(budget);
+    }
     expect_error([&] { (void)plan(bptt_memory::budget(100000)); },
                  {"bptt memory budget", "100000 bytes", "below the least", "400 steps", "every:"});
 }
@@ -559,7 +595,7 @@ struct counting_cell
 };
 
 // The steps a plan says backward recomputes are the steps it recomputes: each segment but the
-// last, and the last too when stored steps follow it.
+// last, and the last too when stored steps follow it, whole or keeping its GEMM outputs.
 inline void plans_count_the_recomputed_steps()
 {
     constexpr std::size_t B = 2, I = 3, H = 4;
@@ -568,10 +604,20 @@ inline void plans_count_the_recomputed_steps()
     const counting_cell cell{store.add("w", g.uniform({H, I}, -0.5, 0.5)),
                              store.add("u", g.uniform({H, H}, -0.5, 0.5)),
                              store.add("b", g.uniform({H}, -0.5, 0.5))};
-    for (const auto& [T, K, F] : std::vector<std::array<std::size_t, 3>>{
-             {48, 8, 0}, {50, 8, 0}, {50, 8, 5}, {50, 7, 3}, {10, 20, 0}, {30, 1, 0}, {30, 4, 30}})
+    constexpr std::size_t all = bptt_memory::every_step;
+    for (const auto& [T, K, F, G] : std::vector<std::array<std::size_t, 4>>{{48, 8, 0, 0},
+                                                                            {50, 8, 0, 0},
+                                                                            {50, 8, 5, 0},
+                                                                            {50, 7, 3, 0},
+                                                                            {10, 20, 0, 0},
+                                                                            {30, 1, 0, 0},
+                                                                            {30, 4, 30, 0},
+                                                                            {50, 8, 0, all},
+                                                                            {50, 7, 3, 20},
+                                                                            {50, 8, 5, all},
+                                                                            {48, 8, 0, 9}})
     {
-        const bptt_memory m = bptt_memory::every(K, F);
+        const bptt_memory m = bptt_memory::every(K, F, G);
         const bptt_plan plan = plan_unroll(cell, T, B, I, H, m, true);
         const tensor x = g.uniform({T, B, I}, -1, 1);
         counted_forwards = 0;
@@ -580,7 +626,8 @@ inline void plans_count_the_recomputed_steps()
             o.memory = m;
             return weighted_loss(unroll(cell, t, t.constant(x), zero_state<var>(t, B, H), o));
         });
-        BOOST_TEST(counted_forwards - T == plan.recomputed_steps, plan.str());
+        // The counting tanh is cheap: steps that keep their GEMM outputs recompute it too.
+        BOOST_TEST(counted_forwards - T == plan.recomputed_steps + plan.cheap_steps, plan.str());
     }
 }
 
@@ -597,6 +644,17 @@ inline void policies_are_parsed_and_named()
                  {"--bptt-memory 'most'", "all, every:K", "gemm", "256M"});
     BOOST_TEST(bptt_memory::parse("every:8,stored:100").stored == 100u);
     BOOST_TEST(bptt_memory::parse("every:8,stored:100").str() == "every:8,stored:100");
+    BOOST_TEST(bptt_memory::parse("every:8,gemm").cheap == bptt_memory::every_step);
+    BOOST_TEST(bptt_memory::parse("every:8,gemm:40").cheap == 40u);
+    for (const char* text : {"every:8,gemm", "every:8,gemm:40", "every:8,gemm,stored:100",
+                             "every:8,gemm:40,stored:100"})
+        BOOST_TEST(bptt_memory::parse(text).str() == text);
+    BOOST_TEST(bptt_memory::parse("every:8,stored:100,gemm:40").str() ==
+               "every:8,gemm:40,stored:100");
+    expect_error([&] { (void)bptt_memory::parse("every:8,gemm:x"); },
+                 {"every:8,gemm:x", "gemm:G needs a whole number"});
+    expect_error([&] { (void)bptt_memory::parse("every:8,often"); },
+                 {"every:8,often", ",gemm", ",stored:F", "not 'often'"});
     BOOST_TEST(bptt_memory::parse("256M").bytes == std::size_t(256) << 20);
     BOOST_TEST(bptt_memory::parse("256M").str() == "256M");
     BOOST_TEST(bptt_memory::parse("2G").bytes == std::size_t(2) << 30);
