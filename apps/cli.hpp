@@ -193,8 +193,10 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
     train_cmd
         ->add_option("--bptt-memory", o.model.bptt_memory,
                      "what backpropagation through time keeps: all (default), every:K (the "
-                     "state every K steps, the rest recomputed), gemm (matrix products and "
-                     "states) or a budget such as 256M; gradients are the same under each")
+                     "state every K steps, the rest recomputed), every:K,gemm (also every "
+                     "step's matrix products: only elementwise work is recomputed), gemm "
+                     "(matrix products and states) or a budget such as 256M; gradients are the "
+                     "same under each")
         ->check(
             [](const std::string& s) {
                 try
@@ -207,7 +209,7 @@ inline int run_cli(const std::vector<std::string>& args, std::FILE* out = stdout
                     return std::string(e.what());
                 }
             },
-            "all|every:K|gemm|BYTES");
+            "all|every:K[,gemm]|gemm|BYTES");
     train_cmd->add_option("--embed", o.model.embed, "embedding size")->check(CLI::Range(1, 4096));
     int threads = 1;
     train_cmd

@@ -46,8 +46,8 @@ struct model_config
     /// Recurrent dropout on the state each layer reads, while training (Note [Recurrent
     /// dropout]); not saved either.
     double recurrent_dropout = 0;
-    /// What BPTT keeps while training (Note [Memory policies]): all, every:K, gemm or a budget;
-    /// not saved (gradients are the same under every policy).
+    /// What BPTT keeps while training (Note [Memory policies]): all, every:K[,gemm], gemm or a
+    /// budget; not saved (gradients are the same under every policy).
     std::string bptt_memory = "all";
     vocabulary vocab;
 

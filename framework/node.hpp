@@ -67,7 +67,7 @@ struct node
     bool keeps_grad = false;       // retain_grad(): not released (Note [Released gradients])
     bool grad_released = false;    // grad's buffer went to the pool
     bool dropped = false;          // value freed until recomputed (Note [Recomputation])
-    bool recomputable = false;     // a memory policy dropped it once: backward drops it after use
+    bool recomputable = false;     // a policy dropped or released it: backward drops it after use
     bool read_by_backward = false; // some recorded op's backward reads this value
     std::unique_ptr<backward_fn> fn;
     param bound;              // set for a parameter leaf

@@ -40,7 +40,8 @@
 /// (recomputing dropped inputs first, back to kept values) when something reads it: an op being
 /// recorded, var::value(), or backward, which needs a node's value and its inputs' values when it
 /// reaches the node. Backward frees a recomputed value again once it has passed its node (nothing
-/// after reads it), so it holds one segment's values at a time. The same ops run on the same
+/// after reads it), so it holds one segment's values at a time; a policy lets it free the values
+/// it kept the same way (release_after_backward). The same ops run on the same
 /// values in the same order, so values and gradients are bit-identical to keeping everything.
 /// What cannot be recomputed keeps its value: leaves (data, parameters, masks made as
 /// constants), ops recorded without a backward, and ops whose forward draws random numbers
@@ -536,6 +537,19 @@ public:
                 continue;
             m_core->drop_value(i);
         }
+    }
+    /// Lets backward free the values of nodes [from, to) that it could recompute, but those of
+    /// `keep` (sorted node indices), as soon as it has passed them (Note [Recomputation]): a
+    /// memory policy's last segment, stored steps and kept GEMM outputs then make room for the
+    /// segments backward recomputes after them. A value read after backward is recomputed.
+    void release_after_backward(std::size_t from, std::size_t to,
+                                const std::vector<std::size_t>& keep)
+    {
+        detail::node_list& nodes = m_core->nodes;
+        for (std::size_t i = from; i < to && i < nodes.size(); ++i)
+            if (detail::node& n = nodes[i];
+                n.fn && n.fn->replayable() && !std::binary_search(keep.begin(), keep.end(), i))
+                n.recomputable = true;
     }
     /// Frees the values of nodes [from, to) that no backward reads — neither their own op's nor
     /// that of any op recorded on them so far — except those of `keep`: what keeping everything

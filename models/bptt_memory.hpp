@@ -299,27 +299,33 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
         r.recomputed_steps = S - cheap - (last_kept && cheap == 0 ? last : 0);
         // Forward keeps the outputs, the states at segment ends, the GEMM outputs of the cheap
         // segments, and the last segment whole (or the stored steps, what backward reads of
-        // them); backward adds the largest segment it recomputes.
-        const std::size_t kept =
-            (outputs_kept ? S * p.output : 0) + // a kept state's output is among them
-            segments * (p.state - (outputs_kept ? p.output : 0)) + cheap * p.gemm +
-            (F > 0 ? F * p.read + p.step : last * (cheap > 0 ? p.step - p.gemm : p.step));
-        const std::size_t again =
-            std::max(r.recomputed_steps > 0 ? std::min(K, r.recomputed_steps) * p.step : 0,
-                     r.cheap_steps > 0 ? std::min(K, r.cheap_steps) * (p.step - p.gemm) : 0);
+        // them); backward frees each as it passes it (release_after_backward) and recomputes the
+        // segments before, one at a time: the peak comes at forward's end, at the first cheap
+        // segment recomputed, or at the first segment recomputed whole, when the GEMM outputs
+        // kept after it are gone.
+        const std::size_t kept = (outputs_kept ? S * p.output : 0) + // never freed
+                                 segments * (p.state - (outputs_kept ? p.output : 0));
+        const std::size_t tail =
+            F > 0 ? F * p.read + p.step : last * (cheap > 0 ? p.step - p.gemm : p.step);
+        // The last chunk's projection is dropped when its steps are done; its gradient and its
+        // input come with backward.
+        const std::size_t at_end = cheap * p.gemm + tail + projection + copy;
+        const std::size_t cheap_again =
+            r.cheap_steps > 0 ? cheap * p.gemm + std::min(K, r.cheap_steps) * (p.step - p.gemm) +
+                                    projection + copy
+                              : 0;
         // Recomputing a segment whole recomputes the projections of the chunks it touches (one
-        // more where segments straddle chunks); at most two chunks' gradients are live. Segments
-        // that keep their GEMM outputs read no projection again, only its gradient.
+        // more where segments straddle chunks or end where a chunk does, whose next chunk's
+        // projection is still live); one chunk's gradient is live with them.
         const std::size_t C = chunk;
         const std::size_t touched =
-            r.recomputed_steps == 0
-                ? 1
-                : std::min((T + C - 1) / C, (K + C - 1) / C + (K % C == 0 || C % K == 0 ? 0 : 1));
-        const std::size_t projections =
-            r.recomputed_steps == 0
-                ? projection + copy + p.step
-                : touched * (projection + copy) + std::min<std::size_t>(touched, 2) * projection;
-        r.predicted_bytes += kept + again + projections + p.gradients + output_grads;
+            std::min((T + C - 1) / C, (K + C - 1) / C + (C % K == 0 && K < C ? 0 : 1));
+        const std::size_t whole_again = r.recomputed_steps > 0
+                                            ? std::min(K, r.recomputed_steps) * p.step +
+                                                  touched * (projection + copy) + projection
+                                            : 0;
+        r.predicted_bytes +=
+            kept + std::max({at_end, cheap_again, whole_again}) + p.gradients + output_grads;
         return r;
     };
     if (memory.how == bptt_memory::kind::gemm)
@@ -391,12 +397,12 @@ public:
         , m_active(memory.recomputes())
         , m_length(memory.how == bptt_memory::kind::every ? memory.steps : 1)
         , m_segmented(steps - std::min(memory.stored, steps))
-        , m_steps(steps)
         , m_cheap_from(m_segmented - std::min(memory.cheap, m_segmented))
     {
         UNFOLD_CHECK(memory.how != bptt_memory::kind::budget,
                      "a memory budget must be planned (plan_bptt) before its steps run");
         m_tape.replay_constants(true); // slices of the input data can be dropped too
+        m_first = m_tape.size();
     }
     ~segmenter() { m_tape.replay_constants(false); }
     segmenter(const segmenter&) = delete;
@@ -410,8 +416,25 @@ public:
         if (!recomputed(k) || k % m_length == 0)
             start_segment();
     }
-    /// Keeps `v`, recorded in the current segment, when its segment's values are dropped.
-    void keep(const var& v) { m_kept.push_back(v); }
+    /// Keeps `v`, recorded in the current segment, when its segment's values are dropped, and
+    /// after backward.
+    void keep(const var& v)
+    {
+        m_kept.push_back(v);
+        if (m_active)
+            m_kept_after.push_back(v.index());
+    }
+    /// Call after the last step with the final state's parts, which are kept after backward:
+    /// backward frees the rest as it passes it (tape::release_after_backward).
+    void finish(const std::vector<var>& final_state)
+    {
+        if (!m_active)
+            return;
+        for (const var& v : final_state)
+            m_kept_after.push_back(v.index());
+        std::sort(m_kept_after.begin(), m_kept_after.end());
+        m_tape.release_after_backward(m_first, m_tape.size(), m_kept_after);
+    }
     /// Call after recording step k.
     void end_step(std::size_t k)
     {
@@ -447,12 +470,14 @@ private:
 
     tape& m_tape;
     bool m_active;
-    std::size_t m_length, m_segmented, m_steps;
+    std::size_t m_length, m_segmented;
     std::size_t m_cheap_from; // the segments that end after this step keep their GEMM outputs
     recompute m_previous_what = recompute::every_value;
     std::size_t m_start = 0, m_previous_start = 0, m_segments = 0;
     bool m_previous_recomputed = false; // the previous segment is recomputed in backward
     std::vector<var> m_kept, m_previous_kept;
+    std::size_t m_first = 0;               // the first node of the steps
+    std::vector<std::size_t> m_kept_after; // what keep() was given: kept after backward
 };
 
 } // namespace unfold

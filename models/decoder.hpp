@@ -197,6 +197,7 @@ void feed_steps(tape& t, const token_batch& batch, feeding_policy& policy, std::
         segments.keep(logits.back()); // the loss reads every step's logits after the loop
         segments.end_step(k);
     }
+    segments.finish({});
 }
 
 /// Embedding → layer<Cell> stepped one time step at a time → linear head.

@@ -239,7 +239,7 @@ namespace detail
 /// of ⌊projection_rows / B⌋ steps, each just before its steps, so that a memory policy can drop a
 /// chunk's projection once its steps are done (Note [Memory policies]). Every policy projects
 /// the same chunks, so the weight gradients sum the same chunk products in the same order.
-constexpr std::size_t projection_rows = 2048;
+constexpr std::size_t projection_rows = 512;
 
 /// How unroll feeds a cell its steps: raw steps it projects in chunks, raw steps one at a time,
 /// or steps already projected (unroll_projected).
@@ -409,6 +409,8 @@ std::vector<typename Cell::state> unroll_steps(
     }
     if (chunk.defined())
         release_chunk();
+    const auto final_parts = state_traits<state>::parts(s);
+    segments.finish(std::vector<var>(final_parts.begin(), final_parts.end()));
     return states;
 }
 } // namespace detail

@@ -973,7 +973,7 @@ BOOST_AUTO_TEST_CASE(training_under_a_memory_policy_gives_the_same_parameters)
     {
         std::vector<tensor> reference;
         std::size_t reference_peak = 0;
-        for (const std::string memory : {"all", "every:3", "gemm"})
+        for (const std::string memory : {"all", "every:3", "gemm", "every:3,gemm:4"})
         {
             temp_file ckpt("memory-" + s.model + "-" + memory + ".safetensors");
             train_options o;
