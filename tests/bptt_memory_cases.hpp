@@ -631,6 +631,42 @@ inline void plans_count_the_recomputed_steps()
     }
 }
 
+// Backward frees what a policy kept as it passes it, but not the final state, which truncated
+// BPTT carries into the next chunk: reading it after backward recomputes nothing, while reading a
+// freed value inside the sequence recomputes it, equal to the first.
+inline void the_final_state_outlives_backward()
+{
+    constexpr std::size_t T = 20, B = 2, I = 3, H = 4;
+    param_store store;
+    generator g(22);
+    const counting_cell cell{store.add("w", g.uniform({H, I}, -0.5, 0.5)),
+                             store.add("u", g.uniform({H, H}, -0.5, 0.5)),
+                             store.add("b", g.uniform({H}, -0.5, 0.5))};
+    const tensor x = g.uniform({T, B, I}, -1, 1);
+    tensor reference;
+    for (const bptt_memory& m : {bptt_memory::all(), bptt_memory::every(20), bptt_memory::every(8),
+                                 bptt_memory::parse("every:4,gemm"), bptt_memory::every(5, 6)})
+    {
+        tape t;
+        unroll_options o;
+        o.memory = m;
+        var loss;
+        const auto states = unroll(
+            cell, t, t.constant(x), zero_state<var>(t, B, H), o,
+            [&](std::size_t, const var& h) { loss = loss.defined() ? loss + sum(h) : sum(h); });
+        t.backward(loss);
+        const std::size_t before = counted_forwards;
+        const tensor final_state = states.back().value();
+        BOOST_TEST(counted_forwards == before, m.str());
+        const tensor inside = states[T / 2].value(); // freed by backward under a policy
+        BOOST_TEST((counted_forwards > before) == m.recomputes(), m.str());
+        if (!m.recomputes())
+            reference = inside;
+        BOOST_TEST(identical(inside, reference), m.str());
+        (void)final_state;
+    }
+}
+
 inline void policies_are_parsed_and_named()
 {
     using unfold::testing::expect_error;
@@ -702,6 +738,10 @@ BOOST_AUTO_TEST_CASE(plans_predict_the_peak) { bptt_memory_cases::plans_predict_
 BOOST_AUTO_TEST_CASE(budgets_pick_the_cheapest_policy_that_fits)
 {
     bptt_memory_cases::budgets_pick_the_cheapest_policy_that_fits();
+}
+BOOST_AUTO_TEST_CASE(the_final_state_outlives_backward)
+{
+    bptt_memory_cases::the_final_state_outlives_backward();
 }
 BOOST_AUTO_TEST_CASE(plans_count_the_recomputed_steps)
 {
