@@ -202,7 +202,7 @@ int main(int argc, char** argv)
         };
         const std::size_t all = plan(bptt_memory::all()).predicted_bytes;
         std::vector<std::string> policies{"all", "gemm", "every:8", "every:32", "every:16,gemm"};
-        for (double f : {0.5, 0.4, 0.3, 0.1})
+        for (double f : {0.5, 0.45, 0.4, 0.3, 0.1})
         {
             const std::string budget =
                 bptt_memory::bytes_str(std::size_t(f * double(all)) >> 20 << 20);
