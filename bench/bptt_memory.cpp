@@ -345,11 +345,12 @@ int main(int argc, char** argv)
         if (r.is_null())
             std::printf("the budgeted run failed\n");
         else
-            std::printf("| budget | runs as | recomputed steps | predicted MB | tape peak MB | "
-                        "peak RSS MB | s/step |\n|---|---|---|---|---|---|---|\n| %s | %s | %zu "
-                        "| %.1f | %.1f | %.1f | %.1f |\n",
+            std::printf("| budget | runs as | recomputed steps: whole, elementwise | predicted MB "
+                        "| tape peak MB | peak RSS MB | s/step |\n|---|---|---|---|---|---|---|\n"
+                        "| %s | %s | %zu, %zu | %.1f | %.1f | %.1f | %.1f |\n",
                         opt["--long-budget"].c_str(), r["resolved"].get<std::string>().c_str(),
-                        r["recomputed_steps"].get<std::size_t>(), mb(r, "predicted_bytes"),
+                        r["recomputed_steps"].get<std::size_t>(),
+                        r["cheap_steps"].get<std::size_t>(), mb(r, "predicted_bytes"),
                         mb(r, "tape_peak_bytes"), mb(r, "rss_peak_above_start_bytes"),
                         r["ms_per_step_median"].get<double>() / 1e3);
     }
