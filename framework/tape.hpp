@@ -462,6 +462,12 @@ public:
         }
         const bool hooked = !m_core->hooks.empty();
         const bool recomputes = m_core->any_recomputable;
+        auto is_output = [&](std::size_t i) {
+            for (const var& y : outputs)
+                if (y.index() == i)
+                    return true;
+            return false;
+        };
         gradient_listener* const listener = m_core->listener;
         for (std::size_t i = end; i-- > 0;)
         {
@@ -481,7 +487,9 @@ public:
                         m_core->release_grad(i); // Note [Released gradients]
                 }
             }
-            if (n.recomputable) // nothing later in this backward reads it (Note [Recomputation])
+            // Nothing later in this backward reads it (Note [Recomputation]); an output is kept
+            // for its caller (loss.item()).
+            if (n.recomputable && !is_output(i))
                 m_core->drop_value(i);
             if (n.bound.defined() && n.has_grad) // Note [Gradient readiness]
             {

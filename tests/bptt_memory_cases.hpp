@@ -631,9 +631,10 @@ inline void plans_count_the_recomputed_steps()
     }
 }
 
-// Backward frees what a policy kept as it passes it, but not the final state, which truncated
-// BPTT carries into the next chunk: reading it after backward recomputes nothing, while reading a
-// freed value inside the sequence recomputes it, equal to the first.
+// Backward frees what a policy kept as it passes it, but not its output (the loss, recorded
+// inside the steps) and not the final state, which truncated BPTT carries into the next chunk:
+// reading them after backward recomputes nothing, while reading a freed value inside the
+// sequence recomputes it, equal to the first.
 inline void the_final_state_outlives_backward()
 {
     constexpr std::size_t T = 20, B = 2, I = 3, H = 4;
@@ -656,6 +657,8 @@ inline void the_final_state_outlives_backward()
             [&](std::size_t, const var& h) { loss = loss.defined() ? loss + sum(h) : sum(h); });
         t.backward(loss);
         const std::size_t before = counted_forwards;
+        (void)loss.item(); // backward's output is kept for its caller
+        BOOST_TEST(counted_forwards == before, m.str());
         const tensor final_state = states.back().value();
         BOOST_TEST(counted_forwards == before, m.str());
         const tensor inside = states[T / 2].value(); // freed by backward under a policy

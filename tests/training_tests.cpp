@@ -545,7 +545,9 @@ BOOST_AUTO_TEST_CASE(reversing_digits_an_encoder_decoder_with_attention_beats_on
     const double greedy = evaluate_answers(*loaded, tk, some).accuracy();
     const double beam = evaluate_beam_answers(*loaded, tk, some, 4);
     BOOST_TEST_MESSAGE("200 held-out: greedy " << greedy << ", beam 4 " << beam);
-    BOOST_TEST(beam >= greedy);
+    // Beam search ranks by mean log-probability, not by correctness: it may trade a right answer
+    // for a likelier wrong one (notebook 08), but not more than a few of 200.
+    BOOST_TEST(beam >= greedy - 0.02);
     BOOST_TEST(evaluate_beam_answers(*loaded, tk, some, 1) == greedy); // width 1 is greedy
 
     const cli_result out = unfold::testing::run(
