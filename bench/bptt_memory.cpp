@@ -8,7 +8,7 @@
 // 10,000 steps, fed by chunks of embedded tokens, under a budget.
 //
 //   bptt_memory [--T 1000 --B 32 --I 256 --H 256] [--rounds 2] [--steps 3] [--no-torch]
-//               [--input whole|embedded|both]
+//               [--input whole|embedded|both] [--gemm auto|cblas|dnnl]
 //               [--long-only | --no-long] [--long-T 10000] [--long-budget 1536M]
 //   bptt_memory --child POLICY T B I H STEPS [embedding]     (one measurement, one JSON line)
 #include <sys/resource.h>
@@ -125,11 +125,16 @@ int child(const std::string& policy, std::size_t T, std::size_t B, std::size_t I
     return 0;
 }
 
+/// UNFOLD_GEMM for Unfold's children (--gemm): "" leaves the backend to the policy.
+std::string gemm_backend_choice;
+
 /// The one JSON line a child printed, or null.
 json child_result(const std::string& program, const std::vector<std::string>& args)
 {
-    for (const auto& line :
-         bench::run_child(program, args, {{"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"}}))
+    std::map<std::string, std::string> env{{"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"}};
+    if (!gemm_backend_choice.empty())
+        env["UNFOLD_GEMM"] = gemm_backend_choice;
+    for (const auto& line : bench::run_child(program, args, env))
         if (!line.empty() && line.front() == '{')
             return json::parse(line);
     return nullptr;
@@ -164,6 +169,8 @@ int main(int argc, char** argv)
             short_run = false;
         else if (args[i] == "--input" && i + 1 < args.size())
             inputs = args[++i];
+        else if (args[i] == "--gemm" && i + 1 < args.size())
+            gemm_backend_choice = args[++i];
         else if (opt.count(args[i]) && i + 1 < args.size())
             opt[args[i]] = args[i + 1], ++i;
         else
@@ -182,8 +189,11 @@ int main(int argc, char** argv)
         torch = false;
     }
     std::printf("# Memory-planned BPTT: LSTM B %s, I = H = %s, T = %s, one training step, one "
-                "thread (load average %s)\n\n",
-                B.c_str(), H.c_str(), T.c_str(), bench::loadavg().c_str());
+                "thread, GEMMs %s (load average %s)\n\n",
+                B.c_str(), H.c_str(), T.c_str(),
+                gemm_backend_choice.empty() ? "by the policy"
+                                            : ("on " + gemm_backend_choice).c_str(),
+                bench::loadavg().c_str());
     // One table per input: a (T, B, I) tensor on the tape whole, or chunks of embedded tokens
     // recorded inside the steps (what a long sequence's input is: a policy drops them too).
     auto table = [&](bool embedded) {
@@ -201,7 +211,8 @@ int main(int argc, char** argv)
                                m, false, embedded);
         };
         const std::size_t all = plan(bptt_memory::all()).predicted_bytes;
-        std::vector<std::string> policies{"all", "gemm", "every:8", "every:32", "every:16,gemm"};
+        std::vector<std::string> policies{"all",      "gemm",     "every:8",
+                                          "every:16", "every:32", "every:16,gemm"};
         for (double f : {0.5, 0.45, 0.4, 0.3, 0.1})
         {
             const std::string budget =

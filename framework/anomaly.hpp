@@ -47,7 +47,7 @@ inline bool all_finite(const tensor& x)
 /// An op's input as an anomaly message describes it.
 struct operand
 {
-    const tensor* value; ///< empty when a memory policy dropped it (Note [Recomputation])
+    const tensor* value; ///< null when a memory policy dropped it (Note [Recomputation])
     shape_type shape;    ///< the value's shape, dropped or not
     std::string param;   ///< the parameter's name for a parameter leaf, else empty
 };
@@ -85,7 +85,7 @@ inline std::string operands_str(const std::vector<operand>& inputs)
         if (!inputs[k].param.empty())
             out += "parameter '" + inputs[k].param + "' ";
         out += shape_str(inputs[k].shape);
-        if (!all_finite(*inputs[k].value))
+        if (inputs[k].value && !all_finite(*inputs[k].value))
             out += " [not finite]";
     }
     return out;

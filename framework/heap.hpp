@@ -24,7 +24,13 @@ namespace detail
 /// finished step's tape leaves: so a tape, before it frees its values, raises the threshold to
 /// twice the most any tape has held (keep_in_heap). A training loop keeps one step's memory, as a
 /// caching allocator would, and memory beyond that is still returned. This header is the one
-/// owner of both glibc settings. Measurements: bench/RESULTS.md.
+/// owner of both glibc settings. A block freed in the heap is reused whole only if nothing
+/// long-lived was carved out of it meanwhile: oneDNN's sgemm packs an operand into a fresh
+/// buffer at every call (about 1 MB at an LSTM step's shapes), and the tape's many small
+/// objects, allocated one by one between those calls, would settle in the freed buffers and
+/// grow the heap by one buffer per pinned hole (a long unroll under a memory policy: tens of MB).
+/// So a tape keeps its nodes in chunks and their backward objects in blocks of its own
+/// (node_list, fn_arena in framework/node.hpp). Measurements: bench/RESULTS.md.
 
 /// Raises glibc's trim threshold to twice `bytes` (never lowers it; at most INT_MAX, mallopt's
 /// limit) so that the `bytes` a tape is about to free stay in the heap (Note [Allocation]).

@@ -40,6 +40,63 @@ struct backward_fn
     virtual tensor replay(const tape_core& core) const = 0;
 };
 
+/// Destroys a backward_fn made in a tape's fn_arena, which keeps the memory.
+struct fn_deleter
+{
+    void operator()(backward_fn* f) const noexcept { f->~backward_fn(); }
+};
+/// A node's backward, made in its tape's fn_arena.
+using fn_ptr = std::unique_ptr<backward_fn, fn_deleter>;
+
+/// Memory for the backward_fn objects of a tape's nodes, in blocks of 64 KiB: one allocation for
+/// hundreds of nodes rather than one each, so that a long unroll neither calls malloc per op nor
+/// scatters its nodes' small objects among the blocks the heap hands out and takes back
+/// (Note [Allocation] in framework/heap.hpp). reset() reuses the blocks.
+class fn_arena
+{
+public:
+    /// Makes a T from `args` in the arena.
+    template <class T, class... Args>
+    fn_ptr make(Args&&... args)
+    {
+        static_assert(alignof(T) <= alignof(std::max_align_t));
+        return fn_ptr(new (allocate(sizeof(T), alignof(T))) T(std::forward<Args>(args)...));
+    }
+    /// Forgets every object (the caller has destroyed them); keeps the blocks.
+    void reset()
+    {
+        m_block = 0;
+        m_used = 0;
+        m_large.clear();
+    }
+
+private:
+    static constexpr std::size_t block_size = 64 * 1024;
+    void* allocate(std::size_t bytes, std::size_t align)
+    {
+        if (bytes > block_size / 4) // a large op (one holding a tensor) gets a block of its own
+        {
+            m_large.emplace_back(new std::max_align_t[(bytes + sizeof(std::max_align_t) - 1) /
+                                                      sizeof(std::max_align_t)]);
+            return m_large.back().get();
+        }
+        m_used = (m_used + align - 1) / align * align;
+        if (m_blocks.empty() || m_used + bytes > block_size)
+        {
+            if (!m_blocks.empty())
+                ++m_block;
+            if (m_block == m_blocks.size())
+                m_blocks.emplace_back(new std::max_align_t[block_size / sizeof(std::max_align_t)]);
+            m_used = 0;
+        }
+        void* p = reinterpret_cast<std::byte*>(m_blocks[m_block].get()) + m_used;
+        m_used += bytes;
+        return p;
+    }
+    std::vector<std::unique_ptr<std::max_align_t[]>> m_blocks, m_large;
+    std::size_t m_block = 0, m_used = 0;
+};
+
 /// A tensor of shape (0) that owns no memory: a default-constructed xarray allocates one element,
 /// which for a gradient slot that may never be used is a malloc and a free per node.
 inline tensor unallocated_tensor()
@@ -50,31 +107,37 @@ inline tensor unallocated_tensor()
     return empty;
 }
 
+/// One recorded value. The value and the gradient live in tensor objects the tape owns
+/// (tape_core::objects), so that a node whose value a memory policy dropped, or whose gradient
+/// went back to the pool, costs its bookkeeping alone: a long unroll under a policy keeps every
+/// node and few values (Note [Recomputation]).
 struct node
 {
-    node(tensor&& value_, bool requires_grad_, std::unique_ptr<backward_fn> fn_, site where_)
-        : value(std::move(value_))
-        , grad(unallocated_tensor())
+    node(tensor* value_, bool requires_grad_, fn_ptr fn_, site where_)
+        : value(value_)
+        , value_shape(value_->shape())
         , requires_grad(requires_grad_)
         , fn(std::move(fn_))
         , where(where_)
     {}
 
-    tensor value;
-    tensor grad;
+    tensor* value;          // null while dropped (Note [Recomputation])
+    tensor* grad = nullptr; // a tape buffer, the bound parameter's gradient, or null
+    shape_type value_shape; // the value's shape, dropped or not
     bool requires_grad = false;
-    bool has_grad = false;         // grad holds this backward's (zero-initialised) sum
-    bool keeps_grad = false;       // retain_grad(): not released (Note [Released gradients])
-    bool grad_released = false;    // grad's buffer went to the pool
-    bool dropped = false;          // value freed until recomputed (Note [Recomputation])
-    bool recomputable = false;     // a policy dropped or released it: backward drops it after use
+    bool has_grad = false;      // grad holds this backward's (zero-initialised) sum
+    bool keeps_grad = false;    // retain_grad(): not released (Note [Released gradients])
+    bool grad_is_param = false; // grad is the bound parameter's own (Note [Gradient accumulation])
+    bool dropped = false;       // value freed until recomputed (Note [Recomputation])
+    bool recomputable = false;  // a policy dropped or released it: backward drops it after use
     bool read_by_backward = false; // some recorded op's backward reads this value
-    std::unique_ptr<backward_fn> fn;
-    param bound;              // set for a parameter leaf
-    site where;               // where it was recorded (Note [Sites])
-    shape_type dropped_shape; // the value's shape while it is dropped
+    fn_ptr fn;
+    param bound; // set for a parameter leaf
+    site where;  // where it was recorded (Note [Sites])
 
-    const shape_type& shape() const { return dropped ? dropped_shape : value.shape(); }
+    const shape_type& shape() const { return value_shape; }
+    /// The elements of the value held (0 while dropped).
+    std::size_t value_size() const { return value ? value->size() : 0; }
 };
 
 /// The nodes of a tape in chunks of 128: appending never moves a node, so references into the list

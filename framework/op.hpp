@@ -122,7 +122,7 @@ inline std::vector<operand> operands(const tape_core& core, const std::size_t* i
     for (std::size_t k = 0; k < count; ++k)
     {
         const node& x = core.nodes[inputs[k]];
-        out.push_back({&x.value, x.shape(), x.bound.defined() ? x.bound.name() : std::string()});
+        out.push_back({x.value, x.shape(), x.bound.defined() ? x.bound.name() : std::string()});
     }
     return out;
 }
@@ -135,8 +135,8 @@ inline void check_backward(const tape_core& core, std::size_t self, const char* 
     for (std::size_t k = 0; k < count; ++k)
     {
         const node& x = core.nodes[inputs[k]];
-        if (x.requires_grad && !all_finite(x.grad))
-            backward_anomaly(op, core.nodes[self].where, k, x.grad, operands(core, inputs, count));
+        if (x.requires_grad && !all_finite(*x.grad))
+            backward_anomaly(op, core.nodes[self].where, k, *x.grad, operands(core, inputs, count));
     }
 }
 
@@ -182,7 +182,7 @@ struct op_node final : backward_fn
     tensor replay_with(const tape_core& core, std::index_sequence<K...>) const
     {
         if constexpr (replays_forward<Op, std::index_sequence<K...>>::value)
-            return op.forward(core.nodes[inputs[K]].value...);
+            return op.forward(*core.nodes[inputs[K]].value...);
         else
             throw error(std::string(Op::name) + ": its forward draws, so it cannot be replayed");
     }
@@ -193,7 +193,7 @@ struct op_node final : backward_fn
         node& y = core.nodes[self];
         std::array<std::optional<tensor>, N> scratch; // a default xarray would allocate
         std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
-        op.backward(core.nodes[inputs[K]].value..., y.value, y.grad, *slots[K]...);
+        op.backward(*core.nodes[inputs[K]].value..., *y.value, *y.grad, *slots[K]...);
         if (core.recorder)
             (report_contribution(core, y.where, inputs[K], scratch[K]), ...);
         if (anomaly_mode())
@@ -239,7 +239,7 @@ struct op_node_n final : backward_fn
     {
         std::vector<const tensor*> xs;
         for (std::size_t i : inputs)
-            xs.push_back(&core.nodes[i].value);
+            xs.push_back(core.nodes[i].value);
         if constexpr (replays)
             return op.forward(xs);
         else
@@ -253,7 +253,7 @@ struct op_node_n final : backward_fn
         for (std::size_t k = 0; k < inputs.size(); ++k)
         {
             node& x = core.nodes[inputs[k]];
-            xs.push_back(&x.value);
+            xs.push_back(x.value);
             if (x.requires_grad && !(core.recorder && x.bound.defined()))
                 slots.push_back(&core.grad_slot(inputs[k]));
             else
@@ -263,7 +263,7 @@ struct op_node_n final : backward_fn
             }
         }
         node& y = core.nodes[self];
-        op.backward(xs, y.value, y.grad, slots);
+        op.backward(xs, *y.value, *y.grad, slots);
         if (core.recorder)
             for (std::size_t k = 0; k < inputs.size(); ++k)
                 report_contribution(core, y.where, inputs[k], scratch[k]);
@@ -319,9 +319,9 @@ template <class Op, class... V>
                                 detail::operands(core, indices.data(), indices.size()));
     }
     const bool requires_grad = grad_enabled() && (inputs.requires_grad() || ...);
-    std::unique_ptr<detail::backward_fn> fn;
+    detail::fn_ptr fn;
     if (requires_grad || (core.replays_constants > 0 && grad_enabled()))
-        fn = std::make_unique<detail::op_node<Op, sizeof...(V)>>(
+        fn = core.fns.make<detail::op_node<Op, sizeof...(V)>>(
             std::move(op), std::array<std::size_t, sizeof...(V)>{inputs.index()...});
     if (requires_grad) // what this op's backward will read (Note [Recomputation])
     {
@@ -362,9 +362,9 @@ template <class Op>
     if (requires_grad) // an op over many inputs reads them all (Note [Recomputation])
         for (std::size_t i : indices)
             core.nodes[i].read_by_backward = true;
-    std::unique_ptr<detail::backward_fn> fn;
+    detail::fn_ptr fn;
     if (requires_grad || (core.replays_constants > 0 && grad_enabled()))
-        fn = std::make_unique<detail::op_node_n<Op>>(std::move(op), std::move(indices));
+        fn = core.fns.make<detail::op_node_n<Op>>(std::move(op), std::move(indices));
     var y = inputs.front().append(std::move(value), requires_grad, std::move(fn), where);
     core.nodes[y.index()].read_by_backward = requires_grad;
     return y;

@@ -7,7 +7,8 @@
 /// owns a value. clear() starts a new generation and destroying the tape ends it; a `var` from an
 /// earlier generation or a destroyed tape throws unfold::error on use instead of reading freed or
 /// recycled memory. References returned by var::value()/grad() stay valid until the tape is
-/// cleared or destroyed (nodes are kept in chunks, so appending never moves them).
+/// cleared or destroyed, or a memory policy drops the value (nodes are kept in chunks and values
+/// in objects the tape owns, so appending never moves them).
 ///
 /// Note [Gradient accumulation]
 /// Every backward *adds* into its input gradients (`xt::noalias(gx) += ...`) and the engine hands
@@ -16,6 +17,10 @@
 /// of all contributions — which is backpropagation through time for a shared weight. Intermediate
 /// gradients are recomputed from zero by every backward(), so backward() is repeatable; parameter
 /// gradients live in the parameter and accumulate across backward() calls until zero_grad().
+/// A parameter leaf sums its contributions from zero and backward adds the sum into the
+/// parameter's gradient at the leaf (as PyTorch's AccumulateGrad does); when that gradient is
+/// zero as backward starts on the leaf, the leaf sums straight into it instead (0 + Σ is Σ, bit
+/// for bit), so the tape keeps no second copy of the weights' gradients.
 ///
 /// Note [Released gradients]
 /// As in PyTorch, backward keeps the gradients of leaves (variables, parameters) and releases an
@@ -62,6 +67,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -121,8 +127,16 @@ inline std::uint64_t next_generation()
     return counter.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
+/// True when every element of x is zero.
+inline bool all_zero(const tensor& x)
+{
+    const real* p = x.data();
+    return std::all_of(p, p + x.size(), [](real v) { return v == real(0); });
+}
+
 struct tape_core
 {
+    fn_arena fns; // before nodes: their backward_fns live in it
     node_list nodes;
     std::uint64_t generation = next_generation();
     bool alive = true;
@@ -142,12 +156,41 @@ struct tape_core
         peak = std::max(peak, held);
     }
     void unhold(std::size_t elements) { held -= elements * sizeof(real); }
+    /// The tensor objects nodes hold their values and gradients in: never moved, so a
+    /// reference to a value stays valid until the value is dropped or the tape cleared.
+    std::deque<tensor> objects;
+    std::vector<tensor*> spare_objects; // objects holding no buffer
     /// Released gradient buffers by element count (Note [Released gradients]).
-    std::unordered_map<std::size_t, std::vector<tensor>> pool;
+    std::unordered_map<std::size_t, std::vector<tensor*>> pool;
+
+    /// An object holding `value`.
+    tensor* new_object(tensor&& value)
+    {
+        if (spare_objects.empty())
+            return &objects.emplace_back(std::move(value));
+        tensor* t = spare_objects.back();
+        spare_objects.pop_back();
+        *t = std::move(value);
+        return t;
+    }
+    /// Frees the buffer of `*t` and the object for reuse; t becomes null.
+    void free_object(tensor*& t)
+    {
+        *t = unallocated_tensor();
+        spare_objects.push_back(t);
+        t = nullptr;
+    }
 
     /// The bytes of the values, gradients and pooled buffers the tape holds (`held`, counted
     /// as they come and go).
     std::size_t bytes_held() const { return held; }
+
+    /// Appends a node holding `value`.
+    void append(tensor&& value, bool requires_grad, fn_ptr fn, site where)
+    {
+        hold(value.size());
+        nodes.emplace_back(new_object(std::move(value)), requires_grad, std::move(fn), where);
+    }
 
     /// Frees node i's value until it is needed again, if its op can recompute it (Note
     /// [Recomputation]); leaves, ops recorded without a backward and ops that draw keep theirs.
@@ -156,9 +199,8 @@ struct tape_core
         node& n = nodes[i];
         if (!n.fn || n.dropped || !n.fn->replayable())
             return;
-        n.dropped_shape = n.value.shape();
-        unhold(n.value.size());
-        n.value = unallocated_tensor();
+        unhold(n.value->size());
+        free_object(n.value);
         n.dropped = true;
         n.recomputable = true;
         any_recomputable = true;
@@ -188,8 +230,8 @@ struct tape_core
                 }
             if (!ready)
                 continue;
-            n.value = n.fn->replay(*this);
-            hold(n.value.size());
+            n.value = new_object(n.fn->replay(*this));
+            hold(n.value->size());
             n.dropped = false;
             if (recomputed)
                 recomputed->push_back(pending.back());
@@ -209,52 +251,73 @@ struct tape_core
                 materialize(n.fn->input(k));
     }
 
-    /// The gradient slot of node i, zeroed on first use in a backward.
+    /// The gradient slot of node i, zeroed on first use in a backward. A parameter leaf whose
+    /// parameter's gradient is zero accumulates straight into it (Note [Gradient accumulation]).
     tensor& grad_slot(std::size_t i)
     {
         node& n = nodes[i];
         if (!n.has_grad)
         {
-            if (n.grad_released || n.grad.shape() != n.shape())
-                take_buffer(n.grad, n.shape());
-            n.grad.fill(real(0));
-            n.grad_released = false;
+            if (n.grad_is_param) // an earlier backward's: decided again
+            {
+                n.grad = nullptr;
+                n.grad_is_param = false;
+            }
+            if (n.bound.defined() && n.bound.grad().shape() == n.shape() &&
+                all_zero(n.bound.grad()))
+            {
+                if (n.grad)
+                    recycle(n.grad);
+                n.grad = &n.bound.grad();
+                n.grad_is_param = true;
+            }
+            else
+            {
+                if (n.grad && n.grad->shape() != n.shape())
+                    recycle(n.grad);
+                if (!n.grad)
+                    n.grad = take_buffer(n.shape());
+                n.grad->fill(real(0));
+            }
             n.has_grad = true;
         }
-        return n.grad;
+        return *n.grad;
     }
 
     /// Gives node i's gradient buffer to the pool.
     void release_grad(std::size_t i)
     {
         node& n = nodes[i];
-        recycle(n.grad);
-        n.grad_released = true;
+        if (n.grad && !n.grad_is_param)
+            recycle(n.grad);
+        n.grad = nullptr;
+        n.grad_is_param = false;
         n.has_grad = false;
     }
-    /// Moves a buffer into the pool.
-    void recycle(tensor& buffer)
+    /// Moves a buffer into the pool; `buffer` becomes null.
+    void recycle(tensor*& buffer)
     {
-        if (buffer.size() > 0)
-            pool[buffer.size()].push_back(std::move(buffer));
-        buffer = unallocated_tensor(); // a moved-from xarray may keep its shape
+        if (buffer->size() > 0)
+            pool[buffer->size()].push_back(buffer);
+        else
+            spare_objects.push_back(buffer);
+        buffer = nullptr;
     }
 
-    /// Makes `t` a buffer of `shape` (contents unspecified), from the pool when it has one.
-    void take_buffer(tensor& t, const shape_type& shape)
+    /// A buffer of `shape` (contents unspecified), from the pool when it has one.
+    tensor* take_buffer(const shape_type& shape)
     {
         const auto spare = pool.find(element_count(shape));
         if (spare == pool.end() || spare->second.empty())
         {
-            unhold(t.size());
-            t = tensor::from_shape(shape);
-            hold(t.size());
-            return;
+            tensor* t = new_object(tensor::from_shape(shape));
+            hold(t->size());
+            return t;
         }
-        unhold(t.size());
-        t = std::move(spare->second.back());
+        tensor* t = spare->second.back();
         spare->second.pop_back();
-        t.resize(shape); // same size: keeps the buffer
+        t->resize(shape); // same size: keeps the buffer
+        return t;
     }
 };
 
@@ -281,7 +344,7 @@ public:
                 if (j != m_index)
                     m_core->drop_value(j);
         }
-        return n.value;
+        return *n.value;
     }
     /// d(output)/d(this) from the last backward() of this tape; zeros if it did not reach here.
     /// For an intermediate (an op's output that requires a gradient) only after retain_grad()
@@ -349,12 +412,10 @@ private:
     friend var detach(const var& x);
 
     /// Appends a node to this var's tape and returns its handle.
-    var append(tensor&& value, bool requires_grad, std::unique_ptr<detail::backward_fn> fn,
-               site where) const
+    var append(tensor&& value, bool requires_grad, detail::fn_ptr fn, site where) const
     {
         checked_index();
-        m_core->hold(value.size());
-        m_core->nodes.emplace_back(std::move(value), requires_grad, std::move(fn), where);
+        m_core->append(std::move(value), requires_grad, std::move(fn), where);
         return var(m_core, m_core->nodes.size() - 1);
     }
 
@@ -393,7 +454,11 @@ public:
         detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
         m_core->alive = false;
         m_core->nodes.clear();
+        m_core->fns.reset();
         m_core->bound.clear();
+        m_core->pool.clear(); // vars may keep the core: its buffers go now
+        m_core->spare_objects.clear();
+        m_core->objects.clear();
     }
     tape(const tape&) = delete;
     tape& operator=(const tape&) = delete;
@@ -477,7 +542,7 @@ public:
                 if (hooked)
                     if (const auto found = m_core->hooks.find(i); found != m_core->hooks.end())
                         for (const auto& hook : found->second)
-                            hook(n.grad);
+                            hook(*n.grad);
                 if (n.fn)
                 {
                     if (recomputes)
@@ -493,7 +558,8 @@ public:
                 m_core->drop_value(i);
             if (n.bound.defined() && n.has_grad) // Note [Gradient readiness]
             {
-                xt::noalias(n.bound.grad()) += n.grad;
+                if (!n.grad_is_param) // else it accumulated there (grad_slot)
+                    xt::noalias(n.bound.grad()) += *n.grad;
                 if (listener)
                     listener->ready(n.bound);
             }
@@ -508,11 +574,16 @@ public:
         detail::keep_in_heap(m_core->bytes_held()); // Note [Allocation] in framework/heap.hpp
         for (detail::node& n : m_core->nodes)       // keep the buffers (Note [Released gradients])
         {
-            if (n.has_grad)
+            if (n.grad && !n.grad_is_param)
                 m_core->recycle(n.grad);
-            m_core->unhold(n.value.size() + n.grad.size());
+            if (n.value)
+            {
+                m_core->unhold(n.value->size());
+                m_core->free_object(n.value);
+            }
         }
         m_core->nodes.clear();
+        m_core->fns.reset();
         m_core->bound.clear();
         m_core->hooks.clear();
         m_core->any_recomputable = false;
@@ -606,7 +677,7 @@ public:
         {
             const detail::node& x = m_core->nodes[i];
             if (!expensive_only || (x.fn && x.fn->expensive()))
-                n += x.value.size();
+                n += x.value_size();
         }
         return n * sizeof(real);
     }
@@ -616,7 +687,19 @@ public:
     {
         std::size_t n = 0;
         for (const auto& [id, i] : m_core->bound)
-            n += m_core->nodes[i].value.size();
+            n += m_core->nodes[i].value_size();
+        return n * sizeof(real);
+    }
+
+    /// The bytes of the bound parameters whose gradient is not zero now: backward would sum
+    /// theirs in slots of the tape's own, the others' straight into the parameters (Note
+    /// [Gradient accumulation]).
+    std::size_t parameter_gradient_bytes() const
+    {
+        std::size_t n = 0;
+        for (const auto& [id, i] : m_core->bound)
+            if (const detail::node& x = m_core->nodes[i]; !detail::all_zero(x.bound.grad()))
+                n += x.bound.grad().size();
         return n * sizeof(real);
     }
 
@@ -640,8 +723,7 @@ public:
 private:
     var leaf(tensor value, bool requires_grad)
     {
-        m_core->hold(value.size());
-        m_core->nodes.emplace_back(std::move(value), requires_grad, nullptr, site());
+        m_core->append(std::move(value), requires_grad, nullptr, site());
         return var(m_core, m_core->nodes.size() - 1);
     }
 

@@ -292,8 +292,8 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
         const std::size_t first_cheap = G > 0 ? (S - G) / K : segments;
         const std::size_t cheap = S - std::min(S, first_cheap * K); // steps keeping GEMM outputs
         const std::size_t last = S % K ? S % K : std::min(K, S);    // steps in the last segment
-        // Each segment is dropped when the next one ends, so all are recomputed but the last,
-        // unless stored steps follow it.
+        // Each segment is dropped when the next one's first step ends, so all are recomputed
+        // but the last, unless stored steps follow it.
         const bool last_kept = F == 0 && S > 0;
         r.cheap_steps = cheap - (last_kept && cheap > 0 ? last : 0);
         r.recomputed_steps = S - cheap - (last_kept && cheap == 0 ? last : 0);
@@ -315,11 +315,11 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
                                     projection + copy
                               : 0;
         // Recomputing a segment whole recomputes the projections of the chunks it touches (one
-        // more where segments straddle chunks or end where a chunk does, whose next chunk's
-        // projection is still live); one chunk's gradient is live with them.
+        // more where segments straddle chunks: unless one length divides the other); one
+        // chunk's gradient is live with them.
         const std::size_t C = chunk;
-        const std::size_t touched =
-            std::min((T + C - 1) / C, (K + C - 1) / C + (C % K == 0 && K < C ? 0 : 1));
+        const bool aligned = C % K == 0 || K % C == 0;
+        const std::size_t touched = std::min((T + C - 1) / C, (K + C - 1) / C + (aligned ? 0 : 1));
         const std::size_t whole_again = r.recomputed_steps > 0
                                             ? std::min(K, r.recomputed_steps) * p.step +
                                                   touched * (projection + copy) + projection
@@ -383,11 +383,12 @@ inline bptt_plan plan_bptt(const step_profile& p, std::size_t T, std::size_t chu
 
 /// Applies a memory policy to a loop of steps recorded on a tape (unroll, the decoder's
 /// step-by-step loop): segments are K steps (one for gemm), and a segment's values are dropped at
-/// the end of the next segment (but the GEMM outputs of a segment that keeps them), keeping what
-/// that one read from it (its last state, a running loss) and what keep() was given (outputs
-/// read after the loop). The last segment is kept whole: the caller reads its final state. Steps
-/// backward does not recompute (every step under `all`, the stored steps) keep only what some
-/// backward reads (recomputed()).
+/// the end of the next segment's first step (but the GEMM outputs of a segment that keeps them),
+/// keeping what that step read from it (its last state, a running loss) and what keep() was
+/// given (outputs read after the loop); a later step that reads more of it recomputes what it
+/// reads. Forward then holds one segment at a time, as backward does. The last segment is kept
+/// whole: the caller reads its final state. Steps backward does not recompute (every step under
+/// `all`, the stored steps) keep only what some backward reads (recomputed()).
 class segmenter
 {
 public:
@@ -413,8 +414,9 @@ public:
     /// Call before recording step k (k = 0, 1, … in the order the steps run).
     void begin_step(std::size_t k)
     {
-        if (!recomputed(k) || k % m_length == 0)
-            start_segment();
+        m_first_step = !recomputed(k) || k % m_length == 0;
+        if (m_first_step)
+            m_start = m_tape.size();
     }
     /// Keeps `v`, recorded in the current segment, when its segment's values are dropped, and
     /// after backward.
@@ -433,24 +435,25 @@ public:
         for (const var& v : final_state)
             m_kept_after.push_back(v.index());
         std::sort(m_kept_after.begin(), m_kept_after.end());
+        m_kept_after.erase(std::unique(m_kept_after.begin(), m_kept_after.end()),
+                           m_kept_after.end()); // a chunk is kept by each of its steps
         m_tape.release_after_backward(m_first, m_tape.size(), m_kept_after);
     }
     /// Call after recording step k.
     void end_step(std::size_t k)
     {
+        // The first step of a segment has read what it needs of the one before (its last state,
+        // a running loss): that one's values can go.
+        if (m_first_step && m_ended.has_value())
+            drop_ended();
+        m_first_step = false;
         if (recomputed(k) && k % m_length != m_length - 1 && k + 1 != m_segmented)
             return; // the segment goes on
-        if (m_segments > 1)
-        {
-            if (m_previous_recomputed)
-                m_tape.drop_values(m_previous_start, m_start, m_previous_kept, m_previous_what);
-            else
-                m_tape.drop_unread(m_previous_start, m_start, m_previous_kept);
-        }
-        m_previous_recomputed = recomputed(k);
         // A segment keeps its GEMM outputs when it ends among the last `cheap` segmented steps.
-        m_previous_what = k + 1 > m_cheap_from ? recompute::cheap_values : recompute::every_value;
-        m_previous_kept.swap(m_kept); // both keep their capacity: no allocation per step
+        m_ended =
+            ended_segment{m_start, m_tape.size(), recomputed(k),
+                          k + 1 > m_cheap_from ? recompute::cheap_values : recompute::every_value};
+        m_ended_kept.swap(m_kept); // both keep their capacity: no allocation per step
         m_kept.clear();
     }
 
@@ -461,21 +464,35 @@ private:
     /// it needed (a gate's pre-activation).
     bool recomputed(std::size_t k) const { return m_active && k < m_segmented; }
 
-    void start_segment()
+    /// Drops the values of the segment that ended last (what the next one read of it stays).
+    void drop_ended()
     {
-        m_previous_start = m_start;
-        m_start = m_tape.size();
-        ++m_segments;
+        const ended_segment& e = *m_ended;
+        m_ended_kept.insert(m_ended_kept.end(), m_kept.begin(), m_kept.end());
+        if (e.recomputed)
+            m_tape.drop_values(e.from, e.to, m_ended_kept, e.what);
+        else
+            m_tape.drop_unread(e.from, e.to, m_ended_kept);
+        m_ended.reset();
+        m_ended_kept.clear();
     }
+
+    /// A segment whose values wait for the next segment's first step.
+    struct ended_segment
+    {
+        std::size_t from, to; // its nodes
+        bool recomputed;      // backward recomputes it
+        recompute what;       // what drop_values frees of it
+    };
 
     tape& m_tape;
     bool m_active;
     std::size_t m_length, m_segmented;
     std::size_t m_cheap_from; // the segments that end after this step keep their GEMM outputs
-    recompute m_previous_what = recompute::every_value;
-    std::size_t m_start = 0, m_previous_start = 0, m_segments = 0;
-    bool m_previous_recomputed = false; // the previous segment is recomputed in backward
-    std::vector<var> m_kept, m_previous_kept;
+    std::size_t m_start = 0;  // the current segment's first node
+    bool m_first_step = false;
+    std::optional<ended_segment> m_ended;
+    std::vector<var> m_kept, m_ended_kept;
     std::size_t m_first = 0;               // the first node of the steps
     std::vector<std::size_t> m_kept_after; // what keep() was given: kept after backward
 };

@@ -239,7 +239,7 @@ namespace detail
 /// of ⌊projection_rows / B⌋ steps, each just before its steps, so that a memory policy can drop a
 /// chunk's projection once its steps are done (Note [Memory policies]). Every policy projects
 /// the same chunks, so the weight gradients sum the same chunk products in the same order.
-constexpr std::size_t projection_rows = 512;
+constexpr std::size_t projection_rows = 256;
 
 /// How unroll feeds a cell its steps: raw steps it projects in chunks, raw steps one at a time,
 /// or steps already projected (unroll_projected).
@@ -302,9 +302,10 @@ step_profile profile_step(const Cell& cell, std::size_t B, std::size_t features,
         p.projection_read = dry.value_bytes(projection.index(), projection.index() + 1) > 0;
     }
     p.parameters = dry.parameter_bytes();
-    // Backward reuses one step's gradient buffers (Note [Released gradients]) and keeps the
-    // parameters' leaf gradients; a backward here would add into the parameters' gradients.
-    p.gradients = p.step + p.parameters;
+    // Backward reuses one step's gradient buffers (Note [Released gradients]) and sums the
+    // parameters' gradients in leaf slots of its own only where they are not zero already (Note
+    // [Gradient accumulation]); a backward here would add into the parameters' gradients.
+    p.gradients = p.step + dry.parameter_gradient_bytes();
     return p;
 }
 
@@ -438,7 +439,9 @@ std::vector<typename Cell::state> unroll(const Cell& cell, tape& t, const input_
 /// features, before running it: the policy a budget resolves to, the tape's predicted peak and
 /// the steps backward recomputes (Note [Memory policies]). `outputs_kept`: the outputs are read
 /// after the loop (unroll without each_step); `input_chunks`: the input is an input_sequence given
-/// by chunks, never on the tape whole.
+/// by chunks, never on the tape whole. The parameters whose gradients are not zero now are
+/// counted with gradient slots of the tape's own (Note [Gradient accumulation]): plan after
+/// zero_grad(), as a training step runs.
 template <class Cell>
 bptt_plan plan_unroll(const Cell& cell, std::size_t T, std::size_t B, std::size_t I, std::size_t H,
                       const bptt_memory& memory, bool outputs_kept = true,

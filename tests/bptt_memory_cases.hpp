@@ -181,8 +181,9 @@ inline void cells_give_identical_gradients()
     check_created<user_cell>(4, T, B, I, H);
 }
 
-// A batch of 64 projects its input in chunks of 2048 / 64 = 32 steps: 150 steps make five
-// chunks, which segments of 3 and 8 steps straddle.
+// A batch of 64 projects its input in chunks of 256 / 64 = 4 steps (detail::projection_rows):
+// 150 steps make 38 chunks, which segments of 3 steps straddle and segments of 8 cover two at a
+// time.
 inline void projection_chunks_give_identical_gradients()
 {
     constexpr std::size_t T = 150, B = 64, I = 3, H = 4;
@@ -485,6 +486,7 @@ inline void plans_predict_the_peak()
               bptt_memory::parse("every:8,gemm"), bptt_memory::parse("every:16,gemm:200"),
               bptt_memory::parse("every:8,gemm,stored:100")})
         {
+            store.zero_grad(); // as a training step plans (Note [Gradient accumulation])
             const bptt_plan plan = plan_unroll(cell, T, B, I, H, m, !inside);
             const run_result r = lstm_run(store, cell, x, m, inside);
             const double ratio = double(plan.predicted_bytes) / double(r.peak);
@@ -510,7 +512,10 @@ inline void budgets_pick_the_cheapest_policy_that_fits()
     generator g(16);
     const lstm_cell cell = lstm_cell::create(store, I, H, g);
     const tensor x = g.uniform({T, B, I}, -1, 1);
-    const auto plan = [&](const bptt_memory& m) { return plan_unroll(cell, T, B, I, H, m, false); };
+    const auto plan = [&](const bptt_memory& m) {
+        store.zero_grad(); // as a training step plans (Note [Gradient accumulation])
+        return plan_unroll(cell, T, B, I, H, m, false);
+    };
     const std::size_t all = plan(bptt_memory::all()).predicted_bytes;
     const std::size_t least = plan(bptt_memory::every(8)).predicted_bytes;
     const std::size_t cheap = plan(bptt_memory::parse("every:16,gemm")).predicted_bytes;

@@ -56,7 +56,9 @@ std::size_t tape_bytes(const var& x)
 {
     std::size_t n = 0;
     for (const auto& node : detail::core_of(x).nodes)
-        n += (node.value.size() + node.grad.size()) * sizeof(real) + sizeof(node);
+        n += (node.value_size() + (node.grad && !node.grad_is_param ? node.grad->size() : 0)) *
+                 sizeof(real) +
+             sizeof(node);
     return n;
 }
 
