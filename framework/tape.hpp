@@ -20,7 +20,8 @@
 /// A parameter leaf sums its contributions from zero and backward adds the sum into the
 /// parameter's gradient at the leaf (as PyTorch's AccumulateGrad does); when that gradient is
 /// zero as backward starts on the leaf, the leaf sums straight into it instead (0 + Σ is Σ, bit
-/// for bit), so the tape keeps no second copy of the weights' gradients.
+/// for bit), so the tape keeps no second copy of the weights' gradients; the leaf's grad() then
+/// reads the parameter's gradient.
 ///
 /// Note [Released gradients]
 /// As in PyTorch, backward keeps the gradients of leaves (variables, parameters) and releases an
