@@ -136,6 +136,13 @@ struct node
     site where;  // where it was recorded (Note [Sites])
 
     const shape_type& shape() const { return value_shape; }
+    /// The value, or an empty tensor while it is dropped: what a backward that does not read
+    /// it gets (Note [Recomputation]).
+    const tensor& value_or_empty() const
+    {
+        static const tensor empty = unallocated_tensor();
+        return value ? *value : empty;
+    }
     /// The elements of the value held (0 while dropped).
     std::size_t value_size() const { return value ? value->size() : 0; }
 };

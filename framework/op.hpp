@@ -193,7 +193,8 @@ struct op_node final : backward_fn
         node& y = core.nodes[self];
         std::array<std::optional<tensor>, N> scratch; // a default xarray would allocate
         std::array<tensor*, N> slots{slot(core, K, scratch[K])...};
-        op.backward(*core.nodes[inputs[K]].value..., *y.value, *y.grad, *slots[K]...);
+        op.backward(core.nodes[inputs[K]].value_or_empty()..., y.value_or_empty(), *y.grad,
+                    *slots[K]...);
         if (core.recorder)
             (report_contribution(core, y.where, inputs[K], scratch[K]), ...);
         if (anomaly_mode())
@@ -253,7 +254,7 @@ struct op_node_n final : backward_fn
         for (std::size_t k = 0; k < inputs.size(); ++k)
         {
             node& x = core.nodes[inputs[k]];
-            xs.push_back(x.value);
+            xs.push_back(&x.value_or_empty());
             if (x.requires_grad && !(core.recorder && x.bound.defined()))
                 slots.push_back(&core.grad_slot(inputs[k]));
             else
@@ -263,7 +264,7 @@ struct op_node_n final : backward_fn
             }
         }
         node& y = core.nodes[self];
-        op.backward(xs, *y.value, *y.grad, slots);
+        op.backward(xs, y.value_or_empty(), *y.grad, slots);
         if (core.recorder)
             for (std::size_t k = 0; k < inputs.size(); ++k)
                 report_contribution(core, y.where, inputs[k], scratch[k]);
