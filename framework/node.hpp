@@ -97,15 +97,17 @@ private:
     std::size_t m_block = 0, m_used = 0;
 };
 
-/// A tensor of shape (0) that owns no memory: a default-constructed xarray allocates one element,
-/// which for a gradient slot that may never be used is a malloc and a free per node.
-inline tensor unallocated_tensor()
+/// The tensor of shape (0) that owns no memory: a default-constructed xarray allocates one
+/// element, which for a gradient slot that may never be used is a malloc and a free per node.
+inline const tensor& empty_tensor()
 {
-    // A copy: constructing one computes its strides each time, at every node and dropped value.
+    // Built once: constructing one computes its strides each time.
     static const tensor empty(tensor::storage_type(), tensor::inner_shape_type{0},
                               tensor::inner_strides_type{0});
     return empty;
 }
+/// A copy of empty_tensor(), to own.
+inline tensor unallocated_tensor() { return empty_tensor(); }
 
 /// One recorded value. The value and the gradient live in tensor objects the tape owns
 /// (tape_core::objects), so that a node whose value a memory policy dropped, or whose gradient
@@ -138,11 +140,7 @@ struct node
     const shape_type& shape() const { return value_shape; }
     /// The value, or an empty tensor while it is dropped: what a backward that does not read
     /// it gets (Note [Recomputation]).
-    const tensor& value_or_empty() const
-    {
-        static const tensor empty = unallocated_tensor();
-        return value ? *value : empty;
-    }
+    const tensor& value_or_empty() const { return value ? *value : empty_tensor(); }
     /// The elements of the value held (0 while dropped).
     std::size_t value_size() const { return value ? value->size() : 0; }
 };

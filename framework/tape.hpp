@@ -252,6 +252,13 @@ struct tape_core
                 materialize(n.fn->input(k));
     }
 
+    /// True when node n is a parameter leaf whose parameter's gradient is zero: it sums straight
+    /// into that gradient (Note [Gradient accumulation]).
+    static bool sums_into_parameter(const node& n)
+    {
+        return n.bound.defined() && n.bound.grad().shape() == n.shape() && all_zero(n.bound.grad());
+    }
+
     /// The gradient slot of node i, zeroed on first use in a backward. A parameter leaf whose
     /// parameter's gradient is zero accumulates straight into it (Note [Gradient accumulation]).
     tensor& grad_slot(std::size_t i)
@@ -264,8 +271,7 @@ struct tape_core
                 n.grad = nullptr;
                 n.grad_is_param = false;
             }
-            if (n.bound.defined() && n.bound.grad().shape() == n.shape() &&
-                all_zero(n.bound.grad()))
+            if (sums_into_parameter(n))
             {
                 if (n.grad)
                     recycle(n.grad);
@@ -274,9 +280,7 @@ struct tape_core
             }
             else
             {
-                if (n.grad && n.grad->shape() != n.shape())
-                    recycle(n.grad);
-                if (!n.grad)
+                if (!n.grad) // else the buffer of an earlier backward, of the node's shape
                     n.grad = take_buffer(n.shape());
                 n.grad->fill(real(0));
             }
@@ -699,8 +703,9 @@ public:
     {
         std::size_t n = 0;
         for (const auto& [id, i] : m_core->bound)
-            if (const detail::node& x = m_core->nodes[i]; !detail::all_zero(x.bound.grad()))
-                n += x.bound.grad().size();
+            if (const detail::node& x = m_core->nodes[i];
+                !detail::tape_core::sums_into_parameter(x))
+                n += element_count(x.shape()); // its own slot
         return n * sizeof(real);
     }
 

@@ -468,7 +468,6 @@ private:
     void drop_ended()
     {
         const ended_segment& e = *m_ended;
-        m_ended_kept.insert(m_ended_kept.end(), m_kept.begin(), m_kept.end());
         if (e.recomputed)
             m_tape.drop_values(e.from, e.to, m_ended_kept, e.what);
         else
